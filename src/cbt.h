@@ -1,0 +1,78 @@
+/*
+ * Change sources: where ingest learns which byte ranges of a snapshot hold
+ * data (no base: "allocated") or differ from the base ("delta").
+ *
+ * A source either yields a sorted list of non-overlapping byte ranges, or
+ * (scan) asks ingest to read the whole device and compare chunk ids itself.
+ * Ranges have any alignment; cbt_ranges_to_chunks() turns them into the
+ * chunk indices ingest must read.
+ */
+#ifndef CBTFS_CBT_H
+#define CBTFS_CBT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct cbt_range {
+	uint64_t offset;
+	uint64_t length;	/* > 0 */
+};
+
+struct cbt_ranges {
+	struct cbt_range *v;
+	size_t n;
+	size_t cap;
+};
+
+void cbt_ranges_free(struct cbt_ranges *rl);
+
+/*
+ * Appends a range.  Returns 0, EINVAL if it is empty, overflows, or starts
+ * before the end of the previous range (unsorted or overlapping), or
+ * ENOMEM.  Nothing is logged: the caller knows where the range came from.
+ */
+int cbt_ranges_add(struct cbt_ranges *rl, uint64_t offset, uint64_t length);
+
+/*
+ * The sorted, unique indices of the chunks of size chunk_size that the
+ * ranges touch, in *idxp (malloc'd, NULL when *np is 0).
+ */
+int cbt_ranges_to_chunks(const struct cbt_ranges *rl, uint32_t chunk_size,
+			 uint64_t **idxp, size_t *np);
+
+/* What a source is asked. */
+struct cbt_request {
+	uint64_t device_size;	/* bytes: ranges must end within it */
+	bool has_base;		/* a delta against a base snapshot */
+};
+
+struct cbt_source;
+
+struct cbt_source_ops {
+	const char *name;	/* recorded in the manifest: "scan"... */
+	/* NULL: the source is a full scan done by ingest itself. */
+	int (*get_ranges)(struct cbt_source *src,
+			  const struct cbt_request *req,
+			  struct cbt_ranges *out);
+	void (*destroy)(struct cbt_source *src);
+};
+
+struct cbt_source {
+	const struct cbt_source_ops *ops;
+};
+
+/* Parses a --changes argument: "scan" or "ranges:FILE".  NULL with *errp
+ * (logged) on a bad argument. */
+struct cbt_source *cbt_source_create(const char *spec, int *errp);
+
+struct cbt_source *cbt_scan_create(void);
+struct cbt_source *cbt_ranges_file_create(const char *path, int *errp);
+
+static inline void cbt_source_destroy(struct cbt_source *src)
+{
+	if (src != NULL)
+		src->ops->destroy(src);
+}
+
+#endif

@@ -1,0 +1,72 @@
+/*
+ * Shared command-line helpers.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "cli.h"
+
+void cli_version(const char *prog)
+{
+	printf("%s (cbtfs) %s\n", prog, PACKAGE_VERSION);
+}
+
+int cli_usage_error(const char *prog, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry '%s --help' for more information.\n", prog);
+	return EXIT_USAGE;
+}
+
+int cli_open_repo(const char *url, const char *cache_dir, struct repo **rp,
+		  struct index **ixp)
+{
+	int err;
+
+	*ixp = NULL;
+	*rp = repo_open(url, &err);
+	if (*rp == NULL)
+		return err;
+	*ixp = index_open(*rp, cache_dir, &err);
+	if (*ixp == NULL || (err = index_sync(*ixp, NULL)) != 0) {
+		index_close(*ixp);
+		repo_close(*rp);
+		*ixp = NULL;
+		*rp = NULL;
+		return err;
+	}
+	return 0;
+}
+
+void cli_print_json(struct json_object *obj)
+{
+	printf("%s\n", json_object_to_json_string_ext(
+			       obj, JSON_C_TO_STRING_PRETTY |
+					    JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(obj);
+}
+
+void cli_json_stats(struct json_object *obj, const struct manifest_stats *s)
+{
+	json_object_object_add(obj, "bytes_read",
+			       json_object_new_int64((int64_t)s->bytes_read));
+	json_object_object_add(obj, "chunks_read",
+			       json_object_new_int64((int64_t)s->chunks_read));
+	json_object_object_add(obj, "chunks_changed",
+			       json_object_new_int64((int64_t)s->chunks_changed));
+	json_object_object_add(obj, "chunks_new",
+			       json_object_new_int64((int64_t)s->chunks_new));
+	json_object_object_add(obj, "chunks_reused",
+			       json_object_new_int64((int64_t)s->chunks_reused));
+	json_object_object_add(obj, "chunks_zero",
+			       json_object_new_int64((int64_t)s->chunks_zero));
+	json_object_object_add(obj, "bytes_stored",
+			       json_object_new_int64((int64_t)s->bytes_stored));
+}

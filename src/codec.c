@@ -1,0 +1,175 @@
+/*
+ * Chunk codec: see codec.h for the frame layout and the verification rule.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <zstd.h>
+
+#include "codec.h"
+
+static const unsigned char codec_magic[4] = { 'C', 'B', 'T', 'c' };
+#define CODEC_VERSION 1
+
+const unsigned char codec_zero_id[CODEC_ID_LEN];
+
+void codec_chunk_id(const void *data, size_t len,
+		    unsigned char id[CODEC_ID_LEN])
+{
+	unsigned int n = CODEC_ID_LEN;
+
+	EVP_Digest(data, len, id, &n, EVP_sha256(), NULL);
+}
+
+bool codec_is_zero(const void *data, size_t len)
+{
+	const unsigned char *p = data;
+
+	/* compare the buffer with itself shifted by one: fast and portable */
+	if (len == 0)
+		return true;
+	return p[0] == 0 && memcmp(p, p + 1, len - 1) == 0;
+}
+
+bool codec_id_is_zero(const unsigned char id[CODEC_ID_LEN])
+{
+	return memcmp(id, codec_zero_id, CODEC_ID_LEN) == 0;
+}
+
+static void put_le64(unsigned char *p, uint64_t v)
+{
+	int i;
+
+	for (i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_le64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	int i;
+
+	for (i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+int codec_encode(const void *data, size_t len, int level, bool with_digest,
+		 struct buf *out)
+{
+	size_t hdr = CODEC_HEADER_LEN + (with_digest ? CODEC_ID_LEN : 0);
+	size_t bound = level > 0 ? ZSTD_compressBound(len) : len;
+	unsigned char flags = with_digest ? CODEC_F_DIGEST : 0;
+
+	out->len = 0;
+	if (buf_reserve(out, hdr + bound) != 0)
+		return ENOMEM;
+	memcpy(out->data, codec_magic, 4);
+	out->data[4] = CODEC_VERSION;
+	out->data[6] = out->data[7] = 0;
+	put_le64(out->data + 8, len);
+	if (with_digest)
+		codec_chunk_id(data, len, out->data + CODEC_HEADER_LEN);
+
+	if (level > 0) {
+		size_t n = ZSTD_compress(out->data + hdr, bound, data, len,
+					 level);
+
+		if (ZSTD_isError(n)) {
+			log_error("zstd compression failed: %s",
+				  ZSTD_getErrorName(n));
+			return EIO;
+		}
+		flags |= CODEC_F_ZSTD;
+		out->len = hdr + n;
+	} else {
+		memcpy(out->data + hdr, data, len);
+		out->len = hdr + len;
+	}
+	out->data[5] = flags;
+	return 0;
+}
+
+int codec_decode(const void *frame, size_t flen,
+		 const unsigned char *expect_id, size_t max_len,
+		 struct buf *out, const char **why)
+{
+	const unsigned char *f = frame;
+	unsigned char id[CODEC_ID_LEN];
+	const unsigned char *payload;
+	uint64_t raw_len;
+	size_t hdr = CODEC_HEADER_LEN, plen;
+	unsigned char flags;
+
+	*why = NULL;
+	out->len = 0;
+	if (flen < CODEC_HEADER_LEN || memcmp(f, codec_magic, 4) != 0) {
+		*why = "not a cbtfs object (bad magic)";
+		return EBADMSG;
+	}
+	if (f[4] != CODEC_VERSION) {
+		*why = "unknown object format version";
+		return EBADMSG;
+	}
+	flags = f[5];
+	if (flags & ~(CODEC_F_ZSTD | CODEC_F_ENCRYPTED | CODEC_F_DIGEST)) {
+		*why = "unknown flags in object header";
+		return EBADMSG;
+	}
+	if (flags & CODEC_F_ENCRYPTED) {
+		*why = "object is encrypted, which this version cannot read";
+		return ENOTSUP;
+	}
+	raw_len = get_le64(f + 8);
+	if (raw_len > max_len) {
+		*why = "plaintext length in header is out of range";
+		return EBADMSG;
+	}
+	if (flags & CODEC_F_DIGEST)
+		hdr += CODEC_ID_LEN;
+	if (flen < hdr) {
+		*why = "object is truncated";
+		return EBADMSG;
+	}
+	payload = f + hdr;
+	plen = flen - hdr;
+	if (buf_reserve(out, raw_len ? raw_len : 1) != 0)
+		return ENOMEM;
+
+	if (flags & CODEC_F_ZSTD) {
+		size_t n = ZSTD_decompress(out->data, raw_len, payload, plen);
+
+		if (ZSTD_isError(n) || n != raw_len) {
+			*why = ZSTD_isError(n) ? ZSTD_getErrorName(n)
+					       : "decompressed length differs";
+			return EBADMSG;
+		}
+	} else {
+		if (plen != raw_len) {
+			*why = "stored length differs from header";
+			return EBADMSG;
+		}
+		memcpy(out->data, payload, plen);
+	}
+	out->len = raw_len;
+
+	if (expect_id != NULL || (flags & CODEC_F_DIGEST)) {
+		codec_chunk_id(out->data, out->len, id);
+		if ((flags & CODEC_F_DIGEST) &&
+		    memcmp(id, f + CODEC_HEADER_LEN, CODEC_ID_LEN) != 0) {
+			*why = "checksum mismatch (content does not match its digest)";
+			out->len = 0;
+			return EBADMSG;
+		}
+		if (expect_id != NULL &&
+		    memcmp(id, expect_id, CODEC_ID_LEN) != 0) {
+			*why = "checksum mismatch (content does not match its id)";
+			out->len = 0;
+			return EBADMSG;
+		}
+	}
+	return 0;
+}

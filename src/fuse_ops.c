@@ -1,0 +1,648 @@
+/*
+ * FUSE layer: see fuse_ops.h.
+ *
+ * State: a tree of nodes (rebuilt, never edited in place), the images open
+ * now (each a resolved chunk map shared by every open of one snapshot), and
+ * the chunk cache.
+ *
+ * Locking, in this order:
+ *   fs->sync_lock   serialises syncs (index sync + tree rebuild)
+ *   fs->lock        guards fs->root, fs->images, fs->last_sync
+ *   (index lock)    taken inside index_* calls
+ * Nothing is held during chunk I/O.  fs->lock is never held while calling
+ * index_* functions, so the index lock always nests innermost.
+ */
+#include "config.h"
+
+#define FUSE_USE_VERSION 35
+
+#include <errno.h>
+#include <fuse.h>
+#include <fuse_lowlevel.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "chunk_cache.h"
+#include "fuse_ops.h"
+#include "index.h"
+
+struct node {
+	char *name;
+	bool is_dir;
+	struct node **kids;	/* sorted by name */
+	size_t n_kids, cap_kids;
+	/* files */
+	char snap_id[CBTFS_UUID_LEN + 1];
+	uint64_t size;
+	int64_t created;
+};
+
+struct image {
+	char snap_id[CBTFS_UUID_LEN + 1];
+	struct chunk_map *map;
+	unsigned refs;
+	struct image *next;
+};
+
+struct cbtfs_fs {
+	const struct mount_conf *conf;
+	struct repo *repo;
+	struct index *index;
+	struct chunk_cache *cache;
+	uid_t uid;
+	gid_t gid;
+
+	pthread_mutex_t sync_lock;
+	pthread_mutex_t lock;
+	struct node *root;
+	struct image *images;
+	double last_sync;
+
+	pthread_t refresher;
+	bool refresher_running;
+	pthread_mutex_t stop_lock;
+	pthread_cond_t stop_cond;
+	bool stop;
+};
+
+static struct cbtfs_fs *get_fs(void)
+{
+	return fuse_get_context()->private_data;
+}
+
+/* ---- tree ---------------------------------------------------------- */
+
+static void node_free(struct node *n)
+{
+	size_t i;
+
+	if (n == NULL)
+		return;
+	for (i = 0; i < n->n_kids; i++)
+		node_free(n->kids[i]);
+	free(n->kids);
+	free(n->name);
+	free(n);
+}
+
+static struct node *node_new(const char *name, size_t len, bool is_dir)
+{
+	struct node *n = calloc(1, sizeof(*n));
+
+	if (n == NULL)
+		return NULL;
+	n->name = strndup(name, len);
+	if (n->name == NULL) {
+		free(n);
+		return NULL;
+	}
+	n->is_dir = is_dir;
+	return n;
+}
+
+static int kid_cmp(const void *key, const void *elem)
+{
+	return strcmp(key, (*(struct node *const *)elem)->name);
+}
+
+static struct node *node_kid(const struct node *dir, const char *name)
+{
+	struct node **p;
+
+	if (dir->n_kids == 0)
+		return NULL;
+	p = bsearch(name, dir->kids, dir->n_kids, sizeof(*dir->kids), kid_cmp);
+	return p ? *p : NULL;
+}
+
+/* Finds or adds the child name[0..len) of dir (kept sorted). */
+static struct node *node_add(struct node *dir, const char *name, size_t len,
+			     bool is_dir)
+{
+	char tmp[512];
+	struct node *n;
+	size_t pos;
+
+	snprintf(tmp, sizeof(tmp), "%.*s", (int)len, name);
+	n = node_kid(dir, tmp);
+	if (n != NULL)
+		return n->is_dir == is_dir ? n : NULL;	/* clash: skip */
+	if (dir->n_kids == dir->cap_kids) {
+		size_t cap = dir->cap_kids ? 2 * dir->cap_kids : 8;
+		void *p = realloc(dir->kids, cap * sizeof(*dir->kids));
+
+		if (p == NULL)
+			return NULL;
+		dir->kids = p;
+		dir->cap_kids = cap;
+	}
+	n = node_new(name, len, is_dir);
+	if (n == NULL)
+		return NULL;
+	for (pos = dir->n_kids; pos > 0 && strcmp(dir->kids[pos - 1]->name,
+						  n->name) > 0; pos--)
+		dir->kids[pos] = dir->kids[pos - 1];
+	dir->kids[pos] = n;
+	dir->n_kids++;
+	return n;
+}
+
+static int tree_add_snapshot(void *arg, const struct manifest *m)
+{
+	struct node *dir = arg, *file;
+	const char *p = m->volume;
+	char fname[300];
+
+	for (;;) {
+		const char *end = strchrnul(p, '/');
+
+		dir = node_add(dir, p, (size_t)(end - p), true);
+		if (dir == NULL)
+			return 0;	/* name clash or no memory: skip */
+		if (*end == '\0')
+			break;
+		p = end + 1;
+	}
+	snprintf(fname, sizeof(fname), "%s.img", m->name);
+	if (node_kid(dir, fname) != NULL)
+		return 0;	/* duplicate name: the oldest wins */
+	file = node_add(dir, fname, strlen(fname), false);
+	if (file == NULL)
+		return 0;
+	snprintf(file->snap_id, sizeof(file->snap_id), "%s", m->id);
+	file->size = m->capacity;
+	file->created = m->created;
+	return 0;
+}
+
+/* Builds a new tree from the index and swaps it in. */
+static int rebuild_tree(struct cbtfs_fs *fs)
+{
+	struct node *root = node_new("", 0, true), *old;
+	int err;
+
+	if (root == NULL)
+		return ENOMEM;
+	err = index_list_snapshots(fs->index, NULL, tree_add_snapshot, root);
+	if (err != 0) {
+		node_free(root);
+		return err;
+	}
+	pthread_mutex_lock(&fs->lock);
+	old = fs->root;
+	fs->root = root;
+	pthread_mutex_unlock(&fs->lock);
+	node_free(old);
+	return 0;
+}
+
+/* Syncs the index with the store; if max_age > 0, only when the last sync
+ * is older than that. */
+static void sync_now(struct cbtfs_fs *fs, double max_age)
+{
+	bool changed = false;
+	double now;
+
+	pthread_mutex_lock(&fs->sync_lock);
+	now = now_seconds();
+	pthread_mutex_lock(&fs->lock);
+	if (max_age > 0 && now - fs->last_sync < max_age) {
+		pthread_mutex_unlock(&fs->lock);
+		pthread_mutex_unlock(&fs->sync_lock);
+		return;
+	}
+	fs->last_sync = now;
+	pthread_mutex_unlock(&fs->lock);
+	if (index_sync(fs->index, &changed) == 0 && changed)
+		rebuild_tree(fs);
+	pthread_mutex_unlock(&fs->sync_lock);
+}
+
+static void *refresher(void *arg)
+{
+	struct cbtfs_fs *fs = arg;
+
+	pthread_mutex_lock(&fs->stop_lock);
+	while (!fs->stop) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += fs->conf->refresh_seconds;
+		pthread_cond_timedwait(&fs->stop_cond, &fs->stop_lock, &ts);
+		if (fs->stop)
+			break;
+		pthread_mutex_unlock(&fs->stop_lock);
+		sync_now(fs, 0);
+		pthread_mutex_lock(&fs->stop_lock);
+	}
+	pthread_mutex_unlock(&fs->stop_lock);
+	return NULL;
+}
+
+/* Walks path; the caller holds fs->lock.  NULL if absent. */
+static struct node *lookup_locked(struct cbtfs_fs *fs, const char *path)
+{
+	struct node *n = fs->root;
+	char comp[512];
+
+	while (n != NULL && *path != '\0') {
+		const char *end;
+
+		while (*path == '/')
+			path++;
+		if (*path == '\0')
+			break;
+		end = strchrnul(path, '/');
+		if ((size_t)(end - path) >= sizeof(comp) || !n->is_dir)
+			return NULL;
+		snprintf(comp, sizeof(comp), "%.*s", (int)(end - path), path);
+		n = node_kid(n, comp);
+		path = end;
+	}
+	return n;
+}
+
+/* ---- FUSE operations ----------------------------------------------- */
+
+static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+	struct cbtfs_fs *fs = get_fs();
+
+	/* images never change: let the kernel cache everything */
+	cfg->kernel_cache = 1;
+	cfg->entry_timeout = 1.0;
+	cfg->attr_timeout = 1.0;
+	cfg->negative_timeout = 0;
+	cfg->use_ino = 0;
+	conn->max_readahead = 1u << 20;
+	if (fs->conf->refresh_seconds > 0 &&
+	    pthread_create(&fs->refresher, NULL, refresher, fs) == 0)
+		fs->refresher_running = true;
+	return fs;
+}
+
+static void op_destroy(void *private_data)
+{
+	struct cbtfs_fs *fs = private_data;
+
+	if (fs->refresher_running) {
+		pthread_mutex_lock(&fs->stop_lock);
+		fs->stop = true;
+		pthread_cond_signal(&fs->stop_cond);
+		pthread_mutex_unlock(&fs->stop_lock);
+		pthread_join(fs->refresher, NULL);
+		fs->refresher_running = false;
+	}
+}
+
+static void fill_stat(struct cbtfs_fs *fs, const struct node *n,
+		      struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_uid = fs->uid;
+	st->st_gid = fs->gid;
+	if (n->is_dir) {
+		st->st_mode = S_IFDIR | 0555;
+		st->st_nlink = 2;
+	} else {
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		st->st_size = (off_t)n->size;
+		st->st_blocks = (blkcnt_t)((n->size + 511) / 512);
+		st->st_mtime = st->st_ctime = st->st_atime =
+			(time_t)n->created;
+	}
+	st->st_blksize = (blksize_t)fs->repo->chunk_size;
+}
+
+static int op_getattr(const char *path, struct stat *st,
+		      struct fuse_file_info *fi)
+{
+	struct cbtfs_fs *fs = get_fs();
+	struct node *n;
+	int pass;
+
+	for (pass = 0; pass < 2; pass++) {
+		pthread_mutex_lock(&fs->lock);
+		n = lookup_locked(fs, path);
+		if (n != NULL)
+			fill_stat(fs, n, st);
+		pthread_mutex_unlock(&fs->lock);
+		if (n != NULL)
+			return 0;
+		if (pass == 0)
+			sync_now(fs, 1.0);	/* maybe it just appeared */
+	}
+	return -ENOENT;
+}
+
+static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
+		      off_t offset, struct fuse_file_info *fi,
+		      enum fuse_readdir_flags flags)
+{
+	struct cbtfs_fs *fs = get_fs();
+	struct node *n;
+	char **names = NULL;
+	size_t i, count = 0;
+	int err = 0;
+
+	sync_now(fs, 1.0);
+	pthread_mutex_lock(&fs->lock);
+	n = lookup_locked(fs, path);
+	if (n == NULL || !n->is_dir) {
+		err = n == NULL ? -ENOENT : -ENOTDIR;
+	} else {
+		/* copy the names: the filler runs without the lock */
+		names = calloc(n->n_kids ? n->n_kids : 1, sizeof(*names));
+		if (names == NULL)
+			err = -ENOMEM;
+		for (i = 0; names != NULL && i < n->n_kids; i++) {
+			names[i] = strdup(n->kids[i]->name);
+			if (names[i] == NULL) {
+				err = -ENOMEM;
+				break;
+			}
+			count++;
+		}
+	}
+	pthread_mutex_unlock(&fs->lock);
+
+	if (err == 0) {
+		filler(buf, ".", NULL, 0, 0);
+		filler(buf, "..", NULL, 0, 0);
+		for (i = 0; i < count; i++)
+			if (filler(buf, names[i], NULL, 0, 0) != 0)
+				break;
+	}
+	for (i = 0; i < count; i++)
+		free(names[i]);
+	free(names);
+	return err;
+}
+
+static int op_open(const char *path, struct fuse_file_info *fi)
+{
+	struct cbtfs_fs *fs = get_fs();
+	struct image *img;
+	struct chunk_map *map = NULL;
+	char snap_id[CBTFS_UUID_LEN + 1];
+	struct node *n;
+	int err = 0;
+
+	if ((fi->flags & O_ACCMODE) != O_RDONLY)
+		return -EROFS;
+	pthread_mutex_lock(&fs->lock);
+	n = lookup_locked(fs, path);
+	if (n == NULL)
+		err = -ENOENT;
+	else if (n->is_dir)
+		err = -EISDIR;
+	else
+		snprintf(snap_id, sizeof(snap_id), "%s", n->snap_id);
+	pthread_mutex_unlock(&fs->lock);
+	if (err != 0)
+		return err;
+
+	pthread_mutex_lock(&fs->lock);
+	for (img = fs->images; img != NULL; img = img->next)
+		if (strcmp(img->snap_id, snap_id) == 0)
+			break;
+	if (img != NULL)
+		img->refs++;
+	pthread_mutex_unlock(&fs->lock);
+
+	if (img == NULL) {
+		err = index_resolve_chain(fs->index, snap_id, &map);
+		if (err != 0) {
+			log_error("%s: cannot resolve snapshot %s: %s", path,
+				  snap_id, ERRSTR(err));
+			return err == ENOENT ? -ENOENT : -EIO;
+		}
+		pthread_mutex_lock(&fs->lock);
+		/* another open may have resolved it meanwhile */
+		for (img = fs->images; img != NULL; img = img->next)
+			if (strcmp(img->snap_id, snap_id) == 0)
+				break;
+		if (img == NULL) {
+			img = calloc(1, sizeof(*img));
+			if (img != NULL) {
+				snprintf(img->snap_id, sizeof(img->snap_id),
+					 "%s", snap_id);
+				img->map = map;
+				map = NULL;
+				img->next = fs->images;
+				fs->images = img;
+			}
+		}
+		if (img != NULL)
+			img->refs++;
+		pthread_mutex_unlock(&fs->lock);
+		chunk_map_free(map);
+		if (img == NULL)
+			return -ENOMEM;
+	}
+	fi->fh = (uint64_t)(uintptr_t)img;
+	fi->keep_cache = 1;
+	return 0;
+}
+
+static int op_release(const char *path, struct fuse_file_info *fi)
+{
+	struct cbtfs_fs *fs = get_fs();
+	struct image *img = (struct image *)(uintptr_t)fi->fh, **pp;
+
+	pthread_mutex_lock(&fs->lock);
+	if (--img->refs == 0) {
+		for (pp = &fs->images; *pp != img; pp = &(*pp)->next)
+			;
+		*pp = img->next;
+	} else {
+		img = NULL;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (img != NULL) {
+		chunk_map_free(img->map);
+		free(img);
+	}
+	return 0;
+}
+
+static int op_read(const char *path, char *buf, size_t size, off_t offset,
+		   struct fuse_file_info *fi)
+{
+	struct cbtfs_fs *fs = get_fs();
+	const struct image *img = (const struct image *)(uintptr_t)fi->fh;
+	const struct chunk_map *map = img->map;
+	uint64_t off = (uint64_t)offset, done = 0;
+	uint32_t csize = map->chunk_size;
+
+	if (offset < 0)
+		return -EINVAL;
+	if (off >= map->capacity)
+		return 0;
+	if (size > map->capacity - off)
+		size = (size_t)(map->capacity - off);
+	while (done < size) {
+		uint64_t pos = off + done, idx = pos / csize;
+		uint32_t within = (uint32_t)(pos % csize);
+		uint32_t n = csize - within;
+		int err;
+
+		if (n > size - done)
+			n = (uint32_t)(size - done);
+		if (codec_id_is_zero(map->ids[idx])) {
+			memset(buf + done, 0, n);
+		} else {
+			err = chunk_cache_read(fs->cache, map->ids[idx], within,
+					       n, buf + done);
+			if (err != 0)
+				return -(err == ENOMEM ? ENOMEM : EIO);
+		}
+		done += n;
+	}
+	return (int)done;
+}
+
+static int op_statfs(const char *path, struct statvfs *sv)
+{
+	memset(sv, 0, sizeof(*sv));
+	sv->f_bsize = get_fs()->repo->chunk_size;
+	sv->f_frsize = 512;
+	sv->f_namemax = 255;
+	return 0;
+}
+
+static const struct fuse_operations cbtfs_ops = {
+	.init = op_init,
+	.destroy = op_destroy,
+	.getattr = op_getattr,
+	.readdir = op_readdir,
+	.open = op_open,
+	.release = op_release,
+	.read = op_read,
+	.statfs = op_statfs,
+};
+
+/* ---- main loop ----------------------------------------------------- */
+
+static void fs_free(struct cbtfs_fs *fs)
+{
+	while (fs->images != NULL) {
+		struct image *img = fs->images;
+
+		fs->images = img->next;
+		chunk_map_free(img->map);
+		free(img);
+	}
+	node_free(fs->root);
+	chunk_cache_destroy(fs->cache);
+	index_close(fs->index);
+	repo_close(fs->repo);
+	pthread_mutex_destroy(&fs->sync_lock);
+	pthread_mutex_destroy(&fs->lock);
+	pthread_mutex_destroy(&fs->stop_lock);
+	pthread_cond_destroy(&fs->stop_cond);
+	free(fs);
+}
+
+/* Opens repository and index and builds the first tree. */
+static struct cbtfs_fs *fs_open(const struct mount_conf *conf)
+{
+	struct cbtfs_fs *fs = calloc(1, sizeof(*fs));
+	int err;
+
+	if (fs == NULL)
+		return NULL;
+	fs->conf = conf;
+	fs->uid = getuid();
+	fs->gid = getgid();
+	pthread_mutex_init(&fs->sync_lock, NULL);
+	pthread_mutex_init(&fs->lock, NULL);
+	pthread_mutex_init(&fs->stop_lock, NULL);
+	pthread_cond_init(&fs->stop_cond, NULL);
+	fs->repo = repo_open(conf->repo_url, &err);
+	if (fs->repo == NULL)
+		goto fail;
+	fs->index = index_open(fs->repo, conf->cache_dir, &err);
+	if (fs->index == NULL)
+		goto fail;
+	fs->cache = chunk_cache_create(fs->repo, conf->cache_bytes);
+	if (fs->cache == NULL)
+		goto fail;
+	if (index_sync(fs->index, NULL) != 0 || rebuild_tree(fs) != 0)
+		goto fail;
+	fs->last_sync = now_seconds();
+	return fs;
+fail:
+	fs_free(fs);
+	return NULL;
+}
+
+int fuse_ops_main(struct fuse_args *args, const struct mount_conf *conf)
+{
+	struct fuse_cmdline_opts opts = { 0 };
+	struct fuse_loop_config loop = { 0 };
+	struct cbtfs_fs *fs = NULL;
+	struct fuse *fuse = NULL;
+	int status = 1;
+
+	if (fuse_parse_cmdline(args, &opts) != 0)
+		return 2;
+	if (opts.mountpoint == NULL) {
+		log_error("no mountpoint given; usage: cbtfs REPO MOUNTPOINT");
+		status = 2;
+		goto out;
+	}
+	/*
+	 * Check the repository before mounting, so errors reach the
+	 * terminal.  The index is opened again after fuse_daemonize():
+	 * SQLite connections must not cross a fork().
+	 */
+	fs = fs_open(conf);
+	if (fs == NULL)
+		goto out;
+	index_close(fs->index);
+	fs->index = NULL;
+
+	fuse = fuse_new(args, &cbtfs_ops, sizeof(cbtfs_ops), fs);
+	if (fuse == NULL)
+		goto out;
+	if (fuse_mount(fuse, opts.mountpoint) != 0)
+		goto out_destroy;
+	if (fuse_daemonize(opts.foreground) != 0)
+		goto out_unmount;
+	if (!opts.foreground)
+		log_use_syslog();
+	{
+		int err;
+
+		fs->index = index_open(fs->repo, conf->cache_dir, &err);
+		if (fs->index == NULL)
+			goto out_unmount;
+	}
+	if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0)
+		goto out_unmount;
+	if (opts.singlethread) {
+		status = fuse_loop(fuse) != 0;
+	} else {
+		loop.clone_fd = opts.clone_fd;
+		loop.max_idle_threads = opts.max_idle_threads;
+		status = fuse_loop_mt(fuse, &loop) != 0;
+	}
+	fuse_remove_signal_handlers(fuse_get_session(fuse));
+out_unmount:
+	fuse_unmount(fuse);
+out_destroy:
+	fuse_destroy(fuse);
+out:
+	if (fs != NULL)
+		fs_free(fs);
+	free(opts.mountpoint);
+	return status;
+}

@@ -1,0 +1,32 @@
+/*
+ * The read-only FUSE file system: the only code that knows FUSE.
+ *
+ * Tree: one directory per volume path component, one file NAME.img per
+ * snapshot (mode 0444, size = capacity, mtime = creation time).  The tree
+ * is rebuilt from the index whenever a sync finds new or vanished
+ * snapshots: every refresh_seconds in the background, and on a directory
+ * listing or a failed lookup when the last sync is older than a second.
+ */
+#ifndef CBTFS_FUSE_OPS_H
+#define CBTFS_FUSE_OPS_H
+
+#include <stddef.h>
+
+#include "repo.h"
+
+struct fuse_args;
+
+struct mount_conf {
+	const char *repo_url;
+	const char *cache_dir;		/* index location; NULL: default */
+	unsigned refresh_seconds;	/* background sync period */
+	size_t cache_bytes;		/* decoded chunk cache */
+};
+
+/*
+ * Mounts and serves until unmounted.  args holds the FUSE options and the
+ * mountpoint.  Returns the process exit status.
+ */
+int fuse_ops_main(struct fuse_args *args, const struct mount_conf *conf);
+
+#endif

@@ -1,0 +1,78 @@
+/*
+ * Local index: a per-host SQLite database of the repository's snapshots and
+ * their chunk entries.  Derived data: index_sync() brings it in line with
+ * the store's snapshots/ (new manifests fetched, vanished ones dropped) and
+ * index_rebuild() recreates it from scratch.  All SQL of cbtfs lives in
+ * index.c.
+ *
+ * Location: <cache_dir>/<repo id>/index.db, cache_dir defaulting to
+ * $XDG_CACHE_HOME/cbtfs or ~/.cache/cbtfs.  WAL mode, so an ingest and a
+ * mount on one host share it.  Every function is thread-safe (one mutex per
+ * index; SQLite is only touched under it).
+ */
+#ifndef CBTFS_INDEX_H
+#define CBTFS_INDEX_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "repo.h"
+
+struct index;
+
+/*
+ * The chunk ids of one snapshot, resolved through its chain: ids[i] is the
+ * id of chunk i, codec_zero_id for a zero chunk.  Immutable once built.
+ */
+struct chunk_map {
+	uint64_t capacity;
+	uint32_t chunk_size;
+	uint64_t nchunks;	/* ceil(capacity / chunk_size) */
+	unsigned char (*ids)[CODEC_ID_LEN];
+};
+
+void chunk_map_free(struct chunk_map *map);
+
+/* Default cache directory (malloc'd), from XDG_CACHE_HOME or HOME. */
+char *index_default_cache_dir(void);
+
+/* Opens (creating) the index of repo under cache_dir (NULL: default). */
+struct index *index_open(struct repo *repo, const char *cache_dir,
+			 int *errp);
+void index_close(struct index *ix);
+const char *index_path(const struct index *ix);
+
+/*
+ * Syncs with the store.  *changed (may be NULL) is set when snapshots were
+ * added or dropped.  Manifests that cannot be read are logged and skipped.
+ */
+int index_sync(struct index *ix, bool *changed);
+/* Empties the index and syncs it from the store. */
+int index_rebuild(struct index *ix);
+
+/* Records a manifest just committed to the store. */
+int index_add_manifest(struct index *ix, const struct manifest *m);
+
+/*
+ * Looks a snapshot up by volume and name: *mp receives its manifest without
+ * entries (n_entries 0), freed with manifest_free().  ENOENT if absent.
+ */
+int index_find_snapshot(struct index *ix, const char *volume,
+			const char *name, struct manifest **mp);
+
+/* Calls cb for every snapshot (of volume, or all if NULL) ordered by
+ * volume, creation time, name.  m has no entries and is valid during the
+ * call only.  A non-zero return of cb stops and is returned. */
+typedef int index_snapshot_cb(void *arg, const struct manifest *m);
+int index_list_snapshots(struct index *ix, const char *volume,
+			 index_snapshot_cb *cb, void *arg);
+
+/* Sets *known if some indexed manifest refers to chunk id. */
+int index_chunk_known(struct index *ix, const unsigned char *id,
+		      bool *known);
+
+/* Resolves the chain of snapshot snap_id into *mapp. */
+int index_resolve_chain(struct index *ix, const char *snap_id,
+			struct chunk_map **mapp);
+
+#endif

@@ -1,0 +1,48 @@
+/*
+ * Ingest: one snapshot from a device into the repository.
+ *
+ * Pipeline: change source -> chunk indices -> read from the device ->
+ * zero check and id -> compare with the base's chunk -> upload unless the
+ * chunk object exists -> manifest (the commit point) -> index.
+ *
+ * Every input is checked before the first object is written, so bad input
+ * leaves the repository unchanged.  Chunks are processed by a bounded pool
+ * of worker threads; a failure stops them and writes no manifest (the
+ * chunks already uploaded are unreferenced, for gc).
+ */
+#ifndef CBTFS_INGEST_H
+#define CBTFS_INGEST_H
+
+#include <stdbool.h>
+
+#include "cbt.h"
+#include "index.h"
+#include "repo.h"
+
+struct ingest_conf {
+	struct repo *repo;
+	struct index *index;
+	const char *volume;
+	const char *name;		/* snapshot name */
+	const char *device;		/* block device or image file */
+	const char *base;		/* base snapshot name, or NULL */
+	struct cbt_source *changes;
+	const char *csi_handle;		/* recorded in the manifest; or NULL */
+	const char *csi_driver;
+	unsigned jobs;			/* worker threads, >= 1 */
+	bool progress;			/* redraw a progress line on stderr */
+};
+
+struct ingest_result {
+	char id[CBTFS_UUID_LEN + 1];
+	uint64_t capacity;
+	struct manifest_stats stats;
+	uint64_t chunks_total;		/* chunks in the volume */
+	uint64_t manifest_bytes;	/* encoded size of the manifest */
+	double seconds;
+};
+
+/* Returns 0, or an errno after logging what failed. */
+int ingest_run(const struct ingest_conf *conf, struct ingest_result *res);
+
+#endif

@@ -1,0 +1,214 @@
+/*
+ * cbtfs-ingest: back up one snapshot of a volume into a repository.
+ */
+#include "config.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cbt.h"
+#include "cli.h"
+#include "ingest.h"
+
+static const char prog[] = "cbtfs-ingest";
+
+static void usage(void)
+{
+	printf(
+"Usage: cbtfs-ingest --repo REPO --volume VOLUME --snapshot NAME\n"
+"                    --device PATH [--base NAME] [OPTIONS]\n"
+"\n"
+"Backs up snapshot NAME of VOLUME, whose full content is in PATH (a block\n"
+"device or image file), into the repository REPO.  Without --base, every\n"
+"non-zero chunk is stored; with --base, only chunks that differ from the\n"
+"base snapshot.  The volume's capacity is the size of PATH.\n"
+"\n"
+"Options:\n"
+"  -r, --repo REPO        repository: a directory or file:///path\n"
+"      --volume VOLUME    volume name, e.g. ns/pvc ('/' makes directories)\n"
+"  -s, --snapshot NAME    name of the new snapshot (unique per volume)\n"
+"  -d, --device PATH      block device or image file with the snapshot\n"
+"  -b, --base NAME        earlier snapshot of VOLUME to take unchanged\n"
+"                         chunks from\n"
+"  -c, --changes SOURCE   how changed blocks are found:\n"
+"                           scan          read the whole device and\n"
+"                                         compare with the base (default)\n"
+"                           ranges:FILE   read only the byte ranges listed\n"
+"                                         in FILE ('OFFSET LENGTH' lines,\n"
+"                                         sorted, non-overlapping); other\n"
+"                                         chunks come from the base, or\n"
+"                                         are zero without one\n"
+"  -j, --jobs N           chunks processed in parallel (default: CPUs)\n"
+"      --cache-dir DIR    where the local index lives\n"
+"                         (default $XDG_CACHE_HOME/cbtfs or ~/.cache/cbtfs)\n"
+"      --json             print the summary as JSON on stdout\n"
+"      --no-progress      no progress line, even on a terminal\n"
+"  -v, --verbose          more messages\n"
+"  -h, --help             show this help and exit\n"
+"      --version          show the version and exit\n"
+"\n"
+"Exit status: 0 on success, 1 on failure, 2 on a usage error.\n"
+"See cbtfs-ingest(1).\n");
+}
+
+enum { OPT_CACHE_DIR = 256, OPT_JSON, OPT_NO_PROGRESS, OPT_VERSION };
+
+static const struct option long_opts[] = {
+	{ "repo", required_argument, NULL, 'r' },
+	{ "volume", required_argument, NULL, 'V' },
+	{ "snapshot", required_argument, NULL, 's' },
+	{ "device", required_argument, NULL, 'd' },
+	{ "base", required_argument, NULL, 'b' },
+	{ "changes", required_argument, NULL, 'c' },
+	{ "jobs", required_argument, NULL, 'j' },
+	{ "cache-dir", required_argument, NULL, OPT_CACHE_DIR },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "no-progress", no_argument, NULL, OPT_NO_PROGRESS },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, OPT_VERSION },
+	{ NULL, 0, NULL, 0 }
+};
+
+static void print_summary(const struct ingest_conf *conf,
+			  const struct ingest_result *res, bool json)
+{
+	const struct manifest_stats *s = &res->stats;
+	double mbps = res->seconds > 0 ? s->bytes_read / res->seconds / 1e6
+				       : 0.0;
+
+	if (json) {
+		struct json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "volume",
+				       json_object_new_string(conf->volume));
+		json_object_object_add(o, "snapshot",
+				       json_object_new_string(conf->name));
+		json_object_object_add(o, "id", json_object_new_string(res->id));
+		json_object_object_add(o, "base",
+				       conf->base ? json_object_new_string(conf->base)
+						  : NULL);
+		json_object_object_add(o, "changes", json_object_new_string(
+						conf->changes->ops->name));
+		json_object_object_add(o, "capacity",
+				       json_object_new_int64((int64_t)res->capacity));
+		json_object_object_add(o, "chunk_size",
+				       json_object_new_int64(
+					       (int64_t)conf->repo->chunk_size));
+		json_object_object_add(o, "chunks_total",
+				       json_object_new_int64(
+					       (int64_t)res->chunks_total));
+		cli_json_stats(o, s);
+		json_object_object_add(o, "manifest_bytes",
+				       json_object_new_int64(
+					       (int64_t)res->manifest_bytes));
+		json_object_object_add(o, "seconds",
+				       json_object_new_double(res->seconds));
+		cli_print_json(o);
+		return;
+	}
+	printf("%s/%s: read %s in %.1f s (%.1f MB/s); chunks: %" PRIu64
+	       " read, %" PRIu64 " changed (%" PRIu64 " new, %" PRIu64
+	       " reused), %" PRIu64 " zero; stored %s\n",
+	       conf->volume, conf->name, HUMAN(s->bytes_read), res->seconds,
+	       mbps, s->chunks_read, s->chunks_changed, s->chunks_new,
+	       s->chunks_reused, s->chunks_zero,
+	       HUMAN(s->bytes_stored + res->manifest_bytes));
+}
+
+int main(int argc, char *argv[])
+{
+	struct ingest_conf conf = { 0 };
+	struct ingest_result res;
+	const char *repo_url = NULL, *changes = "scan", *cache_dir = NULL;
+	bool json = false, progress = isatty(STDERR_FILENO);
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	int c, err, verbose = 0;
+
+	log_init(prog);
+	conf.jobs = ncpu > 0 ? (unsigned)ncpu : 2;
+	while ((c = getopt_long(argc, argv, "r:s:d:b:c:j:vh", long_opts,
+				NULL)) != -1) {
+		switch (c) {
+		case 'r':
+			repo_url = optarg;
+			break;
+		case 'V':
+			conf.volume = optarg;
+			break;
+		case 's':
+			conf.name = optarg;
+			break;
+		case 'd':
+			conf.device = optarg;
+			break;
+		case 'b':
+			conf.base = optarg;
+			break;
+		case 'c':
+			changes = optarg;
+			break;
+		case 'j': {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+
+			if (*end != '\0' || n < 1 || n > 256)
+				return cli_usage_error(prog, "--jobs: expected "
+						       "a number from 1 to "
+						       "256, got '%s'", optarg);
+			conf.jobs = (unsigned)n;
+			break;
+		}
+		case OPT_CACHE_DIR:
+			cache_dir = optarg;
+			break;
+		case OPT_JSON:
+			json = true;
+			break;
+		case OPT_NO_PROGRESS:
+			progress = false;
+			break;
+		case 'v':
+			verbose++;
+			break;
+		case 'h':
+			usage();
+			return EXIT_OK;
+		case OPT_VERSION:
+			cli_version(prog);
+			return EXIT_OK;
+		default:
+			return cli_usage_error(prog, "invalid option");
+		}
+	}
+	log_set_verbose(verbose);
+	if (optind < argc)
+		return cli_usage_error(prog, "unexpected argument '%s'",
+				       argv[optind]);
+	if (repo_url == NULL || conf.volume == NULL || conf.name == NULL ||
+	    conf.device == NULL)
+		return cli_usage_error(prog, "--repo, --volume, --snapshot and "
+				       "--device are required");
+	if (conf.base != NULL && strcmp(conf.base, conf.name) == 0)
+		return cli_usage_error(prog, "--base must name an earlier "
+				       "snapshot, not the new one");
+
+	conf.changes = cbt_source_create(changes, &err);
+	if (conf.changes == NULL)
+		return EXIT_USAGE;
+	conf.progress = progress;
+	err = cli_open_repo(repo_url, cache_dir, &conf.repo, &conf.index);
+	if (err == 0) {
+		err = ingest_run(&conf, &res);
+		if (err == 0)
+			print_summary(&conf, &res, json);
+		index_close(conf.index);
+		repo_close(conf.repo);
+	}
+	cbt_source_destroy(conf.changes);
+	return err == 0 ? EXIT_OK : EXIT_FAIL;
+}

@@ -1,0 +1,146 @@
+/*
+ * cbtfs: mount a repository read-only; every snapshot is VOLUME/NAME.img.
+ *
+ * Options come as FUSE -o key=value (so an fstab line works); cbtfs's own
+ * are taken out here, the rest go to libfuse.
+ */
+#include "config.h"
+
+#define FUSE_USE_VERSION 35
+
+#include <errno.h>
+#include <fuse.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fuse_ops.h"
+
+static const char prog[] = "cbtfs";
+
+struct mount_opts {
+	char *repo;
+	char *cache_dir;
+	char *cache_size;
+	unsigned refresh;
+	int help;
+	int version;
+	int verbose;
+	int n_nonopt;
+};
+
+#define MOPT(t, p) { t, offsetof(struct mount_opts, p), 1 }
+static const struct fuse_opt mount_fuse_opts[] = {
+	{ "cache_dir=%s", offsetof(struct mount_opts, cache_dir), 0 },
+	{ "cache_size=%s", offsetof(struct mount_opts, cache_size), 0 },
+	{ "refresh=%u", offsetof(struct mount_opts, refresh), 0 },
+	MOPT("-h", help),
+	MOPT("--help", help),
+	MOPT("-V", version),
+	MOPT("--version", version),
+	MOPT("-v", verbose),
+	MOPT("--verbose", verbose),
+	FUSE_OPT_END
+};
+
+static void usage(void)
+{
+	printf(
+"Usage: cbtfs REPO MOUNTPOINT [-f] [-o OPTION[,OPTION...]]\n"
+"\n"
+"Mounts the cbtfs repository REPO (a directory or file:///path) read-only\n"
+"at MOUNTPOINT.  Every backed-up snapshot appears as\n"
+"MOUNTPOINT/VOLUME/NAME.img, a raw disk image assembled on read.  Restore\n"
+"with dd; browse a filesystem image with 'mount -o loop,ro'.  Snapshots\n"
+"added while mounted appear within REFRESH seconds, or at the next\n"
+"directory listing.  Unmount with 'fusermount3 -u MOUNTPOINT'.\n"
+"\n"
+"cbtfs options:\n"
+"  -o cache_dir=DIR       where the local index lives\n"
+"                         (default $XDG_CACHE_HOME/cbtfs or ~/.cache/cbtfs)\n"
+"  -o cache_size=SIZE     memory for decoded chunks (default 256M)\n"
+"  -o refresh=SECONDS     look for new snapshots this often (default 5;\n"
+"                         0: only on directory listings)\n"
+"  -f                     stay in the foreground, log to stderr\n"
+"  -d                     FUSE debug output (implies -f)\n"
+"  -s                     single-threaded\n"
+"  -v, --verbose          more messages\n"
+"  -h, --help             show this help and exit\n"
+"  -V, --version          show the version and exit\n"
+"\n"
+"Other -o options (allow_other, max_idle_threads=N, ...) are passed to\n"
+"FUSE; see mount.fuse3(8).  See cbtfs(1).\n");
+}
+
+static int opt_proc(void *data, const char *arg, int key,
+		    struct fuse_args *outargs)
+{
+	struct mount_opts *o = data;
+
+	if (key != FUSE_OPT_KEY_NONOPT)
+		return 1;
+	o->n_nonopt++;
+	if (o->repo == NULL) {
+		o->repo = strdup(arg);
+		return 0;	/* not for FUSE */
+	}
+	return 1;		/* the mountpoint, for fuse_parse_cmdline() */
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct mount_opts o = { .refresh = 5 };
+	struct mount_conf conf = { 0 };
+	uint64_t cache_bytes = 256u << 20;
+	char *fsname = NULL;
+	int status;
+
+	log_init(prog);
+	if (fuse_opt_parse(&args, &o, mount_fuse_opts, opt_proc) != 0)
+		return 2;
+	if (o.help) {
+		usage();
+		status = 0;
+		goto out;
+	}
+	if (o.version) {
+		printf("cbtfs %s (libfuse %s)\n", PACKAGE_VERSION,
+		       fuse_pkgversion());
+		status = 0;
+		goto out;
+	}
+	log_set_verbose(o.verbose);
+	status = 2;
+	if (o.n_nonopt != 2) {
+		fprintf(stderr, "%s: expected REPO and MOUNTPOINT\n"
+			"Try 'cbtfs --help' for more information.\n", prog);
+		goto out;
+	}
+	if (o.cache_size != NULL &&
+	    (parse_size(o.cache_size, &cache_bytes) != 0 ||
+	     cache_bytes > SIZE_MAX)) {
+		fprintf(stderr, "%s: cache_size: invalid size '%s'\n", prog,
+			o.cache_size);
+		goto out;
+	}
+	conf.repo_url = o.repo;
+	conf.cache_dir = o.cache_dir;
+	conf.cache_bytes = (size_t)cache_bytes;
+	conf.refresh_seconds = o.refresh;
+
+	/* read-only, named after the repository in mount tables */
+	if (asprintf(&fsname, "-ofsname=cbtfs:%s,subtype=cbtfs,ro",
+		     o.repo) < 0 ||
+	    fuse_opt_add_arg(&args, fsname) != 0)
+		goto out;
+	status = fuse_ops_main(&args, &conf);
+out:
+	free(fsname);
+	free(o.repo);
+	free(o.cache_dir);
+	free(o.cache_size);
+	fuse_opt_free_args(&args);
+	return status;
+}

@@ -1,0 +1,229 @@
+/*
+ * Shared helpers: logging, buffers, size parsing and formatting, hex, UUIDs.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <uuid/uuid.h>
+
+#include "util.h"
+
+static const char *log_progname = "cbtfs";
+static bool log_syslog;
+static int log_verbose;
+
+void log_init(const char *progname)
+{
+	const char *slash = strrchr(progname, '/');
+
+	log_progname = slash ? slash + 1 : progname;
+}
+
+void log_use_syslog(void)
+{
+	openlog(log_progname, LOG_PID, LOG_DAEMON);
+	log_syslog = true;
+}
+
+void log_set_verbose(int verbose)
+{
+	log_verbose = verbose;
+}
+
+void log_msg(enum log_level lvl, const char *fmt, ...)
+{
+	static const char *const prefix[] = {
+		"error: ", "warning: ", "", "debug: "
+	};
+	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
+	char msg[1024];
+	va_list ap;
+
+	if (lvl == LOG_LVL_DEBUG && log_verbose < 1)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (log_syslog)
+		syslog(prio[lvl], "%s%s", prefix[lvl], msg);
+	else
+		fprintf(stderr, "%s: %s%s\n", log_progname, prefix[lvl], msg);
+}
+
+const char *errstr(int err, char *buf, size_t size)
+{
+	/* GNU strerror_r may return a static string instead of filling buf */
+	return strerror_r(err, buf, size);
+}
+
+int buf_reserve(struct buf *b, size_t cap)
+{
+	unsigned char *p;
+
+	if (cap <= b->cap)
+		return 0;
+	p = realloc(b->data, cap);
+	if (p == NULL)
+		return ENOMEM;
+	b->data = p;
+	b->cap = cap;
+	return 0;
+}
+
+int buf_append(struct buf *b, const void *p, size_t n)
+{
+	if (b->len + n > b->cap) {
+		size_t cap = b->cap ? b->cap : 256;
+
+		while (cap < b->len + n)
+			cap *= 2;
+		if (buf_reserve(b, cap) != 0)
+			return ENOMEM;
+	}
+	memcpy(b->data + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+void buf_free(struct buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	uint64_t mult = 1;
+
+	if (s == NULL || !isdigit((unsigned char)*s))
+		return EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0)
+		return EINVAL;
+	switch (toupper((unsigned char)*end)) {
+	case '\0':
+		break;
+	case 'K':
+		mult = 1ULL << 10;
+		break;
+	case 'M':
+		mult = 1ULL << 20;
+		break;
+	case 'G':
+		mult = 1ULL << 30;
+		break;
+	case 'T':
+		mult = 1ULL << 40;
+		break;
+	default:
+		return EINVAL;
+	}
+	if (*end != '\0') {
+		end++;
+		if (strcasecmp(end, "iB") == 0 || strcasecmp(end, "B") == 0)
+			end += strlen(end);
+		if (*end != '\0')
+			return EINVAL;
+	}
+	if (v > UINT64_MAX / mult)
+		return EINVAL;
+	*out = v * mult;
+	return 0;
+}
+
+const char *human_size(uint64_t bytes, char *buf, size_t size)
+{
+	static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+	double v = (double)bytes;
+	int u = 0;
+
+	if (bytes < 1024) {
+		snprintf(buf, size, "%" PRIu64 " B", bytes);
+		return buf;
+	}
+	while (v >= 1024 && u < 5) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(buf, size, "%.1f %s", v, unit[u]);
+	return buf;
+}
+
+void hex_encode(const unsigned char *in, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+static int hex_nibble(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+int hex_decode(const char *in, unsigned char *out, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		int hi = hex_nibble(in[2 * i]), lo;
+
+		if (hi < 0)
+			return EINVAL;
+		lo = hex_nibble(in[2 * i + 1]);
+		if (lo < 0)
+			return EINVAL;
+		out[i] = (unsigned char)(hi << 4 | lo);
+	}
+	return in[2 * n] == '\0' ? 0 : EINVAL;
+}
+
+void uuid_new(char out[CBTFS_UUID_LEN + 1])
+{
+	uuid_t u;
+
+	uuid_generate_random(u);
+	uuid_unparse_lower(u, out);
+}
+
+bool uuid_valid(const char *s)
+{
+	uuid_t u;
+	size_t i;
+
+	if (strlen(s) != CBTFS_UUID_LEN || uuid_parse(s, u) != 0)
+		return false;
+	for (i = 0; s[i]; i++)
+		if (isupper((unsigned char)s[i]))
+			return false;
+	return true;
+}
+
+double now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}

@@ -1,0 +1,60 @@
+/*
+ * Small helpers shared by every layer: logging, growable buffers, sizes,
+ * hex and UUID strings.
+ *
+ * Logging: every error is logged once, where it is found, through log_msg();
+ * the message says what failed, on what, and what to do.  Messages go to
+ * stderr, or to syslog once log_use_syslog() was called (a daemonized
+ * mount).
+ */
+#ifndef CBTFS_UTIL_H
+#define CBTFS_UTIL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CBTFS_UUID_LEN 36
+
+enum log_level { LOG_LVL_ERROR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
+
+void log_init(const char *progname);
+void log_use_syslog(void);
+void log_set_verbose(int verbose);
+void log_msg(enum log_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+#define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_LVL_DEBUG, __VA_ARGS__)
+
+/* Thread-safe strerror(): returns a message for a positive errno. */
+const char *errstr(int err, char *buf, size_t size);
+#define ERRSTR(err) errstr((err), (char[128]){0}, 128)
+
+/* A growable byte buffer.  Zero-initialise, then use; buf_free() at end. */
+struct buf {
+	unsigned char *data;
+	size_t len;
+	size_t cap;
+};
+int buf_reserve(struct buf *b, size_t cap);	/* 0 or ENOMEM */
+int buf_append(struct buf *b, const void *p, size_t n);
+void buf_free(struct buf *b);
+
+/* Parses "1M", "64KiB", "4096"; returns 0 or EINVAL. */
+int parse_size(const char *s, uint64_t *out);
+/* Formats bytes as "1.5 MiB" into buf; returns buf. */
+const char *human_size(uint64_t bytes, char *buf, size_t size);
+#define HUMAN(n) human_size((n), (char[32]){0}, 32)
+
+void hex_encode(const unsigned char *in, size_t n, char *out);	/* 2n+1 */
+int hex_decode(const char *in, unsigned char *out, size_t n);	/* 0/EINVAL */
+
+void uuid_new(char out[CBTFS_UUID_LEN + 1]);
+bool uuid_valid(const char *s);
+
+double now_seconds(void);	/* monotonic */
+
+#endif
