@@ -110,7 +110,7 @@ int codec_decode(const void *frame, size_t flen,
 		*why = "not a cbtfs object (bad magic)";
 		return EBADMSG;
 	}
-	if (f[4] != CODEC_VERSION) {
+	if (f[4] != CODEC_VERSION || f[6] != 0 || f[7] != 0) {
 		*why = "unknown object format version";
 		return EBADMSG;
 	}

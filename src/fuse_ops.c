@@ -275,7 +275,8 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	struct cbtfs_fs *fs = get_fs();
 
 	/* images never change: let the kernel cache everything */
-	cfg->kernel_cache = 1;
+	cfg->kernel_cache = !fs->conf->direct_io;
+	cfg->direct_io = fs->conf->direct_io;
 	cfg->entry_timeout = 1.0;
 	cfg->attr_timeout = 1.0;
 	cfg->negative_timeout = 0;

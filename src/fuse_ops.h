@@ -10,6 +10,7 @@
 #ifndef CBTFS_FUSE_OPS_H
 #define CBTFS_FUSE_OPS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "repo.h"
@@ -21,6 +22,7 @@ struct mount_conf {
 	const char *cache_dir;		/* index location; NULL: default */
 	unsigned refresh_seconds;	/* background sync period */
 	size_t cache_bytes;		/* decoded chunk cache */
+	bool direct_io;			/* bypass the kernel page cache */
 };
 
 /*

@@ -31,6 +31,7 @@ struct index {
 	sqlite3 *db;
 	struct repo *repo;
 	char *path;
+	sqlite3_int64 data_version;	/* as of the last index_sync() */
 };
 
 static const char schema_sql[] =
@@ -405,13 +406,32 @@ out:
 	return err;
 }
 
+/* PRAGMA data_version: changes when another connection (an ingest on this
+ * host) committed to the database. */
+static sqlite3_int64 data_version(struct index *ix)
+{
+	sqlite3_stmt *st = NULL;
+	sqlite3_int64 v = -1;
+
+	if (db_prepare(ix, "PRAGMA data_version", &st) == 0 &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
 int index_sync(struct index *ix, bool *changed)
 {
+	sqlite3_int64 v;
 	int err;
 
 	if (changed != NULL)
 		*changed = false;
 	pthread_mutex_lock(&ix->lock);
+	v = data_version(ix);
+	if (changed != NULL && v != ix->data_version)
+		*changed = true;
+	ix->data_version = v;
 	err = sync_locked(ix, changed);
 	pthread_mutex_unlock(&ix->lock);
 	return err;

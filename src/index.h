@@ -44,7 +44,8 @@ const char *index_path(const struct index *ix);
 
 /*
  * Syncs with the store.  *changed (may be NULL) is set when snapshots were
- * added or dropped.  Manifests that cannot be read are logged and skipped.
+ * added or dropped, by this sync or by another process (an ingest on this
+ * host) since the last sync.  Manifests that cannot be read are logged and skipped.
  */
 int index_sync(struct index *ix, bool *changed);
 /* Empties the index and syncs it from the store. */

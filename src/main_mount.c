@@ -24,6 +24,7 @@ struct mount_opts {
 	char *cache_dir;
 	char *cache_size;
 	unsigned refresh;
+	int direct_io;
 	int help;
 	int version;
 	int verbose;
@@ -35,6 +36,7 @@ static const struct fuse_opt mount_fuse_opts[] = {
 	{ "cache_dir=%s", offsetof(struct mount_opts, cache_dir), 0 },
 	{ "cache_size=%s", offsetof(struct mount_opts, cache_size), 0 },
 	{ "refresh=%u", offsetof(struct mount_opts, refresh), 0 },
+	MOPT("direct_io", direct_io),
 	MOPT("-h", help),
 	MOPT("--help", help),
 	MOPT("-V", version),
@@ -62,6 +64,8 @@ static void usage(void)
 "  -o cache_size=SIZE     memory for decoded chunks (default 256M)\n"
 "  -o refresh=SECONDS     look for new snapshots this often (default 5;\n"
 "                         0: only on directory listings)\n"
+"  -o direct_io           bypass the kernel page cache: every read reaches\n"
+"                         cbtfs as the program made it\n"
 "  -f                     stay in the foreground, log to stderr\n"
 "  -d                     FUSE debug output (implies -f)\n"
 "  -s                     single-threaded\n"
@@ -129,6 +133,7 @@ int main(int argc, char *argv[])
 	conf.cache_dir = o.cache_dir;
 	conf.cache_bytes = (size_t)cache_bytes;
 	conf.refresh_seconds = o.refresh;
+	conf.direct_io = o.direct_io;
 
 	/* read-only, named after the repository in mount tables */
 	if (asprintf(&fsname, "-ofsname=cbtfs:%s,subtype=cbtfs,ro",

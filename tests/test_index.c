@@ -1,0 +1,212 @@
+/*
+ * Index: sync from the store, lookups, and chain resolution across several
+ * generations with capacity changes.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "index.h"
+#include "repo.h"
+#include "tests.h"
+
+#define CS (64u * 1024)
+
+static void id_of(char c, unsigned char id[CODEC_ID_LEN])
+{
+	memset(id, c, CODEC_ID_LEN);
+}
+
+/* Writes a manifest with entries "idx:c" (c '0' = zero chunk). */
+static void put_manifest(struct repo *r, struct manifest *m,
+			 const char *name, const struct manifest *parent,
+			 uint64_t capacity, const char *entries)
+{
+	const char *p = entries;
+	size_t n = 0;
+
+	memset(m, 0, sizeof(*m));
+	uuid_new(m->id);
+	m->volume = "ns/pvc";
+	m->name = (char *)name;
+	snprintf(m->parent_id, sizeof(m->parent_id), "%s",
+		 parent ? parent->id : "");
+	m->capacity = capacity;
+	m->chunk_size = CS;
+	m->created = 1700000000;
+	m->changes = "scan";
+	m->entries = calloc(16, sizeof(*m->entries));
+	while (*p) {
+		char *end;
+		unsigned long idx = strtoul(p, &end, 10);
+
+		CHECK(*end == ':');
+		m->entries[n].index = idx;
+		if (end[1] == '0')
+			memset(m->entries[n].id, 0, CODEC_ID_LEN);
+		else
+			id_of(end[1], m->entries[n].id);
+		n++;
+		p = end + 2;
+		if (*p == ',')
+			p++;
+	}
+	m->n_entries = n;
+	m->stats.chunks_changed = n;
+	CHECK_EQ(repo_put_manifest(r, m, NULL), 0);
+}
+
+/* Checks map against "c" per chunk ('0' zero). */
+static void check_map(struct index *ix, const struct manifest *m,
+		      const char *expect)
+{
+	struct chunk_map *map;
+	size_t i, n = strlen(expect);
+
+	CHECK_EQ(index_resolve_chain(ix, m->id, &map), 0);
+	CHECK_EQ(map->nchunks, (uint64_t)n);
+	CHECK_EQ(map->capacity, m->capacity);
+	for (i = 0; i < n; i++) {
+		unsigned char id[CODEC_ID_LEN];
+
+		if (expect[i] == '0') {
+			CHECK(codec_id_is_zero(map->ids[i]));
+		} else {
+			id_of(expect[i], id);
+			if (memcmp(map->ids[i], id, CODEC_ID_LEN) != 0) {
+				fprintf(stderr, "%s chunk %zu: want %c\n",
+					m->name, i, expect[i]);
+				abort();
+			}
+		}
+	}
+	chunk_map_free(map);
+}
+
+static int count_cb(void *arg, const struct manifest *m)
+{
+	(*(int *)arg)++;
+	CHECK(strcmp(m->volume, "ns/pvc") == 0);
+	return 0;
+}
+
+int main(void)
+{
+	char dir[] = "/tmp/cbtfs-test-index-XXXXXX";
+	char repo_path[300], cache[300], cmd[400], rid[CBTFS_UUID_LEN + 1];
+	struct manifest g1, g2, g3, g4, g5, *found;
+	struct repo *r;
+	struct index *ix;
+	struct chunk_map *map;
+	bool changed, known;
+	int err, count = 0;
+
+	log_init("test_index");
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(repo_path, sizeof(repo_path), "%s/repo", dir);
+	snprintf(cache, sizeof(cache), "%s/cache", dir);
+	CHECK_EQ(repo_init(repo_path, CS, rid), 0);
+	r = repo_open(repo_path, &err);
+	CHECK(r != NULL);
+	CHECK_EQ(r->chunk_size, CS);
+	ix = index_open(r, cache, &err);
+	CHECK(ix != NULL);
+
+	/*
+	 * g1: 10 chunks.  g2: changes 1, zeroes 5.  g3: shrinks to 4 chunks
+	 * and 100 bytes.  g4: grows to 12: what g1/g2 had at 5..9 must not
+	 * show through g3.  g5: same capacity as g4, no entries at all.
+	 */
+	put_manifest(r, &g1, "g1", NULL, 10 * CS, "0:A,1:B,5:C,7:G");
+	put_manifest(r, &g2, "g2", &g1, 10 * CS, "1:D,5:0");
+	put_manifest(r, &g3, "g3", &g2, 4 * CS + 100, "2:E");
+	put_manifest(r, &g4, "g4", &g3, 12 * CS, "11:F");
+	CHECK_EQ(index_sync(ix, &changed), 0);
+	CHECK(changed);
+	CHECK_EQ(index_sync(ix, &changed), 0);
+	CHECK(!changed);
+
+	check_map(ix, &g1, "AB000C0G00");
+	check_map(ix, &g2, "AD00000G00");
+	check_map(ix, &g3, "ADE00");
+	check_map(ix, &g4, "ADE00000000F");
+
+	/* recorded directly, without a sync */
+	put_manifest(r, &g5, "g5", &g4, 12 * CS, "");
+	CHECK_EQ(index_add_manifest(ix, &g5), 0);
+	check_map(ix, &g5, "ADE00000000F");
+
+	/* lookups */
+	CHECK_EQ(index_find_snapshot(ix, "ns/pvc", "g3", &found), 0);
+	CHECK(strcmp(found->id, g3.id) == 0);
+	CHECK(strcmp(found->parent_id, g2.id) == 0);
+	CHECK_EQ(found->capacity, 4 * CS + 100);
+	manifest_free(found);
+	CHECK_EQ(index_find_snapshot(ix, "ns/pvc", "nope", &found), ENOENT);
+	CHECK_EQ(index_find_snapshot(ix, "other", "g1", &found), ENOENT);
+	CHECK_EQ(index_list_snapshots(ix, NULL, count_cb, &count), 0);
+	CHECK_EQ(count, 5);
+	count = 0;
+	CHECK_EQ(index_list_snapshots(ix, "other", count_cb, &count), 0);
+	CHECK_EQ(count, 0);
+	{
+		unsigned char id[CODEC_ID_LEN];
+
+		id_of('E', id);
+		CHECK_EQ(index_chunk_known(ix, id, &known), 0);
+		CHECK(known);
+		id_of('Z', id);
+		CHECK_EQ(index_chunk_known(ix, id, &known), 0);
+		CHECK(!known);
+	}
+	CHECK_EQ(index_resolve_chain(ix, "00000000-0000-0000-0000-000000000000",
+				     &map), ENOENT);
+
+	/* a vanished manifest is dropped; its children fail to resolve */
+	{
+		char key[64];
+
+		snprintf(key, sizeof(key), "snapshots/%s", g2.id);
+		CHECK_EQ(store_del(r->store, key), 0);
+	}
+	CHECK_EQ(index_sync(ix, &changed), 0);
+	CHECK(changed);
+	CHECK_EQ(index_find_snapshot(ix, "ns/pvc", "g2", &found), ENOENT);
+	CHECK_EQ(index_resolve_chain(ix, g4.id, &map), EIO);
+	check_map(ix, &g1, "AB000C0G00");
+
+	/* rebuild from scratch gives the same answers */
+	CHECK_EQ(index_rebuild(ix), 0);
+	count = 0;
+	CHECK_EQ(index_list_snapshots(ix, NULL, count_cb, &count), 0);
+	CHECK_EQ(count, 4);
+	check_map(ix, &g1, "AB000C0G00");
+
+	/* a corrupt manifest is skipped, not fatal */
+	{
+		char key[64];
+
+		snprintf(key, sizeof(key), "snapshots/%s", g1.id);
+		CHECK_EQ(store_put(r->store, key, "garbage", 7), 0);
+	}
+	CHECK_EQ(index_rebuild(ix), 0);
+	CHECK_EQ(index_find_snapshot(ix, "ns/pvc", "g1", &found), ENOENT);
+	CHECK_EQ(index_find_snapshot(ix, "ns/pvc", "g3", &found), 0);
+	manifest_free(found);
+
+	free(g1.entries);
+	free(g2.entries);
+	free(g3.entries);
+	free(g4.entries);
+	free(g5.entries);
+	index_close(ix);
+	repo_close(r);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	CHECK_EQ(system(cmd), 0);
+	printf("test_index: ok\n");
+	return 0;
+}
