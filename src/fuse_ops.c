@@ -57,6 +57,7 @@ struct cbtfs_fs {
 	struct chunk_cache *cache;
 	uid_t uid;
 	gid_t gid;
+	time_t mount_time;	/* times of directories */
 
 	pthread_mutex_t sync_lock;
 	pthread_mutex_t lock;
@@ -311,6 +312,7 @@ static void fill_stat(struct cbtfs_fs *fs, const struct node *n,
 	if (n->is_dir) {
 		st->st_mode = S_IFDIR | 0555;
 		st->st_nlink = 2;
+		st->st_mtime = st->st_ctime = st->st_atime = fs->mount_time;
 	} else {
 		st->st_mode = S_IFREG | 0444;
 		st->st_nlink = 1;
@@ -563,6 +565,7 @@ static struct cbtfs_fs *fs_open(const struct mount_conf *conf)
 	fs->conf = conf;
 	fs->uid = getuid();
 	fs->gid = getgid();
+	fs->mount_time = time(NULL);
 	pthread_mutex_init(&fs->sync_lock, NULL);
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->stop_lock, NULL);

@@ -1,0 +1,11 @@
+#!/bin/sh
+# Installs what cbtfs needs to build and test on Debian 12 (run as root).
+set -e
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+	build-essential autoconf automake pkg-config \
+	libfuse3-dev fuse3 libsqlite3-dev libssl-dev libzstd-dev \
+	libprotobuf-c-dev protobuf-c-compiler libjson-c-dev uuid-dev \
+	e2fsprogs util-linux mount python3 ca-certificates >/dev/null
+echo "cbtfs build and test dependencies installed"
