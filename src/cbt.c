@@ -116,7 +116,11 @@ static int parse_u64(const char *s, char **end, uint64_t *v)
 	if (*s < '0' || *s > '9')
 		return EINVAL;
 	errno = 0;
-	x = strtoull(s, end, 0);
+	/* decimal, or hexadecimal with 0x; never octal */
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
+		x = strtoull(s + 2, end, 16);
+	else
+		x = strtoull(s, end, 10);
 	if (errno != 0)
 		return EINVAL;
 	*v = x;

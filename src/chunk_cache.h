@@ -16,8 +16,13 @@
 
 struct chunk_cache;
 
-/* max_bytes: at least one chunk is always allowed. */
-struct chunk_cache *chunk_cache_create(struct repo *repo, size_t max_bytes);
+/*
+ * max_bytes: at least one chunk is always allowed.  prefetch_threads:
+ * workers that load chunks asked for by chunk_cache_prefetch() (0: none).
+ * NULL with errno set on failure.
+ */
+struct chunk_cache *chunk_cache_create(struct repo *repo, size_t max_bytes,
+				       unsigned prefetch_threads);
 void chunk_cache_destroy(struct chunk_cache *cc);
 
 /* Copies len bytes at off within chunk id into dst; 0 or an errno. */
@@ -25,8 +30,15 @@ int chunk_cache_read(struct chunk_cache *cc,
 		     const unsigned char id[CODEC_ID_LEN], uint32_t off,
 		     uint32_t len, void *dst);
 
+/*
+ * Asks for chunk id to be loaded in the background, unless it is cached,
+ * being loaded, or the prefetch queue is full.  Never blocks on I/O.
+ */
+void chunk_cache_prefetch(struct chunk_cache *cc,
+			  const unsigned char id[CODEC_ID_LEN]);
+
 struct chunk_cache_stats {
-	uint64_t hits, misses, bytes;
+	uint64_t hits, misses, prefetched, bytes;
 };
 void chunk_cache_get_stats(struct chunk_cache *cc,
 			   struct chunk_cache_stats *st);

@@ -83,9 +83,13 @@ int codec_encode(const void *data, size_t len, int level, bool with_digest,
 				  ZSTD_getErrorName(n));
 			return EIO;
 		}
-		flags |= CODEC_F_ZSTD;
 		out->len = hdr + n;
-	} else {
+		if (n < len)
+			flags |= CODEC_F_ZSTD;
+		else	/* incompressible: stored as it is */
+			level = 0;
+	}
+	if (level <= 0) {
 		memcpy(out->data + hdr, data, len);
 		out->len = hdr + len;
 	}

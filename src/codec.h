@@ -2,7 +2,8 @@
  * Chunk codec: ids, framing, compression, verification.  Pure functions, no
  * I/O, safe to call from any thread.
  *
- * Every object but "config" is a frame (all integers little-endian):
+ * Every object but "config" and the short-lived text records under "locks/"
+ * is a frame (all integers little-endian):
  *
  *   offset  size  field
  *   0       4     magic "CBTc"

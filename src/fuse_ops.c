@@ -20,6 +20,7 @@
 #include <fuse.h>
 #include <fuse_lowlevel.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +49,12 @@ struct image {
 	struct chunk_map *map;
 	unsigned refs;
 	struct image *next;
+};
+
+/* One open file: fi->fh points to it. */
+struct open_file {
+	struct image *img;
+	uint64_t next_off;	/* where a sequential read would go on */
 };
 
 struct cbtfs_fs {
@@ -389,11 +396,32 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
 	return err;
 }
 
+/* Drops a reference to img, freeing it with the last. */
+static void release_image(struct cbtfs_fs *fs, struct image *img)
+{
+	struct image **pp;
+
+	pthread_mutex_lock(&fs->lock);
+	if (--img->refs == 0) {
+		for (pp = &fs->images; *pp != img; pp = &(*pp)->next)
+			;
+		*pp = img->next;
+	} else {
+		img = NULL;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (img != NULL) {
+		chunk_map_free(img->map);
+		free(img);
+	}
+}
+
 static int op_open(const char *path, struct fuse_file_info *fi)
 {
 	struct cbtfs_fs *fs = get_fs();
 	struct image *img;
 	struct chunk_map *map = NULL;
+	struct open_file *of;
 	char snap_id[CBTFS_UUID_LEN + 1];
 	struct node *n;
 	int err = 0;
@@ -450,40 +478,47 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 		if (img == NULL)
 			return -ENOMEM;
 	}
-	fi->fh = (uint64_t)(uintptr_t)img;
+	of = calloc(1, sizeof(*of));
+	if (of == NULL) {
+		release_image(fs, img);
+		return -ENOMEM;
+	}
+	of->img = img;
+	fi->fh = (uint64_t)(uintptr_t)of;
 	fi->keep_cache = 1;
 	return 0;
 }
 
 static int op_release(const char *path, struct fuse_file_info *fi)
 {
-	struct cbtfs_fs *fs = get_fs();
-	struct image *img = (struct image *)(uintptr_t)fi->fh, **pp;
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 
-	pthread_mutex_lock(&fs->lock);
-	if (--img->refs == 0) {
-		for (pp = &fs->images; *pp != img; pp = &(*pp)->next)
-			;
-		*pp = img->next;
-	} else {
-		img = NULL;
-	}
-	pthread_mutex_unlock(&fs->lock);
-	if (img != NULL) {
-		chunk_map_free(img->map);
-		free(img);
-	}
+	release_image(get_fs(), of->img);
+	free(of);
 	return 0;
+}
+
+/* Asks for the non-zero chunks after idx to be loaded in the background. */
+static void read_ahead(struct cbtfs_fs *fs, const struct chunk_map *map,
+		       uint64_t idx)
+{
+	uint64_t i;
+
+	for (i = idx + 1; i <= idx + fs->conf->readahead && i < map->nchunks;
+	     i++)
+		if (!codec_id_is_zero(map->ids[i]))
+			chunk_cache_prefetch(fs->cache, map->ids[i]);
 }
 
 static int op_read(const char *path, char *buf, size_t size, off_t offset,
 		   struct fuse_file_info *fi)
 {
 	struct cbtfs_fs *fs = get_fs();
-	const struct image *img = (const struct image *)(uintptr_t)fi->fh;
-	const struct chunk_map *map = img->map;
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	const struct chunk_map *map = of->img->map;
 	uint64_t off = (uint64_t)offset, done = 0;
 	uint32_t csize = map->chunk_size;
+	bool sequential;
 
 	if (offset < 0)
 		return -EINVAL;
@@ -491,6 +526,11 @@ static int op_read(const char *path, char *buf, size_t size, off_t offset,
 		return 0;
 	if (size > map->capacity - off)
 		size = (size_t)(map->capacity - off);
+	/* a hint only: concurrent reads of one open file may race here */
+	sequential = __atomic_exchange_n(&of->next_off, off + size,
+					 __ATOMIC_RELAXED) == off;
+	if (sequential)
+		read_ahead(fs, map, (off + size - 1) / csize);
 	while (done < size) {
 		uint64_t pos = off + done, idx = pos / csize;
 		uint32_t within = (uint32_t)(pos % csize);
@@ -576,9 +616,6 @@ static struct cbtfs_fs *fs_open(const struct mount_conf *conf)
 	fs->index = index_open(fs->repo, conf->cache_dir, &err);
 	if (fs->index == NULL)
 		goto fail;
-	fs->cache = chunk_cache_create(fs->repo, conf->cache_bytes);
-	if (fs->cache == NULL)
-		goto fail;
 	if (index_sync(fs->index, NULL) != 0 || rebuild_tree(fs) != 0)
 		goto fail;
 	fs->last_sync = now_seconds();
@@ -615,14 +652,17 @@ int fuse_ops_main(struct fuse_args *args, const struct mount_conf *conf)
 	fs->index = NULL;
 
 	fuse = fuse_new(args, &cbtfs_ops, sizeof(cbtfs_ops), fs);
-	if (fuse == NULL)
+	if (fuse == NULL) {
+		status = 2;	/* libfuse said which option it refused */
 		goto out;
+	}
 	if (fuse_mount(fuse, opts.mountpoint) != 0)
 		goto out_destroy;
 	if (fuse_daemonize(opts.foreground) != 0)
 		goto out_unmount;
 	if (!opts.foreground)
 		log_use_syslog();
+	/* threads and SQLite connections start after the fork */
 	{
 		int err;
 
@@ -630,13 +670,21 @@ int fuse_ops_main(struct fuse_args *args, const struct mount_conf *conf)
 		if (fs->index == NULL)
 			goto out_unmount;
 	}
+	fs->cache = chunk_cache_create(fs->repo, conf->cache_bytes,
+				       conf->readahead);
+	if (fs->cache == NULL) {
+		log_error("cannot create the chunk cache: %s", ERRSTR(errno));
+		goto out_unmount;
+	}
 	if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0)
 		goto out_unmount;
 	if (opts.singlethread) {
 		status = fuse_loop(fuse) != 0;
 	} else {
 		loop.clone_fd = opts.clone_fd;
-		loop.max_idle_threads = opts.max_idle_threads;
+		/* libfuse leaves it UINT_MAX when not given, and warns */
+		loop.max_idle_threads = opts.max_idle_threads == UINT_MAX
+						? 10 : opts.max_idle_threads;
 		status = fuse_loop_mt(fuse, &loop) != 0;
 	}
 	fuse_remove_signal_handlers(fuse_get_session(fuse));

@@ -23,6 +23,8 @@ struct mount_conf {
 	unsigned refresh_seconds;	/* background sync period */
 	size_t cache_bytes;		/* decoded chunk cache */
 	bool direct_io;			/* bypass the kernel page cache */
+	unsigned readahead;		/* chunks loaded ahead of sequential
+					 * reads, by as many threads */
 };
 
 /*

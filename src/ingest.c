@@ -374,6 +374,35 @@ static int build_manifest(struct ingest *ing, const struct manifest *base,
 	return 0;
 }
 
+/*
+ * The base's last chunk, when partial, holds bytes past the base's capacity
+ * that are not part of it (they read as zero only up to the capacity).  A
+ * volume that grew past them must read that chunk again from the device,
+ * whatever the change source reported.  Inserts its index into the sorted
+ * todo list if missing.
+ */
+static int add_boundary_chunk(const struct chunk_map *base, uint64_t capacity,
+			      uint64_t **todop, size_t *np)
+{
+	uint64_t b = base->capacity / base->chunk_size, *p;
+	size_t pos = 0;
+
+	if (base->capacity % base->chunk_size == 0 || capacity <= base->capacity)
+		return 0;
+	while (pos < *np && (*todop)[pos] < b)
+		pos++;
+	if (pos < *np && (*todop)[pos] == b)
+		return 0;
+	p = realloc(*todop, (*np + 1) * sizeof(*p));
+	if (p == NULL)
+		return ENOMEM;
+	memmove(p + pos + 1, p + pos, (*np - pos) * sizeof(*p));
+	p[pos] = b;
+	*todop = p;
+	(*np)++;
+	return 0;
+}
+
 int ingest_run(const struct ingest_conf *conf, struct ingest_result *res)
 {
 	struct cbt_request req = { 0 };
@@ -440,6 +469,9 @@ int ingest_run(const struct ingest_conf *conf, struct ingest_result *res)
 			todo[k] = k;
 		n_todo = nchunks;
 	}
+	if (base_map != NULL && (err = add_boundary_chunk(base_map, ing.capacity,
+							  &todo, &n_todo)) != 0)
+		goto out;
 	ing.todo = todo;
 	ing.n_todo = n_todo;
 	ing.verdict = calloc(n_todo ? n_todo : 1, 1);

@@ -197,6 +197,11 @@ int main(int argc, char *argv[])
 		return cli_usage_error(prog, "--base must name an earlier "
 				       "snapshot, not the new one");
 
+	if (repo_check_volume_name(conf.volume) != 0 ||
+	    repo_check_snapshot_name(conf.name) != 0 ||
+	    (conf.base != NULL && repo_check_snapshot_name(conf.base) != 0))
+		return EXIT_USAGE;
+
 	conf.changes = cbt_source_create(changes, &err);
 	if (conf.changes == NULL)
 		return EXIT_USAGE;

@@ -24,6 +24,7 @@ struct mount_opts {
 	char *cache_dir;
 	char *cache_size;
 	unsigned refresh;
+	unsigned readahead;
 	int direct_io;
 	int help;
 	int version;
@@ -37,6 +38,7 @@ static const struct fuse_opt mount_fuse_opts[] = {
 	{ "cache_size=%s", offsetof(struct mount_opts, cache_size), 0 },
 	{ "refresh=%u", offsetof(struct mount_opts, refresh), 0 },
 	MOPT("direct_io", direct_io),
+	{ "readahead=%u", offsetof(struct mount_opts, readahead), 0 },
 	MOPT("-h", help),
 	MOPT("--help", help),
 	MOPT("-V", version),
@@ -64,6 +66,8 @@ static void usage(void)
 "  -o cache_size=SIZE     memory for decoded chunks (default 256M)\n"
 "  -o refresh=SECONDS     look for new snapshots this often (default 5;\n"
 "                         0: only on directory listings)\n"
+"  -o readahead=N         on sequential reads, load the next N chunks in\n"
+"                         the background (default 4; 0: off)\n"
 "  -o direct_io           bypass the kernel page cache: every read reaches\n"
 "                         cbtfs as the program made it\n"
 "  -f                     stay in the foreground, log to stderr\n"
@@ -95,7 +99,7 @@ static int opt_proc(void *data, const char *arg, int key,
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct mount_opts o = { .refresh = 5 };
+	struct mount_opts o = { .refresh = 5, .readahead = 4 };
 	struct mount_conf conf = { 0 };
 	uint64_t cache_bytes = 256u << 20;
 	char *fsname = NULL;
@@ -134,6 +138,11 @@ int main(int argc, char *argv[])
 	conf.cache_bytes = (size_t)cache_bytes;
 	conf.refresh_seconds = o.refresh;
 	conf.direct_io = o.direct_io;
+	if (o.readahead > 64) {
+		fprintf(stderr, "%s: readahead: at most 64 chunks\n", prog);
+		goto out;
+	}
+	conf.readahead = o.readahead;
 
 	/* read-only, named after the repository in mount tables */
 	if (asprintf(&fsname, "-ofsname=cbtfs:%s,subtype=cbtfs,ro",

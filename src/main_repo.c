@@ -74,8 +74,8 @@ static int cmd_init(const struct opts *o)
 					: REPO_DEFAULT_CHUNK_SIZE;
 	int err;
 
-	if (cs > UINT32_MAX)
-		cs = 0;	/* rejected below with the usual message */
+	if (repo_check_chunk_size(cs) != 0)
+		return EXIT_USAGE;
 	err = repo_init(o->repo, (uint32_t)cs, id);
 	if (err != 0)
 		return EXIT_FAIL;

@@ -50,6 +50,11 @@ static int check_component(const char *what, const char *full,
 			  "are not allowed", what, full);
 		return EINVAL;
 	}
+	if (n > 250) {
+		log_error("invalid %s '%s': a name or path component may "
+			  "have at most 250 characters", what, full);
+		return EINVAL;
+	}
 	for (i = 0; i < n; i++) {
 		if (!name_char_ok(p[i])) {
 			log_error("invalid %s '%s': only letters, digits and "
@@ -90,10 +95,6 @@ int repo_check_volume_name(const char *volume)
 
 int repo_check_snapshot_name(const char *name)
 {
-	if (strlen(name) > 250) {
-		log_error("invalid snapshot name: longer than 250 characters");
-		return EINVAL;
-	}
 	return check_component("snapshot name", name, name, strlen(name));
 }
 
@@ -101,6 +102,18 @@ static int store_is_empty_cb(void *arg, const char *key, uint64_t size)
 {
 	*(const char **)arg = "x";
 	return EEXIST;
+}
+
+int repo_check_chunk_size(uint64_t chunk_size)
+{
+	if (chunk_size < REPO_MIN_CHUNK_SIZE ||
+	    chunk_size > REPO_MAX_CHUNK_SIZE ||
+	    (chunk_size & (chunk_size - 1)) != 0) {
+		log_error("chunk size %" PRIu64 " is not a power of two "
+			  "from 64 KiB to 16 MiB", chunk_size);
+		return EINVAL;
+	}
+	return 0;
 }
 
 int repo_init(const char *url, uint32_t chunk_size, char *id_out)
@@ -112,13 +125,8 @@ int repo_init(const char *url, uint32_t chunk_size, char *id_out)
 	size_t len;
 	int err;
 
-	if (chunk_size < REPO_MIN_CHUNK_SIZE ||
-	    chunk_size > REPO_MAX_CHUNK_SIZE ||
-	    (chunk_size & (chunk_size - 1)) != 0) {
-		log_error("chunk size %" PRIu32 " is not a power of two "
-			  "from 64 KiB to 16 MiB", chunk_size);
-		return EINVAL;
-	}
+	if ((err = repo_check_chunk_size(chunk_size)) != 0)
+		return err;
 	st = store_open(url, true, &err);
 	if (st == NULL)
 		return err;
@@ -298,9 +306,9 @@ int repo_get_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 	repo_chunk_key(id, key);
 	err = store_get(r->store, key, 0, STORE_TO_END, &frame);
 	if (err == ENOENT) {
-		log_error("chunk %s is missing from the repository; run "
-			  "'cbtfs-repo verify' to find affected snapshots",
-			  key);
+		log_error("chunk %s is missing from the repository (deleted "
+			  "or lost outside cbtfs); the snapshots that use it "
+			  "cannot be restored in full", key);
 		err = EIO;
 	}
 	if (err == 0) {

@@ -71,6 +71,9 @@ void manifest_free(struct manifest *m);
 int repo_check_volume_name(const char *volume);
 int repo_check_snapshot_name(const char *name);
 
+/* Checks a chunk size: a power of two from 64 KiB to 16 MiB. */
+int repo_check_chunk_size(uint64_t chunk_size);
+
 /*
  * Creates a repository at url (a directory that is missing or empty).
  * chunk_size: a power of two within the limits above.

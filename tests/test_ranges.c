@@ -119,6 +119,9 @@ static void test_file(void)
 	CHECK_EQ(rl.v[2].length, 16ull);
 	cbt_ranges_free(&rl);
 
+	CHECK_EQ(parse("010 5\n", 1 << 20, &rl), 0);		/* not octal */
+	CHECK_EQ(rl.v[0].offset, 10ull);
+	cbt_ranges_free(&rl);
 	CHECK_EQ(parse("", 1 << 20, &rl), 0);			/* empty */
 	CHECK_EQ(rl.n, (size_t)0);
 	CHECK_EQ(parse("100 10\n50 10\n", 1 << 20, &rl), EINVAL); /* order */
