@@ -5,6 +5,8 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 
@@ -25,13 +27,51 @@ int cli_usage_error(const char *prog, const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
-int cli_open_repo(const char *url, const char *cache_dir, struct repo **rp,
-		  struct index **ixp)
+int cli_store_option(const char *prog, int c, const char *arg,
+		     struct store_opts *o)
+{
+	char *end;
+	long n;
+
+	switch (c) {
+	case CLI_OPT_ENDPOINT:
+		o->endpoint = arg;
+		return 1;
+	case CLI_OPT_REGION:
+		o->region = arg;
+		return 1;
+	case CLI_OPT_ADDRESSING:
+		if (strcmp(arg, "path") != 0 && strcmp(arg, "virtual") != 0) {
+			cli_usage_error(prog, "--addressing: use 'path' or "
+					"'virtual', not '%s'", arg);
+			return -1;
+		}
+		o->addressing = arg;
+		return 1;
+	case CLI_OPT_CA_FILE:
+		o->ca_file = arg;
+		return 1;
+	case CLI_OPT_RETRIES:
+		n = strtol(arg, &end, 10);
+		if (*end != '\0' || n < 0 || n > 100) {
+			cli_usage_error(prog, "--retries: expected a number "
+					"from 0 to 100, got '%s'", arg);
+			return -1;
+		}
+		o->retries = (int)n;
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+int cli_open_repo(const char *url, const struct store_opts *opts,
+		  const char *cache_dir, struct repo **rp, struct index **ixp)
 {
 	int err;
 
 	*ixp = NULL;
-	*rp = repo_open(url, &err);
+	*rp = repo_open(url, opts, &err);
 	if (*rp == NULL)
 		return err;
 	*ixp = index_open(*rp, cache_dir, &err);

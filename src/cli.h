@@ -20,9 +20,45 @@ void cli_version(const char *prog);
 int cli_usage_error(const char *prog, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* Options every program has for remote stores, for getopt_long tables. */
+enum {
+	CLI_OPT_ENDPOINT = 1000,
+	CLI_OPT_REGION,
+	CLI_OPT_ADDRESSING,
+	CLI_OPT_CA_FILE,
+	CLI_OPT_RETRIES,
+};
+#define CLI_STORE_LONG_OPTS                                                \
+	{ "endpoint", required_argument, NULL, CLI_OPT_ENDPOINT },         \
+	{ "region", required_argument, NULL, CLI_OPT_REGION },             \
+	{ "addressing", required_argument, NULL, CLI_OPT_ADDRESSING },     \
+	{ "ca-file", required_argument, NULL, CLI_OPT_CA_FILE },           \
+	{ "retries", required_argument, NULL, CLI_OPT_RETRIES }
+#define CLI_STORE_HELP                                                      \
+"S3 repositories (s3://BUCKET/PREFIX; credentials from AWS_ACCESS_KEY_ID,\n" \
+"AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN):\n"                          \
+"      --endpoint URL     S3 endpoint, e.g. http://127.0.0.1:7480\n"        \
+"                         (default $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL,\n" \
+"                         or AWS itself)\n"                                 \
+"      --region REGION    signing region (default $AWS_REGION,\n"          \
+"                         $AWS_DEFAULT_REGION, or us-east-1)\n"            \
+"      --addressing path|virtual\n"                                         \
+"                         bucket in the path or in the host name (default:\n" \
+"                         path for a custom endpoint, virtual for AWS)\n"  \
+"      --ca-file FILE     PEM bundle of CAs to trust (default\n"           \
+"                         $AWS_CA_BUNDLE, or the system's)\n"              \
+"      --retries N        retries of a failed request (default 6)\n"
+
+/*
+ * Handles a CLI_OPT_* option into o.  Returns 1 if c was one (0 if not),
+ * or -1 after reporting a usage error.
+ */
+int cli_store_option(const char *prog, int c, const char *arg,
+		     struct store_opts *o);
+
 /* Opens the repository and its index (synced).  0 or an errno (logged). */
-int cli_open_repo(const char *url, const char *cache_dir, struct repo **rp,
-		  struct index **ixp);
+int cli_open_repo(const char *url, const struct store_opts *opts,
+		  const char *cache_dir, struct repo **rp, struct index **ixp);
 
 /* Prints a JSON object on stdout and frees it. */
 void cli_print_json(struct json_object *obj);

@@ -14,11 +14,13 @@
 #include <stddef.h>
 
 #include "repo.h"
+#include "store.h"
 
 struct fuse_args;
 
 struct mount_conf {
 	const char *repo_url;
+	struct store_opts store;	/* S3 settings */
 	const char *cache_dir;		/* index location; NULL: default */
 	unsigned refresh_seconds;	/* background sync period */
 	size_t cache_bytes;		/* decoded chunk cache */

@@ -42,7 +42,8 @@ static void usage(void)
 "                                         sorted, non-overlapping); other\n"
 "                                         chunks come from the base, or\n"
 "                                         are zero without one\n"
-"  -j, --jobs N           chunks processed in parallel (default: CPUs)\n"
+"  -j, --jobs N           chunks processed in parallel, and S3 uploads in\n"
+"                         flight (default: CPUs for a directory, 8 for S3)\n"
 "      --cache-dir DIR    where the local index lives\n"
 "                         (default $XDG_CACHE_HOME/cbtfs or ~/.cache/cbtfs)\n"
 "      --json             print the summary as JSON on stdout\n"
@@ -50,6 +51,8 @@ static void usage(void)
 "  -v, --verbose          more messages\n"
 "  -h, --help             show this help and exit\n"
 "      --version          show the version and exit\n"
+"\n"
+CLI_STORE_HELP
 "\n"
 "Exit status: 0 on success, 1 on failure, 2 on a usage error.\n"
 "See cbtfs-ingest(1).\n");
@@ -71,6 +74,7 @@ static const struct option long_opts[] = {
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
+	CLI_STORE_LONG_OPTS,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -123,6 +127,8 @@ static void print_summary(const struct ingest_conf *conf,
 int main(int argc, char *argv[])
 {
 	struct ingest_conf conf = { 0 };
+	struct store_opts sopts = { .retries = -1 };
+	bool jobs_set = false;
 	struct ingest_result res;
 	const char *repo_url = NULL, *changes = "scan", *cache_dir = NULL;
 	bool json = false, progress = isatty(STDERR_FILENO);
@@ -161,6 +167,7 @@ int main(int argc, char *argv[])
 						       "a number from 1 to "
 						       "256, got '%s'", optarg);
 			conf.jobs = (unsigned)n;
+			jobs_set = true;
 			break;
 		}
 		case OPT_CACHE_DIR:
@@ -182,7 +189,14 @@ int main(int argc, char *argv[])
 			cli_version(prog);
 			return EXIT_OK;
 		default:
-			return cli_usage_error(prog, "invalid option");
+			switch (cli_store_option(prog, c, optarg, &sopts)) {
+			case 1:
+				break;
+			case 0:
+				return cli_usage_error(prog, "invalid option");
+			default:
+				return EXIT_USAGE;
+			}
 		}
 	}
 	log_set_verbose(verbose);
@@ -206,7 +220,12 @@ int main(int argc, char *argv[])
 	if (conf.changes == NULL)
 		return EXIT_USAGE;
 	conf.progress = progress;
-	err = cli_open_repo(repo_url, cache_dir, &conf.repo, &conf.index);
+	/* uploads wait on the network, not the CPU: keep more in flight */
+	if (!jobs_set && strncmp(repo_url, "s3://", 5) == 0)
+		conf.jobs = 8;
+	sopts.connections = conf.jobs;
+	err = cli_open_repo(repo_url, &sopts, cache_dir, &conf.repo,
+			    &conf.index);
 	if (err == 0) {
 		err = ingest_run(&conf, &res);
 		if (err == 0)

@@ -25,6 +25,12 @@ struct mount_opts {
 	char *cache_size;
 	unsigned refresh;
 	unsigned readahead;
+	unsigned jobs;
+	int retries;
+	char *endpoint;
+	char *region;
+	char *addressing;
+	char *ca_file;
 	int direct_io;
 	int help;
 	int version;
@@ -39,6 +45,12 @@ static const struct fuse_opt mount_fuse_opts[] = {
 	{ "refresh=%u", offsetof(struct mount_opts, refresh), 0 },
 	MOPT("direct_io", direct_io),
 	{ "readahead=%u", offsetof(struct mount_opts, readahead), 0 },
+	{ "jobs=%u", offsetof(struct mount_opts, jobs), 0 },
+	{ "retries=%d", offsetof(struct mount_opts, retries), 0 },
+	{ "endpoint=%s", offsetof(struct mount_opts, endpoint), 0 },
+	{ "region=%s", offsetof(struct mount_opts, region), 0 },
+	{ "addressing=%s", offsetof(struct mount_opts, addressing), 0 },
+	{ "ca_file=%s", offsetof(struct mount_opts, ca_file), 0 },
 	MOPT("-h", help),
 	MOPT("--help", help),
 	MOPT("-V", version),
@@ -53,7 +65,8 @@ static void usage(void)
 	printf(
 "Usage: cbtfs REPO MOUNTPOINT [-f] [-o OPTION[,OPTION...]]\n"
 "\n"
-"Mounts the cbtfs repository REPO (a directory or file:///path) read-only\n"
+"Mounts the cbtfs repository REPO (a directory, file:///path or\n"
+"s3://BUCKET/PREFIX) read-only\n"
 "at MOUNTPOINT.  Every backed-up snapshot appears as\n"
 "MOUNTPOINT/VOLUME/NAME.img, a raw disk image assembled on read.  Restore\n"
 "with dd; browse a filesystem image with 'mount -o loop,ro'.  Snapshots\n"
@@ -67,9 +80,21 @@ static void usage(void)
 "  -o refresh=SECONDS     look for new snapshots this often (default 5;\n"
 "                         0: only on directory listings)\n"
 "  -o readahead=N         on sequential reads, load the next N chunks in\n"
-"                         the background (default 4; 0: off)\n"
+"                         the background (default 8; 0: off)\n"
 "  -o direct_io           bypass the kernel page cache: every read reaches\n"
 "                         cbtfs as the program made it\n"
+"  -o jobs=N              S3 requests in flight at once (default 8)\n"
+"  -o endpoint=URL        S3 endpoint (default $AWS_ENDPOINT_URL_S3,\n"
+"                         $AWS_ENDPOINT_URL, or AWS itself)\n"
+"  -o region=REGION       S3 signing region (default $AWS_REGION,\n"
+"                         $AWS_DEFAULT_REGION, or us-east-1)\n"
+"  -o addressing=path|virtual\n"
+"                         bucket in the URL path or host name (default:\n"
+"                         path for a custom endpoint, virtual for AWS)\n"
+"  -o ca_file=FILE        PEM CAs to trust (default $AWS_CA_BUNDLE)\n"
+"  -o retries=N           retries of a failed S3 request (default 6)\n"
+"                         S3 credentials: AWS_ACCESS_KEY_ID,\n"
+"                         AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN\n"
 "  -f                     stay in the foreground, log to stderr\n"
 "  -d                     FUSE debug output (implies -f)\n"
 "  -s                     single-threaded\n"
@@ -99,7 +124,8 @@ static int opt_proc(void *data, const char *arg, int key,
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct mount_opts o = { .refresh = 5, .readahead = 4 };
+	struct mount_opts o = { .refresh = 5, .readahead = 8, .jobs = 8,
+				.retries = -1 };
 	struct mount_conf conf = { 0 };
 	uint64_t cache_bytes = 256u << 20;
 	char *fsname = NULL;
@@ -143,6 +169,19 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	conf.readahead = o.readahead;
+	if (o.jobs < 1 || o.jobs > 256 || o.retries > 100 ||
+	    (o.addressing != NULL && strcmp(o.addressing, "path") != 0 &&
+	     strcmp(o.addressing, "virtual") != 0)) {
+		fprintf(stderr, "%s: jobs must be 1 to 256, retries at most "
+			"100, addressing 'path' or 'virtual'\n", prog);
+		goto out;
+	}
+	conf.store.connections = o.jobs;
+	conf.store.retries = o.retries;
+	conf.store.endpoint = o.endpoint;
+	conf.store.region = o.region;
+	conf.store.addressing = o.addressing;
+	conf.store.ca_file = o.ca_file;
 
 	/* read-only, named after the repository in mount tables */
 	if (asprintf(&fsname, "-ofsname=cbtfs:%s,subtype=cbtfs,ro",
@@ -155,6 +194,10 @@ out:
 	free(o.repo);
 	free(o.cache_dir);
 	free(o.cache_size);
+	free(o.endpoint);
+	free(o.region);
+	free(o.addressing);
+	free(o.ca_file);
 	fuse_opt_free_args(&args);
 	return status;
 }

@@ -22,8 +22,10 @@ static void usage(void)
 "\n"
 "Commands:\n"
 "  init REPO [--chunk-size SIZE]\n"
-"        create an empty repository in REPO (a new or empty directory, or\n"
-"        file:///path); SIZE is a power of two from 64K to 16M (default 1M)\n"
+"        create an empty repository in REPO (a new or empty directory,\n"
+"        file:///path, or s3://BUCKET/PREFIX where the bucket exists and the\n"
+"        prefix is empty); SIZE is a power of two from 64K to 16M\n"
+"        (default 1M)\n"
 "  snapshots REPO [--volume VOLUME] [--json]\n"
 "        list snapshots: volume, name, parent, capacity, creation time and\n"
 "        bytes stored by each\n"
@@ -40,6 +42,8 @@ static void usage(void)
 "  -h, --help             show this help and exit\n"
 "      --version          show the version and exit\n"
 "\n"
+CLI_STORE_HELP
+"\n"
 "Exit status: 0 on success, 1 on failure, 2 on a usage error.\n"
 "See cbtfs-repo(1) and cbtfs-repository(5).\n");
 }
@@ -55,6 +59,7 @@ static const struct option long_opts[] = {
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
+	CLI_STORE_LONG_OPTS,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -65,6 +70,7 @@ struct opts {
 	const char *volume;
 	bool json;
 	const char *cache_dir;
+	struct store_opts store;
 };
 
 static int cmd_init(const struct opts *o)
@@ -76,7 +82,7 @@ static int cmd_init(const struct opts *o)
 
 	if (repo_check_chunk_size(cs) != 0)
 		return EXIT_USAGE;
-	err = repo_init(o->repo, (uint32_t)cs, id);
+	err = repo_init(o->repo, &o->store, (uint32_t)cs, id);
 	if (err != 0)
 		return EXIT_FAIL;
 	printf("initialised cbtfs repository %s (id %s, chunk size %s)\n",
@@ -213,7 +219,7 @@ static int cmd_snapshots(const struct opts *o)
 
 	if (o->volume != NULL && repo_check_volume_name(o->volume) != 0)
 		return EXIT_USAGE;
-	if (cli_open_repo(o->repo, o->cache_dir, &r, &ix) != 0)
+	if (cli_open_repo(o->repo, &o->store, o->cache_dir, &r, &ix) != 0)
 		return EXIT_FAIL;
 	/* a parent is always of the same volume, so l can name it */
 	err = index_list_snapshots(ix, o->volume, gather, &l);
@@ -233,7 +239,7 @@ static int cmd_reindex(const struct opts *o)
 	struct index *ix;
 	int err;
 
-	r = repo_open(o->repo, &err);
+	r = repo_open(o->repo, &o->store, &err);
 	if (r == NULL)
 		return EXIT_FAIL;
 	ix = index_open(r, o->cache_dir, &err);
@@ -248,7 +254,7 @@ static int cmd_reindex(const struct opts *o)
 
 int main(int argc, char *argv[])
 {
-	struct opts o = { 0 };
+	struct opts o = { .store.retries = -1 };
 	const char *cmd = NULL;
 	int c, verbose = 0;
 
@@ -281,7 +287,14 @@ int main(int argc, char *argv[])
 			cli_version(prog);
 			return EXIT_OK;
 		default:
-			return cli_usage_error(prog, "invalid option");
+			switch (cli_store_option(prog, c, optarg, &o.store)) {
+			case 1:
+				break;
+			case 0:
+				return cli_usage_error(prog, "invalid option");
+			default:
+				return EXIT_USAGE;
+			}
 		}
 	}
 	log_set_verbose(verbose);

@@ -116,7 +116,8 @@ int repo_check_chunk_size(uint64_t chunk_size)
 	return 0;
 }
 
-int repo_init(const char *url, uint32_t chunk_size, char *id_out)
+int repo_init(const char *url, const struct store_opts *opts,
+	      uint32_t chunk_size, char *id_out)
 {
 	Cbtfs__RepoConfig cfg = CBTFS__REPO_CONFIG__INIT;
 	const char *found = NULL;
@@ -127,7 +128,7 @@ int repo_init(const char *url, uint32_t chunk_size, char *id_out)
 
 	if ((err = repo_check_chunk_size(chunk_size)) != 0)
 		return err;
-	st = store_open(url, true, &err);
+	st = store_open(url, true, opts, &err);
 	if (st == NULL)
 		return err;
 	if (store_head(st, CONFIG_KEY, NULL) == 0) {
@@ -168,7 +169,8 @@ int repo_init(const char *url, uint32_t chunk_size, char *id_out)
 	return err;
 }
 
-struct repo *repo_open(const char *url, int *errp)
+struct repo *repo_open(const char *url, const struct store_opts *opts,
+		       int *errp)
 {
 	Cbtfs__RepoConfig *cfg = NULL;
 	struct buf b = { 0 };
@@ -176,7 +178,7 @@ struct repo *repo_open(const char *url, int *errp)
 	struct store *st;
 	int err;
 
-	st = store_open(url, false, errp);
+	st = store_open(url, false, opts, errp);
 	if (st == NULL)
 		return NULL;
 	err = store_get(st, CONFIG_KEY, 0, STORE_TO_END, &b);

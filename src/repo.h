@@ -78,10 +78,12 @@ int repo_check_chunk_size(uint64_t chunk_size);
  * Creates a repository at url (a directory that is missing or empty).
  * chunk_size: a power of two within the limits above.
  */
-int repo_init(const char *url, uint32_t chunk_size, char *id_out);
+int repo_init(const char *url, const struct store_opts *opts,
+	      uint32_t chunk_size, char *id_out);
 
 /* Opens an existing repository.  NULL with *errp set (logged). */
-struct repo *repo_open(const char *url, int *errp);
+struct repo *repo_open(const char *url, const struct store_opts *opts,
+		       int *errp);
 void repo_close(struct repo *r);
 
 /* Object key of a chunk: buffer of at least REPO_CHUNK_KEY_LEN + 1. */

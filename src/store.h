@@ -20,6 +20,7 @@
 #define STORE_TO_END UINT64_MAX
 
 struct store;
+struct store_stats;
 
 /* Called once per key by list(); a non-zero return stops the listing and
  * is returned by list(). */
@@ -37,9 +38,13 @@ struct store_ops {
 	int (*head)(struct store *st, const char *key, uint64_t *sizep);
 	/* Deleting a missing key is not an error. */
 	int (*del)(struct store *st, const char *key);
+	/* Optional: deletes n keys, in as few requests as it can. */
+	int (*del_many)(struct store *st, const char *const *keys, size_t n);
 	/* Lists keys beginning with prefix, in no particular order. */
 	int (*list)(struct store *st, const char *prefix, store_list_cb *cb,
 		    void *arg);
+	/* Optional: counters so far. */
+	void (*get_stats)(struct store *st, struct store_stats *stats);
 	void (*destroy)(struct store *st);
 };
 
@@ -49,13 +54,39 @@ struct store {
 };
 
 /*
- * Opens the store named by url: "file:///path" or a plain path.  create:
- * make the directory if missing (cbtfs-repo init).  Returns NULL with
- * *errp set (the reason logged) on failure.
+ * Settings for remote stores, from the command line; NULL or 0 fields take
+ * the environment's or the default.  Secrets are never here: they come
+ * from the environment only.
  */
-struct store *store_open(const char *url, bool create, int *errp);
+struct store_opts {
+	const char *endpoint;	/* e.g. http://127.0.0.1:7480 */
+	const char *region;
+	const char *addressing;	/* "path" or "virtual" */
+	const char *ca_file;
+	unsigned connections;	/* parallel transfers */
+	int retries;		/* < 0: default */
+	unsigned list_page;	/* keys per listing request (tests) */
+};
+
+/* Counters of a store's requests, for summaries. */
+struct store_stats {
+	uint64_t requests;
+	uint64_t retries;
+	uint64_t bytes_in;
+	uint64_t bytes_out;
+};
+
+/*
+ * Opens the store named by url: "s3://BUCKET[/PREFIX]", "file:///path" or
+ * a plain path.  create: make the directory if missing (cbtfs-repo init).
+ * opts may be NULL.  Returns NULL with *errp set (logged) on failure.
+ */
+struct store *store_open(const char *url, bool create,
+			 const struct store_opts *opts, int *errp);
 
 struct store *store_dir_create(const char *path, bool create, int *errp);
+struct store *store_s3_create(const char *bucket, const char *prefix,
+			      const struct store_opts *opts, int *errp);
 
 static inline int store_get(struct store *st, const char *key, uint64_t off,
 			    uint64_t len, struct buf *out)
@@ -85,6 +116,12 @@ static inline int store_list(struct store *st, const char *prefix,
 {
 	return st->ops->list(st, prefix, cb, arg);
 }
+
+/* Deletes n keys: del_many() where the store has it, else one by one. */
+int store_del_many(struct store *st, const char *const *keys, size_t n);
+
+/* Zeroes stats for stores that keep none. */
+void store_get_stats(struct store *st, struct store_stats *stats);
 
 void store_destroy(struct store *st);
 

@@ -147,3 +147,125 @@ chunks_touched() {
 			seen[c] = 1
 	} END { n = 0; for (c in seen) n++; print n }' "$1"
 }
+
+# free_port: a TCP port nobody listens on at 127.0.0.1 right now.
+free_port() {
+	/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_for SECONDS CMD...: retries CMD every 0.2 s until it succeeds.
+wait_for() {
+	local limit=$1 i
+	shift
+	for ((i = 0; i < limit * 5; i++)); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.2
+	done
+	return 1
+}
+
+# start_rgw: a single-node Ceph cluster with a RADOS gateway on 127.0.0.1,
+# under $T/ceph, every daemon in the foreground of a background job and
+# stopped by PID at exit.  Sets S3_ENDPOINT, S3_BUCKET and the AWS_*
+# variables for a user "test" and creates the bucket.  Skips (77) only if
+# the Ceph packages are missing.
+start_rgw() {
+	local d=$T/ceph fsid uuid mon_v2 mon_v1 rgw_port
+	for c in ceph-mon ceph-osd ceph-mgr radosgw radosgw-admin monmaptool curl; do
+		command -v $c >/dev/null || skip "$c is not installed (Ceph RGW)"
+	done
+	mkdir -p "$d"/{run,log,crash,mon/mon.a,mgr/mgr.x,osd/osd.0,rgw/client.rgw.a}
+	fsid=$(uuidgen)
+	mon_v2=$(free_port)
+	mon_v1=$(free_port)
+	rgw_port=$(free_port)
+	cat >"$d/ceph.conf" <<CONF
+[global]
+fsid = $fsid
+mon initial members = a
+mon host = [v2:127.0.0.1:$mon_v2,v1:127.0.0.1:$mon_v1]
+public network = 127.0.0.0/8
+public addr = 127.0.0.1
+cluster addr = 127.0.0.1
+auth cluster required = none
+auth service required = none
+auth client required = none
+run dir = $d/run
+admin socket = $d/run/\$name.asok
+pid file = $d/run/\$name.pid
+log file = $d/log/\$name.log
+mon data = $d/mon/\$name
+mgr data = $d/mgr/\$name
+osd data = $d/osd/\$name
+rgw data = $d/rgw/\$name
+crash dir = $d/crash
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg num = 8
+osd pool default pgp num = 8
+osd pool default pg autoscale mode = off
+osd crush chooseleaf type = 0
+mon allow pool size one = true
+mon allow pool delete = true
+mon warn on pool no redundancy = false
+mon max pg per osd = 1000
+mon data avail warn = 5
+mon data avail crit = 1
+ms bind ipv6 = false
+[osd]
+osd objectstore = bluestore
+osd memory target = 1073741824
+bluestore block create = true
+bluestore block size = 10737418240
+osd op num shards = 2
+osd op num threads per shard = 2
+[mgr]
+mgr initial modules = status
+[client.rgw.a]
+ms mon client mode = crc
+rgw frontends = beast endpoint=127.0.0.1:$rgw_port tcp_nodelay=1
+rgw dns name = 127.0.0.1
+rgw thread pool size = 64
+CONF
+	export CEPH_CONF=$d/ceph.conf
+	monmaptool --create --addv a "[v2:127.0.0.1:$mon_v2,v1:127.0.0.1:$mon_v1]" \
+		--fsid "$fsid" "$d/monmap" >/dev/null || fail "monmaptool"
+	ceph-mon --mkfs -i a --monmap "$d/monmap" || fail "ceph-mon --mkfs"
+	ceph-mon -i a -f >"$d/log/mon.out" 2>&1 &
+	_pids+=($!)
+	wait_for 30 timeout 5 ceph -s || fail "ceph-mon did not come up"
+	ceph-mgr -i x -f >"$d/log/mgr.out" 2>&1 &
+	_pids+=($!)
+	uuid=$(uuidgen)
+	ceph osd new "$uuid" >/dev/null || fail "ceph osd new"
+	ceph-osd -i 0 --mkfs --osd-uuid "$uuid" >"$d/log/osd-mkfs.out" 2>&1 ||
+		fail "ceph-osd --mkfs"
+	ceph-osd -i 0 -f >"$d/log/osd.out" 2>&1 &
+	_pids+=($!)
+	wait_for 60 sh -c 'ceph osd dump | grep -q "^osd.0 up"' ||
+		fail "ceph-osd did not come up"
+	radosgw -n client.rgw.a -f >"$d/log/rgw.out" 2>&1 &
+	_pids+=($!)
+	S3_ENDPOINT=http://127.0.0.1:$rgw_port
+	wait_for 90 curl -sf -o /dev/null "$S3_ENDPOINT/" ||
+		fail "radosgw did not answer at $S3_ENDPOINT"
+	export AWS_ACCESS_KEY_ID=cbtfstestkey
+	export AWS_SECRET_ACCESS_KEY=cbtfs-test-secret-$RANDOM$RANDOM
+	export AWS_ENDPOINT_URL=$S3_ENDPOINT
+	export AWS_REGION=us-east-1
+	unset AWS_SESSION_TOKEN AWS_ENDPOINT_URL_S3 AWS_DEFAULT_REGION
+	radosgw-admin user create --uid=test --display-name=test \
+		--access-key="$AWS_ACCESS_KEY_ID" \
+		--secret-key="$AWS_SECRET_ACCESS_KEY" >/dev/null ||
+		fail "radosgw-admin user create"
+	S3_BUCKET=cbtfs-test
+	s3_curl -X PUT "$S3_ENDPOINT/$S3_BUCKET" || fail "cannot create bucket"
+}
+
+# s3_curl ARGS...: curl signed as the test user (for fixtures, not cbtfs).
+s3_curl() {
+	curl -sSf --aws-sigv4 "aws:amz:${AWS_REGION:-us-east-1}:s3" \
+		--user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+		-H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" \
+		"$@"
+}
