@@ -299,6 +299,15 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 static void op_destroy(void *private_data)
 {
 	struct cbtfs_fs *fs = private_data;
+	struct chunk_cache_stats cs;
+	struct store_stats ss;
+
+	chunk_cache_get_stats(fs->cache, &cs);
+	store_get_stats(fs->repo->store, &ss);
+	log_info("unmounted: chunks %" PRIu64 " cached reads, %" PRIu64
+		 " fetched, %" PRIu64 " read ahead; store %" PRIu64
+		 " requests, %" PRIu64 " retries", cs.hits, cs.misses,
+		 cs.prefetched, ss.requests, ss.retries);
 
 	if (fs->refresher_running) {
 		pthread_mutex_lock(&fs->stop_lock);

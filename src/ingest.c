@@ -511,6 +511,7 @@ int ingest_run(const struct ingest_conf *conf, struct ingest_result *res)
 	res->chunks_total = nchunks;
 out:
 	res->seconds = now_seconds() - start;
+	store_get_stats(conf->repo->store, &res->store);
 	if (lock_id[0] != '\0')
 		repo_unlock(conf->repo, lock_id);
 	if (ing.fd >= 0)

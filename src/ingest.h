@@ -39,6 +39,7 @@ struct ingest_result {
 	struct manifest_stats stats;
 	uint64_t chunks_total;		/* chunks in the volume */
 	uint64_t manifest_bytes;	/* encoded size of the manifest */
+	struct store_stats store;	/* requests and retries (S3) */
 	double seconds;
 };
 

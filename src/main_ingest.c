@@ -112,16 +112,26 @@ static void print_summary(const struct ingest_conf *conf,
 					       (int64_t)res->manifest_bytes));
 		json_object_object_add(o, "seconds",
 				       json_object_new_double(res->seconds));
+		json_object_object_add(o, "requests",
+				       json_object_new_int64(
+					       (int64_t)res->store.requests));
+		json_object_object_add(o, "retries",
+				       json_object_new_int64(
+					       (int64_t)res->store.retries));
 		cli_print_json(o);
 		return;
 	}
 	printf("%s/%s: read %s in %.1f s (%.1f MB/s); chunks: %" PRIu64
 	       " read, %" PRIu64 " changed (%" PRIu64 " new, %" PRIu64
-	       " reused), %" PRIu64 " zero; stored %s\n",
+	       " reused), %" PRIu64 " zero; stored %s",
 	       conf->volume, conf->name, HUMAN(s->bytes_read), res->seconds,
 	       mbps, s->chunks_read, s->chunks_changed, s->chunks_new,
 	       s->chunks_reused, s->chunks_zero,
 	       HUMAN(s->bytes_stored + res->manifest_bytes));
+	if (res->store.requests > 0)
+		printf("; %" PRIu64 " requests, %" PRIu64 " retries",
+		       res->store.requests, res->store.retries);
+	printf("\n");
 }
 
 int main(int argc, char *argv[])

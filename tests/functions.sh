@@ -24,7 +24,7 @@ _pids=()
 cleanup_fn() { _cleanups+=("$*"); }
 
 _cleanup() {
-	local rc=$? i m p
+	local rc=$? i m p alive
 	set +e
 	for ((i = ${#_mounts[@]} - 1; i >= 0; i--)); do
 		m=${_mounts[i]}
@@ -33,8 +33,22 @@ _cleanup() {
 				|| umount -l "$m" 2>/dev/null
 		fi
 	done
+	# stop everything we started, newest first; what ignores SIGTERM for
+	# 10 s is killed
+	for ((i = ${#_pids[@]} - 1; i >= 0; i--)); do
+		kill "${_pids[i]}" 2>/dev/null
+	done
+	for ((i = 0; i < 50; i++)); do
+		alive=0
+		for p in "${_pids[@]}"; do
+			kill -0 "$p" 2>/dev/null && alive=1
+		done
+		[ $alive = 0 ] && break
+		sleep 0.2
+	done
 	for p in "${_pids[@]}"; do
-		kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
+		kill -9 "$p" 2>/dev/null
+		wait "$p" 2>/dev/null
 	done
 	for ((i = ${#_cleanups[@]} - 1; i >= 0; i--)); do
 		eval "${_cleanups[i]}"

@@ -1,0 +1,162 @@
+"""A fault-injecting HTTP/1.1 proxy for the S3 tests (run with /usr/bin/python3).
+
+Listens on 127.0.0.1, forwards every request unchanged (Host header too, so
+SigV4 signatures stay valid) to the upstream server, and at the configured
+rates instead answers 503 SlowDown, resets the connection before answering,
+sends half a response body and resets, or delays the answer.  Faults are
+drawn from a seeded random generator; counts go to --stats as JSON each
+time one is injected.
+
+  faultproxy.py --upstream 127.0.0.1:7480 --port-file F [--error R]
+                [--reset R] [--truncate R] [--delay R --delay-ms MS]
+                [--seed N] [--stats FILE]
+"""
+import argparse
+import http.client
+import http.server
+import json
+import random
+import socket
+import struct
+import sys
+import threading
+import time
+
+HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection",
+       "te", "trailer", "upgrade"}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--upstream", required=True)
+    ap.add_argument("--port-file", required=True)
+    ap.add_argument("--error", type=float, default=0.0)
+    ap.add_argument("--reset", type=float, default=0.0)
+    ap.add_argument("--truncate", type=float, default=0.0)
+    ap.add_argument("--delay", type=float, default=0.0)
+    ap.add_argument("--delay-ms", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--stats")
+    args = ap.parse_args()
+    up_host, up_port = args.upstream.rsplit(":", 1)
+    rnd = random.Random(args.seed)
+    lock = threading.Lock()
+    stats = {"requests": 0, "error": 0, "reset": 0, "truncate": 0,
+             "delay": 0}
+
+    def draw():
+        with lock:
+            stats["requests"] += 1
+            x = rnd.random()
+        for kind in ("error", "reset", "truncate", "delay"):
+            rate = getattr(args, kind)
+            if x < rate:
+                return kind
+            x -= rate
+        return None
+
+    def count(kind):
+        with lock:
+            stats[kind] += 1
+            if args.stats:
+                with open(args.stats + ".tmp", "w") as f:
+                    json.dump(stats, f)
+                import os
+                os.replace(args.stats + ".tmp", args.stats)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        upstream = None
+
+        def log_message(self, *a):
+            pass
+
+        def reset(self):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+
+        def forward(self, body):
+            for attempt in range(2):
+                if self.upstream is None:
+                    self.upstream = http.client.HTTPConnection(
+                        up_host, int(up_port), timeout=120)
+                try:
+                    self.upstream.putrequest(self.command, self.path,
+                                             skip_host=True,
+                                             skip_accept_encoding=True)
+                    for k, v in self.headers.items():
+                        if k.lower() not in HOP:
+                            self.upstream.putheader(k, v)
+                    self.upstream.endheaders(body)
+                    resp = self.upstream.getresponse()
+                    return resp, resp.read()
+                except (http.client.HTTPException, OSError):
+                    self.upstream.close()
+                    self.upstream = None
+                    if attempt == 1:
+                        raise
+
+        def handle_any(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n) if n else None
+            if self.headers.get("Expect", "").lower() == "100-continue":
+                pass  # the body was sent anyway by the time we read it
+            kind = draw()
+            if kind == "error":
+                count(kind)
+                msg = (b'<?xml version="1.0" encoding="UTF-8"?><Error>'
+                       b'<Code>SlowDown</Code><Message>injected</Message>'
+                       b'</Error>')
+                self.send_response(503)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(msg)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(msg)
+                return
+            if kind == "reset":
+                count(kind)
+                self.reset()
+                return
+            if kind == "delay":
+                count(kind)
+                time.sleep(args.delay_ms / 1000.0)
+            resp, data = self.forward(body)
+            self.send_response(resp.status, resp.reason)
+            for k, v in resp.getheaders():
+                if k.lower() in HOP:
+                    continue
+                if k.lower() == "content-length" and self.command != "HEAD":
+                    continue
+                self.send_header(k, v)
+            if self.command != "HEAD":
+                self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command == "HEAD":
+                return
+            if kind == "truncate" and len(data) > 1:
+                count(kind)
+                self.wfile.write(data[:len(data) // 2])
+                self.wfile.flush()
+                self.reset()
+                return
+            self.wfile.write(data)
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
+
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+    srv = Server(("127.0.0.1", 0), Handler)
+    with open(args.port_file + ".tmp", "w") as f:
+        f.write(str(srv.server_address[1]))
+    import os
+    os.replace(args.port_file + ".tmp", args.port_file)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+#!/bin/bash
+# S3 through a proxy that injects 503 SlowDown answers, connection resets,
+# truncated bodies and delays: ingest and restore stay byte-exact and the
+# retries are reported.  When the faults never stop, the error is clear and
+# no snapshot is committed.
+. "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
+requires_fuse
+requires /usr/bin/python3
+start_rgw
+
+# start_proxy NAME ARGS...: sets PROXY_URL
+start_proxy() {
+	local name=$1
+	shift
+	/usr/bin/python3 "$top_srcdir/tests/faultproxy.py" \
+		--upstream "${S3_ENDPOINT#http://}" --port-file "$T/$name.port" \
+		--stats "$T/$name.stats" "$@" 2>"$T/$name.log" &
+	_pids+=($!)
+	wait_for 10 test -s "$T/$name.port" || fail "proxy $name did not start"
+	PROXY_URL=http://127.0.0.1:$(cat "$T/$name.port")
+}
+stat_of() {
+	/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
+}
+
+start_proxy flaky --error 0.08 --reset 0.04 --truncate 0.04 --delay 0.04 \
+	--delay-ms 300 --seed 7
+export AWS_ENDPOINT_URL=$PROXY_URL
+R=s3://$S3_BUCKET/faults
+MNT=$T/mnt
+
+"$REPO" init "$R" --chunk-size 64K >/dev/null || fail "init through faults"
+img=$T/img
+truncate -s 24M "$img"
+random_writes "$img" 10 1500000 11 "$T/r1"
+cp --sparse=always "$img" "$T/gen1"
+out1=$("$INGEST" --repo "$R" --volume v --snapshot gen1 --device "$img" \
+	--json) || fail "ingest gen1 through faults"
+random_writes "$img" 10 200000 12 "$T/r2"
+cp --sparse=always "$img" "$T/gen2"
+out2=$("$INGEST" --repo "$R" --volume v --snapshot gen2 --device "$img" \
+	--base gen1 --changes "ranges:$T/r2" --json) ||
+	fail "ingest gen2 through faults"
+retries=$(($(json_field retries <<<"$out1") + $(json_field retries <<<"$out2")))
+note "ingest: $retries retries; proxy: $(cat "$T/flaky.stats")"
+[ "$retries" -gt 0 ] || fail "no retries reported by ingest"
+
+start_mount "$R" "$MNT"
+for g in gen1 gen2; do
+	dd if="$MNT/v/$g.img" of="$T/$g.out" bs=1M status=none ||
+		fail "restore $g through faults"
+	cmp "$T/$g.out" "$T/$g" || fail "$g restored wrong through faults"
+done
+stop_mount "$MNT"
+grep -q "store [0-9]* requests, [1-9][0-9]* retries" "$MOUNT_LOG" ||
+	fail "the mount reported no retries: $(cat "$MOUNT_LOG")"
+note "mount: $(grep -o 'store .*' "$MOUNT_LOG")"
+injected=0
+for k in error reset truncate delay; do
+	injected=$((injected + $(stat_of "$T/flaky.stats" $k)))
+done
+[ "$injected" -gt 10 ] || fail "the proxy injected only $injected faults"
+
+# faults that never stop: a clear error after the retries, nothing committed
+start_proxy broken --error 1.0
+objs() { AWS_ENDPOINT_URL=$S3_ENDPOINT "$top_builddir/tests/s3tool" \
+	"s3://$S3_BUCKET/faults" count snapshots/; }
+n_before=$(objs)
+out=$(AWS_ENDPOINT_URL=$PROXY_URL "$INGEST" --repo "$R" --volume v \
+	--snapshot gen3 --device "$img" --base gen2 --retries 2 2>&1) &&
+	fail "ingest through a dead server succeeded"
+grep -q "HTTP 503 SlowDown: the server is overloaded or failing" <<<"$out" ||
+	fail "unclear error: $out"
+[ "$(objs)" = "$n_before" ] || fail "a snapshot was committed"
+exit 0
