@@ -97,19 +97,16 @@ int codec_encode(const void *data, size_t len, int level, bool with_digest,
 	return 0;
 }
 
-int codec_decode(const void *frame, size_t flen,
-		 const unsigned char *expect_id, size_t max_len,
-		 struct buf *out, const char **why)
-{
-	const unsigned char *f = frame;
-	unsigned char id[CODEC_ID_LEN];
-	const unsigned char *payload;
-	uint64_t raw_len;
-	size_t hdr = CODEC_HEADER_LEN, plen;
+/* What a frame's header says. */
+struct frame_info {
 	unsigned char flags;
+	uint64_t raw_len;
+	size_t hdr;		/* header length, digest included */
+};
 
-	*why = NULL;
-	out->len = 0;
+static int parse_header(const unsigned char *f, size_t flen, size_t max_len,
+			struct frame_info *fi, const char **why)
+{
 	if (flen < CODEC_HEADER_LEN || memcmp(f, codec_magic, 4) != 0) {
 		*why = "not a cbtfs object (bad magic)";
 		return EBADMSG;
@@ -118,62 +115,115 @@ int codec_decode(const void *frame, size_t flen,
 		*why = "unknown object format version";
 		return EBADMSG;
 	}
-	flags = f[5];
-	if (flags & ~(CODEC_F_ZSTD | CODEC_F_ENCRYPTED | CODEC_F_DIGEST)) {
+	fi->flags = f[5];
+	if (fi->flags & ~(CODEC_F_ZSTD | CODEC_F_ENCRYPTED | CODEC_F_DIGEST)) {
 		*why = "unknown flags in object header";
 		return EBADMSG;
 	}
-	if (flags & CODEC_F_ENCRYPTED) {
+	if (fi->flags & CODEC_F_ENCRYPTED) {
 		*why = "object is encrypted, which this version cannot read";
 		return ENOTSUP;
 	}
-	raw_len = get_le64(f + 8);
-	if (raw_len > max_len) {
+	fi->raw_len = get_le64(f + 8);
+	if (fi->raw_len > max_len) {
 		*why = "plaintext length in header is out of range";
 		return EBADMSG;
 	}
-	if (flags & CODEC_F_DIGEST)
-		hdr += CODEC_ID_LEN;
-	if (flen < hdr) {
+	fi->hdr = CODEC_HEADER_LEN +
+		  ((fi->flags & CODEC_F_DIGEST) ? CODEC_ID_LEN : 0);
+	if (flen < fi->hdr) {
 		*why = "object is truncated";
 		return EBADMSG;
 	}
-	payload = f + hdr;
-	plen = flen - hdr;
-	if (buf_reserve(out, raw_len ? raw_len : 1) != 0)
+	if (!(fi->flags & CODEC_F_ZSTD) && flen - fi->hdr != fi->raw_len) {
+		*why = "stored length differs from header";
+		return EBADMSG;
+	}
+	return 0;
+}
+
+/* Checks plaintext against the frame's digest and the expected id. */
+static int verify(const unsigned char *plain, size_t len,
+		  const unsigned char *digest, const unsigned char *expect_id,
+		  const char **why)
+{
+	unsigned char id[CODEC_ID_LEN];
+
+	if (digest == NULL && expect_id == NULL)
+		return 0;
+	codec_chunk_id(plain, len, id);
+	if (digest != NULL && memcmp(id, digest, CODEC_ID_LEN) != 0) {
+		*why = "checksum mismatch (content does not match its digest)";
+		return EBADMSG;
+	}
+	if (expect_id != NULL && memcmp(id, expect_id, CODEC_ID_LEN) != 0) {
+		*why = "checksum mismatch (content does not match its id)";
+		return EBADMSG;
+	}
+	return 0;
+}
+
+int codec_decode(const void *frame, size_t flen,
+		 const unsigned char *expect_id, size_t max_len,
+		 struct buf *out, const char **why)
+{
+	const unsigned char *f = frame;
+	struct frame_info fi;
+	int err;
+
+	*why = NULL;
+	out->len = 0;
+	if ((err = parse_header(f, flen, max_len, &fi, why)) != 0)
+		return err;
+	if (buf_reserve(out, fi.raw_len ? fi.raw_len : 1) != 0)
 		return ENOMEM;
+	if (fi.flags & CODEC_F_ZSTD) {
+		size_t n = ZSTD_decompress(out->data, fi.raw_len, f + fi.hdr,
+					   flen - fi.hdr);
 
-	if (flags & CODEC_F_ZSTD) {
-		size_t n = ZSTD_decompress(out->data, raw_len, payload, plen);
-
-		if (ZSTD_isError(n) || n != raw_len) {
+		if (ZSTD_isError(n) || n != fi.raw_len) {
 			*why = ZSTD_isError(n) ? ZSTD_getErrorName(n)
 					       : "decompressed length differs";
 			return EBADMSG;
 		}
 	} else {
-		if (plen != raw_len) {
-			*why = "stored length differs from header";
-			return EBADMSG;
-		}
-		memcpy(out->data, payload, plen);
+		memcpy(out->data, f + fi.hdr, fi.raw_len);
 	}
-	out->len = raw_len;
+	err = verify(out->data, fi.raw_len,
+		     (fi.flags & CODEC_F_DIGEST) ? f + CODEC_HEADER_LEN : NULL,
+		     expect_id, why);
+	out->len = err == 0 ? fi.raw_len : 0;
+	return err;
+}
 
-	if (expect_id != NULL || (flags & CODEC_F_DIGEST)) {
-		codec_chunk_id(out->data, out->len, id);
-		if ((flags & CODEC_F_DIGEST) &&
-		    memcmp(id, f + CODEC_HEADER_LEN, CODEC_ID_LEN) != 0) {
-			*why = "checksum mismatch (content does not match its digest)";
-			out->len = 0;
-			return EBADMSG;
-		}
-		if (expect_id != NULL &&
-		    memcmp(id, expect_id, CODEC_ID_LEN) != 0) {
-			*why = "checksum mismatch (content does not match its id)";
-			out->len = 0;
-			return EBADMSG;
-		}
+int codec_decode_in_place(struct buf *b, const unsigned char *expect_id,
+			  size_t max_len, const char **why)
+{
+	unsigned char digest[CODEC_ID_LEN];
+	struct buf out = { 0 };
+	struct frame_info fi;
+	int err;
+
+	*why = NULL;
+	if ((err = parse_header(b->data, b->len, max_len, &fi, why)) != 0) {
+		b->len = 0;
+		return err;
 	}
-	return 0;
+	if (fi.flags & CODEC_F_ZSTD) {
+		err = codec_decode(b->data, b->len, expect_id, max_len, &out,
+				   why);
+		buf_free(b);
+		*b = out;
+		return err;
+	}
+	if (fi.flags & CODEC_F_DIGEST)
+		memcpy(digest, b->data + CODEC_HEADER_LEN, CODEC_ID_LEN);
+	memmove(b->data, b->data + fi.hdr, fi.raw_len);
+	b->len = fi.raw_len;
+	err = verify(b->data, b->len,
+		     (fi.flags & CODEC_F_DIGEST) ? digest : NULL, expect_id,
+		     why);
+	if (err != 0)
+		b->len = 0;
+	return err;
 }

@@ -70,4 +70,11 @@ int codec_decode(const void *frame, size_t flen,
 		 const unsigned char *expect_id, size_t max_len,
 		 struct buf *out, const char **why);
 
+/*
+ * As codec_decode(), but replaces the frame in b by its plaintext; an
+ * uncompressed frame is decoded without copying it elsewhere.
+ */
+int codec_decode_in_place(struct buf *b, const unsigned char *expect_id,
+			  size_t max_len, const char **why);
+
 #endif

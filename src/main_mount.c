@@ -66,12 +66,12 @@ static void usage(void)
 "Usage: cbtfs REPO MOUNTPOINT [-f] [-o OPTION[,OPTION...]]\n"
 "\n"
 "Mounts the cbtfs repository REPO (a directory, file:///path or\n"
-"s3://BUCKET/PREFIX) read-only\n"
-"at MOUNTPOINT.  Every backed-up snapshot appears as\n"
-"MOUNTPOINT/VOLUME/NAME.img, a raw disk image assembled on read.  Restore\n"
-"with dd; browse a filesystem image with 'mount -o loop,ro'.  Snapshots\n"
-"added while mounted appear within REFRESH seconds, or at the next\n"
-"directory listing.  Unmount with 'fusermount3 -u MOUNTPOINT'.\n"
+"s3://BUCKET/PREFIX) read-only at MOUNTPOINT.  Every backed-up snapshot\n"
+"appears as MOUNTPOINT/VOLUME/NAME.img, a raw disk image assembled on\n"
+"read.  Restore with dd; browse a filesystem image with\n"
+"'mount -o loop,ro'.  Snapshots added while mounted appear within\n"
+"REFRESH seconds, or at the next directory listing.  Unmount with\n"
+"'fusermount3 -u MOUNTPOINT'.\n"
 "\n"
 "cbtfs options:\n"
 "  -o cache_dir=DIR       where the local index lives\n"
@@ -169,7 +169,7 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	conf.readahead = o.readahead;
-	if (o.jobs < 1 || o.jobs > 256 || o.retries > 100 ||
+	if (o.jobs < 1 || o.jobs > 256 || o.retries > 100 || o.retries < -1 ||
 	    (o.addressing != NULL && strcmp(o.addressing, "path") != 0 &&
 	     strcmp(o.addressing, "virtual") != 0)) {
 		fprintf(stderr, "%s: jobs must be 1 to 256, retries at most "

@@ -301,12 +301,11 @@ int repo_get_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 		   struct buf *out)
 {
 	char key[REPO_CHUNK_KEY_LEN + 1];
-	struct buf frame = { 0 };
 	const char *why;
 	int err;
 
 	repo_chunk_key(id, key);
-	err = store_get(r->store, key, 0, STORE_TO_END, &frame);
+	err = store_get(r->store, key, 0, STORE_TO_END, out);
 	if (err == ENOENT) {
 		log_error("chunk %s is missing from the repository (deleted "
 			  "or lost outside cbtfs); the snapshots that use it "
@@ -314,8 +313,7 @@ int repo_get_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 		err = EIO;
 	}
 	if (err == 0) {
-		err = codec_decode(frame.data, frame.len, id, r->chunk_size,
-				   out, &why);
+		err = codec_decode_in_place(out, id, r->chunk_size, &why);
 		if (err == 0 && out->len != r->chunk_size) {
 			why = "wrong length";
 			err = EBADMSG;
@@ -327,7 +325,6 @@ int repo_get_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 			err = EIO;
 		}
 	}
-	buf_free(&frame);
 	return err;
 }
 

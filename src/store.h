@@ -1,7 +1,8 @@
 /*
  * Object store interface.  A store maps keys ("config", "chunks/ab/ab12..",
  * "snapshots/<uuid>") to immutable byte strings.  Backends: store_dir.c (a
- * local directory).  Wrappers stack on top by holding an inner store.
+ * local directory) and store_s3.c (S3).  Wrappers stack on top by holding
+ * an inner store.
  *
  * Contract for every method: returns 0 on success or a positive errno value:
  * ENOENT when the key does not exist (not logged: callers often expect it),

@@ -91,6 +91,7 @@ struct s3_req {
 	const char *range;	/* "bytes=..." or NULL */
 	const char *content_md5;
 	struct buf *out;	/* response body */
+	CURL *curl;		/* while running */
 	long status;
 	curl_off_t content_length;
 };
@@ -258,7 +259,9 @@ static const char *s3_hint(const struct store_s3 *s, const char *code,
 	if (strcmp(code, "RequestTimeTooSkewed") == 0)
 		return "this host's clock is wrong";
 	if (status == 503 || status == 429 || status >= 500)
-		return "the server is overloaded or failing; it was retried";
+		return s->retries > 0 ? "the server is overloaded or failing, "
+					"also when retried"
+				      : "the server is overloaded or failing";
 	return NULL;
 }
 
@@ -347,6 +350,17 @@ static size_t on_write(char *data, size_t size, size_t n, void *arg)
 {
 	struct s3_req *r = arg;
 
+	/* one allocation for the whole body when its length is known */
+	if (r->out->len == 0) {
+		curl_off_t cl = -1;
+
+		curl_easy_getinfo(r->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T,
+				  &cl);
+		if (cl > 0 && cl < (curl_off_t)1 << 30 &&
+		    buf_reserve(r->out, (size_t)cl) != 0)
+			return 0;
+	}
+
 	if (buf_append(r->out, data, size * n) != 0)
 		return 0;	/* curl fails with CURLE_WRITE_ERROR */
 	return size * n;
@@ -424,6 +438,7 @@ static CURLcode perform(struct store_s3 *s, CURL *c, struct s3_req *r,
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, S3_LOW_SPEED_TIME);
 	curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 256L * 1024);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
 	if (s->ca_file != NULL)
@@ -451,6 +466,7 @@ static CURLcode perform(struct store_s3 *s, CURL *c, struct s3_req *r,
 
 	r->out->len = 0;
 	r->status = 0;
+	r->curl = c;
 	rc = curl_easy_perform(c);
 	if (rc == CURLE_OK) {
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
@@ -463,9 +479,10 @@ static CURLcode perform(struct store_s3 *s, CURL *c, struct s3_req *r,
 
 /*
  * Runs a request with retries.  Returns 0 for a 2xx answer, else an errno;
- * quiet_404 leaves a 404 unlogged (ENOENT is often expected).
+ * quiet leaves a 404 (ENOENT, often expected) and a 416 (ERANGE, a read
+ * past the end) unlogged.
  */
-static int s3_request(struct store_s3 *s, struct s3_req *r, bool quiet_404)
+static int s3_request(struct store_s3 *s, struct s3_req *r, bool quiet)
 {
 	char payload_hash[65], errbuf[CURL_ERROR_SIZE], code[128] = "";
 	char *url = NULL;
@@ -545,8 +562,8 @@ static int s3_request(struct store_s3 *s, struct s3_req *r, bool quiet_404)
 			break;
 		}
 		err = http_status_to_errno(r->status);
-		if (err == ENOENT && strcmp(code, "NoSuchBucket") != 0 &&
-		    quiet_404)
+		if (quiet && (err == ERANGE || (err == ENOENT &&
+						strcmp(code, "NoSuchBucket") != 0)))
 			break;
 		{
 			const char *hint = s3_hint(s, code, r->status);
@@ -871,7 +888,7 @@ static bool bucket_ok(const char *b)
 	for (i = 0; i < n; i++)
 		if (!((b[i] >= 'a' && b[i] <= 'z') ||
 		      (b[i] >= '0' && b[i] <= '9') || b[i] == '.' ||
-		      b[i] == '-' || b[i] == '_'))
+		      b[i] == '-'))
 			return false;
 	return true;
 }

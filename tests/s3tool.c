@@ -2,6 +2,7 @@
  * Test helper: drives a store directly, for what no cbtfs command does yet.
  *   s3tool URL put-many PREFIX N     puts N small objects PREFIX/00000...
  *   s3tool URL count PREFIX          prints how many keys begin with PREFIX
+ *   s3tool URL keys PREFIX           prints those keys, one a line
  *   s3tool URL delete-prefix PREFIX  deletes them all with store_del_many()
  *   s3tool URL put KEY TEXT / get KEY
  */
@@ -43,7 +44,7 @@ int main(int argc, char *argv[])
 
 	log_init("s3tool");
 	if (argc < 4) {
-		fprintf(stderr, "usage: s3tool URL put-many|count|"
+		fprintf(stderr, "usage: s3tool URL put-many|count|keys|"
 			"delete-prefix|put|get ARGS\n");
 		return 2;
 	}
@@ -62,6 +63,10 @@ int main(int argc, char *argv[])
 		err = store_list(st, argv[3], collect, &k);
 		if (err == 0)
 			printf("%zu\n", k.n);
+	} else if (strcmp(argv[2], "keys") == 0) {
+		err = store_list(st, argv[3], collect, &k);
+		for (i = 0; err == 0 && i < k.n; i++)
+			printf("%s\n", k.v[i]);
 	} else if (strcmp(argv[2], "delete-prefix") == 0) {
 		err = store_list(st, argv[3], collect, &k);
 		if (err == 0)

@@ -90,6 +90,39 @@ static void test_corruption(int level, bool digest)
 	buf_free(&out);
 }
 
+/* In-place decoding gives the same answers as codec_decode(). */
+static void test_in_place(int level, bool digest, bool compressible)
+{
+	enum { N = 128 * 1024 };
+	static unsigned char data[N];
+	unsigned char id[CODEC_ID_LEN];
+	struct buf b = { 0 };
+	const char *why;
+	size_t i;
+
+	if (compressible)
+		memset(data, 'z', N);
+	else
+		fill(data, N, 99);
+	codec_chunk_id(data, N, id);
+	CHECK_EQ(codec_encode(data, N, level, digest, &b), 0);
+	CHECK_EQ(codec_decode_in_place(&b, id, N, &why), 0);
+	CHECK_EQ(b.len, (size_t)N);
+	CHECK_EQ(memcmp(b.data, data, N), 0);
+
+	/* corruption anywhere is caught and leaves no bytes */
+	for (i = 0; i < 3; i++) {
+		CHECK_EQ(codec_encode(data, N, level, digest, &b), 0);
+		b.data[i == 0 ? 9 : i == 1 ? b.len / 2 : b.len - 1] ^= 1;
+		CHECK(codec_decode_in_place(&b, id, N, &why) != 0);
+		CHECK_EQ(b.len, (size_t)0);
+	}
+	CHECK_EQ(codec_encode(data, N, level, digest, &b), 0);
+	b.len--;
+	CHECK_EQ(codec_decode_in_place(&b, id, N, &why), EBADMSG);
+	buf_free(&b);
+}
+
 static void test_zero(void)
 {
 	static unsigned char z[1 << 20];
@@ -142,6 +175,10 @@ int main(void)
 	test_corruption(3, false);
 	test_corruption(0, false);
 	test_corruption(3, true);
+	test_in_place(3, false, false);
+	test_in_place(3, false, true);
+	test_in_place(0, true, false);
+	test_in_place(0, false, true);
 	test_zero();
 	printf("test_codec: ok\n");
 	return 0;
