@@ -9,5 +9,5 @@ apt-get install -y -qq --no-install-recommends \
 	libprotobuf-c-dev protobuf-c-compiler libjson-c-dev uuid-dev \
 	libcurl4-openssl-dev curl \
 	ceph-mon ceph-osd ceph-mgr radosgw ceph-common \
-	e2fsprogs util-linux mount python3 ca-certificates >/dev/null
+	e2fsprogs util-linux mount python3 ca-certificates openssl >/dev/null
 echo "cbtfs build and test dependencies installed"

@@ -169,9 +169,13 @@ static int process_chunk(struct ingest *ing, size_t k, unsigned char *buf)
 	if (zero || !claimed || err != 0)
 		return err;
 
+	/*
+	 * The index was synced before the workers started, so it knows every
+	 * chunk a committed snapshot uses, whichever host wrote it; asking the
+	 * store as well would cost a request per chunk.  What it does not
+	 * know (chunks of failed ingests) is uploaded again, harmlessly.
+	 */
 	err = index_chunk_known(conf->index, id, &exists);
-	if (err == 0 && !exists)
-		err = repo_chunk_exists(conf->repo, id, &exists);
 	if (err == 0 && !exists)
 		err = repo_put_chunk(conf->repo, id, buf, &stored);
 	if (err != 0)

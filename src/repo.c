@@ -268,18 +268,6 @@ void repo_chunk_key(const unsigned char id[CODEC_ID_LEN], char *key)
 	snprintf(key, REPO_CHUNK_KEY_LEN + 1, "chunks/%.2s/%s", hex, hex);
 }
 
-int repo_chunk_exists(struct repo *r, const unsigned char id[CODEC_ID_LEN],
-		      bool *exists)
-{
-	char key[REPO_CHUNK_KEY_LEN + 1];
-	int err;
-
-	repo_chunk_key(id, key);
-	err = store_head(r->store, key, NULL);
-	*exists = err == 0;
-	return err == ENOENT ? 0 : err;
-}
-
 int repo_put_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 		   const void *data, uint64_t *stored)
 {

@@ -90,10 +90,6 @@ void repo_close(struct repo *r);
 #define REPO_CHUNK_KEY_LEN (7 + 3 + CODEC_ID_HEX_LEN)
 void repo_chunk_key(const unsigned char id[CODEC_ID_LEN], char *key);
 
-/* 0 and *exists set, or an error. */
-int repo_chunk_exists(struct repo *r, const unsigned char id[CODEC_ID_LEN],
-		      bool *exists);
-
 /*
  * Encodes and stores one chunk of chunk_size bytes whose id is id.
  * *stored receives the encoded size.

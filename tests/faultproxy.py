@@ -9,7 +9,9 @@ time one is injected.
 
   faultproxy.py --upstream 127.0.0.1:7480 --port-file F [--error R]
                 [--reset R] [--truncate R] [--delay R --delay-ms MS]
-                [--seed N] [--stats FILE]
+                [--seed N] [--stats FILE] [--tls-cert PEM --tls-key PEM]
+
+With --tls-cert and --tls-key it serves HTTPS (the upstream stays HTTP).
 """
 import argparse
 import http.client
@@ -37,6 +39,8 @@ def main():
     ap.add_argument("--delay-ms", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--stats")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
     args = ap.parse_args()
     up_host, up_port = args.upstream.rsplit(":", 1)
     rnd = random.Random(args.seed)
@@ -151,6 +155,11 @@ def main():
         allow_reuse_address = True
 
     srv = Server(("127.0.0.1", 0), Handler)
+    if args.tls_cert:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     with open(args.port_file + ".tmp", "w") as f:
         f.write(str(srv.server_address[1]))
     import os

@@ -61,6 +61,37 @@ for k in error reset truncate delay; do
 done
 [ "$injected" -gt 10 ] || fail "the proxy injected only $injected faults"
 
+# HTTPS with a private CA: verified by default, trusted with AWS_CA_BUNDLE
+# or --ca-file, refused (with a hint) without it
+requires openssl
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/ca.key" \
+	-out "$T/ca.pem" -days 2 -subj "/CN=cbtfs test CA" 2>/dev/null ||
+	fail "make CA"
+openssl req -newkey rsa:2048 -nodes -keyout "$T/srv.key" -out "$T/srv.csr" \
+	-subj "/CN=127.0.0.1" 2>/dev/null || fail "make server key"
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$T/san"
+openssl x509 -req -in "$T/srv.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" \
+	-CAcreateserial -out "$T/srv.pem" -days 2 -extfile "$T/san" \
+	2>/dev/null || fail "sign server cert"
+start_proxy tls --tls-cert "$T/srv.pem" --tls-key "$T/srv.key"
+https=https://127.0.0.1:${PROXY_URL##*:}
+expect_fail "for a private CA set AWS_CA_BUNDLE" \
+	env AWS_ENDPOINT_URL="$https" "$REPO" snapshots "$R" --retries 0
+AWS_ENDPOINT_URL=$https AWS_CA_BUNDLE=$T/ca.pem "$REPO" snapshots "$R" |
+	grep -q "gen2" || fail "HTTPS with AWS_CA_BUNDLE"
+start_mount "$R" "$T/mnt-tls" -o "endpoint=$https,ca_file=$T/ca.pem"
+cmp "$T/mnt-tls/v/gen2.img" "$T/gen2" || fail "restore over HTTPS"
+stop_mount "$T/mnt-tls"
+# a certificate for another name is refused even with the right CA
+printf 'subjectAltName=DNS:elsewhere.example\n' >"$T/san2"
+openssl x509 -req -in "$T/srv.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" \
+	-CAcreateserial -out "$T/other.pem" -days 2 -extfile "$T/san2" \
+	2>/dev/null || fail "sign other cert"
+start_proxy tls2 --tls-cert "$T/other.pem" --tls-key "$T/srv.key"
+expect_fail "for a private CA set AWS_CA_BUNDLE" env \
+	AWS_ENDPOINT_URL="https://127.0.0.1:${PROXY_URL##*:}" \
+	AWS_CA_BUNDLE="$T/ca.pem" "$REPO" snapshots "$R" --retries 0
+
 # faults that never stop: a clear error after the retries, nothing committed
 start_proxy broken --error 1.0
 objs() { AWS_ENDPOINT_URL=$S3_ENDPOINT "$top_builddir/tests/s3tool" \
