@@ -60,6 +60,15 @@ int cli_store_option(const char *prog, int c, const char *arg,
 		}
 		o->retries = (int)n;
 		return 1;
+	case CLI_OPT_TIMEOUT:
+		n = strtol(arg, &end, 10);
+		if (*end != '\0' || n < 1 || n > 3600) {
+			cli_usage_error(prog, "--timeout: expected seconds "
+					"from 1 to 3600, got '%s'", arg);
+			return -1;
+		}
+		o->timeout = (unsigned)n;
+		return 1;
 	default:
 		return 0;
 	}

@@ -27,13 +27,15 @@ enum {
 	CLI_OPT_ADDRESSING,
 	CLI_OPT_CA_FILE,
 	CLI_OPT_RETRIES,
+	CLI_OPT_TIMEOUT,
 };
 #define CLI_STORE_LONG_OPTS                                                \
 	{ "endpoint", required_argument, NULL, CLI_OPT_ENDPOINT },         \
 	{ "region", required_argument, NULL, CLI_OPT_REGION },             \
 	{ "addressing", required_argument, NULL, CLI_OPT_ADDRESSING },     \
 	{ "ca-file", required_argument, NULL, CLI_OPT_CA_FILE },           \
-	{ "retries", required_argument, NULL, CLI_OPT_RETRIES }
+	{ "retries", required_argument, NULL, CLI_OPT_RETRIES },          \
+	{ "timeout", required_argument, NULL, CLI_OPT_TIMEOUT }
 #define CLI_STORE_HELP                                                      \
 "S3 repositories (s3://BUCKET/PREFIX; credentials from AWS_ACCESS_KEY_ID,\n" \
 "AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN):\n"                          \
@@ -47,7 +49,9 @@ enum {
 "                         path for a custom endpoint, virtual for AWS)\n"  \
 "      --ca-file FILE     PEM bundle of CAs to trust (default\n"           \
 "                         $AWS_CA_BUNDLE, or the system's)\n"              \
-"      --retries N        retries of a failed request (default 6)\n"
+"      --retries N        retries of a failed request (default 6)\n"      \
+"      --timeout SECONDS  a request that cannot connect, or stalls, this\n" \
+"                         long is failed and retried (default 30)\n"
 
 /*
  * Handles a CLI_OPT_* option into o.  Returns 1 if c was one (0 if not),

@@ -26,6 +26,7 @@ struct mount_opts {
 	unsigned refresh;
 	unsigned readahead;
 	unsigned jobs;
+	unsigned timeout;
 	int retries;
 	char *endpoint;
 	char *region;
@@ -47,6 +48,7 @@ static const struct fuse_opt mount_fuse_opts[] = {
 	{ "readahead=%u", offsetof(struct mount_opts, readahead), 0 },
 	{ "jobs=%u", offsetof(struct mount_opts, jobs), 0 },
 	{ "retries=%d", offsetof(struct mount_opts, retries), 0 },
+	{ "timeout=%u", offsetof(struct mount_opts, timeout), 0 },
 	{ "endpoint=%s", offsetof(struct mount_opts, endpoint), 0 },
 	{ "region=%s", offsetof(struct mount_opts, region), 0 },
 	{ "addressing=%s", offsetof(struct mount_opts, addressing), 0 },
@@ -93,6 +95,8 @@ static void usage(void)
 "                         path for a custom endpoint, virtual for AWS)\n"
 "  -o ca_file=FILE        PEM CAs to trust (default $AWS_CA_BUNDLE)\n"
 "  -o retries=N           retries of a failed S3 request (default 6)\n"
+"  -o timeout=SECONDS     an S3 request that cannot connect, or stalls,\n"
+"                         this long is failed and retried (default 30)\n"
 "                         S3 credentials: AWS_ACCESS_KEY_ID,\n"
 "                         AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN\n"
 "  -f                     stay in the foreground, log to stderr\n"
@@ -170,14 +174,17 @@ int main(int argc, char *argv[])
 	}
 	conf.readahead = o.readahead;
 	if (o.jobs < 1 || o.jobs > 256 || o.retries > 100 || o.retries < -1 ||
+	    o.timeout > 3600 ||
 	    (o.addressing != NULL && strcmp(o.addressing, "path") != 0 &&
 	     strcmp(o.addressing, "virtual") != 0)) {
 		fprintf(stderr, "%s: jobs must be 1 to 256, retries at most "
-			"100, addressing 'path' or 'virtual'\n", prog);
+			"100, timeout at most 3600, addressing 'path' or "
+			"'virtual'\n", prog);
 		goto out;
 	}
 	conf.store.connections = o.jobs;
 	conf.store.retries = o.retries;
+	conf.store.timeout = o.timeout;
 	conf.store.endpoint = o.endpoint;
 	conf.store.region = o.region;
 	conf.store.addressing = o.addressing;

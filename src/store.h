@@ -66,6 +66,7 @@ struct store_opts {
 	const char *ca_file;
 	unsigned connections;	/* parallel transfers */
 	int retries;		/* < 0: default */
+	unsigned timeout;	/* seconds a request may stall; 0: default */
 	unsigned list_page;	/* keys per listing request (tests) */
 };
 

@@ -47,8 +47,7 @@
 #define S3_BACKOFF_BASE_MS 100
 #define S3_BACKOFF_MAX_MS 5000
 #define S3_MAX_KEYS 1000
-#define S3_CONNECT_TIMEOUT 15L
-#define S3_LOW_SPEED_TIME 60L	/* seconds below 1 KB/s: a stalled transfer */
+#define S3_DEFAULT_TIMEOUT 30	/* seconds: connecting, or no progress */
 
 static const char empty_sha256[] =
 	"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -71,6 +70,7 @@ struct store_s3 {
 	char *ca_file;
 	unsigned retries;
 	unsigned list_page;
+	long timeout;		/* seconds */
 
 	pthread_mutex_t lock;
 	pthread_cond_t idle;
@@ -433,9 +433,10 @@ static CURLcode perform(struct store_s3 *s, CURL *c, struct s3_req *r,
 	curl_easy_setopt(c, CURLOPT_AWS_SIGV4, s->sigv4);
 	curl_easy_setopt(c, CURLOPT_USERNAME, s->access_key);
 	curl_easy_setopt(c, CURLOPT_PASSWORD, s->secret_key);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, S3_CONNECT_TIMEOUT);
+	/* a request that stalls (under 1 KB/s) this long is retried */
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, s->timeout);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, S3_LOW_SPEED_TIME);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, s->timeout);
 	curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 256L * 1024);
@@ -1064,6 +1065,8 @@ struct store *store_s3_create(const char *bucket, const char *prefix,
 					   : S3_DEFAULT_CONNECTIONS;
 	s->retries = opts->retries >= 0 ? (unsigned)opts->retries
 					: S3_DEFAULT_RETRIES;
+	s->timeout = opts->timeout > 0 ? (long)opts->timeout
+				       : S3_DEFAULT_TIMEOUT;
 	/* CBTFS_S3_LIST_PAGE: smaller listing pages, for tests */
 	if (opts->list_page == 0 && (v = env("CBTFS_S3_LIST_PAGE")) != NULL)
 		s->list_page = (unsigned)strtoul(v, NULL, 10);

@@ -92,6 +92,18 @@ expect_fail "for a private CA set AWS_CA_BUNDLE" env \
 	AWS_ENDPOINT_URL="https://127.0.0.1:${PROXY_URL##*:}" \
 	AWS_CA_BUNDLE="$T/ca.pem" "$REPO" snapshots "$R" --retries 0
 
+# stalls: a request that hangs past --timeout is abandoned and retried
+start_proxy slow --delay 0.3 --delay-ms 2500 --seed 3
+out=$(AWS_ENDPOINT_URL=$PROXY_URL "$INGEST" --repo "$R" --volume v \
+	--snapshot gen1b --device "$T/gen1" --base gen1 --timeout 1 --json) ||
+	fail "ingest through stalls"
+[ "$(json_field retries <<<"$out")" -gt 0 ] || fail "stalls were not retried"
+start_proxy hung --delay 1.0 --delay-ms 5000
+out=$(AWS_ENDPOINT_URL=$PROXY_URL "$REPO" snapshots "$R" --timeout 1 \
+	--retries 1 2>&1) && fail "a hung server did not time out"
+grep -q "failed after retries: Timeout was reached" <<<"$out" ||
+	fail "unclear time-out error: $out"
+
 # faults that never stop: a clear error after the retries, nothing committed
 start_proxy broken --error 1.0
 objs() { AWS_ENDPOINT_URL=$S3_ENDPOINT "$top_builddir/tests/s3tool" \
