@@ -35,6 +35,7 @@ struct entry {
 	int err;		/* when a load failed: readers take it */
 	unsigned refs;
 	struct buf data;
+	size_t off;		/* where the chunk's bytes begin in data */
 	struct entry *hnext;	/* hash chain */
 	struct entry *prev, *next;	/* LRU, only when READY and refs 0 */
 };
@@ -220,7 +221,7 @@ static struct entry *load(struct chunk_cache *cc,
 	cc->n_entries++;
 	pthread_mutex_unlock(&cc->lock);
 
-	err = repo_get_chunk(cc->repo, id, &e->data);
+	err = repo_get_chunk(cc->repo, id, &e->data, &e->off);
 
 	pthread_mutex_lock(&cc->lock);
 	e->err = err;
@@ -256,7 +257,7 @@ int chunk_cache_read(struct chunk_cache *cc,
 	pthread_mutex_unlock(&cc->lock);
 
 	if (err == 0)
-		memcpy(dst, e->data.data + off, len);
+		memcpy(dst, e->data.data + e->off + off, len);
 
 	pthread_mutex_lock(&cc->lock);
 	unpin(cc, e);

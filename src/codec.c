@@ -196,15 +196,15 @@ int codec_decode(const void *frame, size_t flen,
 	return err;
 }
 
-int codec_decode_in_place(struct buf *b, const unsigned char *expect_id,
-			  size_t max_len, const char **why)
+int codec_decode_buf(struct buf *b, const unsigned char *expect_id,
+		     size_t max_len, size_t *off, const char **why)
 {
-	unsigned char digest[CODEC_ID_LEN];
 	struct buf out = { 0 };
 	struct frame_info fi;
 	int err;
 
 	*why = NULL;
+	*off = 0;
 	if ((err = parse_header(b->data, b->len, max_len, &fi, why)) != 0) {
 		b->len = 0;
 		return err;
@@ -216,14 +216,13 @@ int codec_decode_in_place(struct buf *b, const unsigned char *expect_id,
 		*b = out;
 		return err;
 	}
-	if (fi.flags & CODEC_F_DIGEST)
-		memcpy(digest, b->data + CODEC_HEADER_LEN, CODEC_ID_LEN);
-	memmove(b->data, b->data + fi.hdr, fi.raw_len);
-	b->len = fi.raw_len;
-	err = verify(b->data, b->len,
-		     (fi.flags & CODEC_F_DIGEST) ? digest : NULL, expect_id,
-		     why);
+	err = verify(b->data + fi.hdr, fi.raw_len,
+		     (fi.flags & CODEC_F_DIGEST) ? b->data + CODEC_HEADER_LEN
+						 : NULL,
+		     expect_id, why);
 	if (err != 0)
 		b->len = 0;
+	else
+		*off = fi.hdr;
 	return err;
 }

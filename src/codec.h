@@ -71,10 +71,11 @@ int codec_decode(const void *frame, size_t flen,
 		 struct buf *out, const char **why);
 
 /*
- * As codec_decode(), but replaces the frame in b by its plaintext; an
- * uncompressed frame is decoded without copying it elsewhere.
+ * As codec_decode(), but leaves the plaintext in b itself, at offset *off
+ * (b->len - *off bytes): an uncompressed frame is verified where it is,
+ * without a copy; a compressed one is replaced by its plaintext (*off 0).
  */
-int codec_decode_in_place(struct buf *b, const unsigned char *expect_id,
-			  size_t max_len, const char **why);
+int codec_decode_buf(struct buf *b, const unsigned char *expect_id,
+		     size_t max_len, size_t *off, const char **why);
 
 #endif

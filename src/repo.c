@@ -286,7 +286,7 @@ int repo_put_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 }
 
 int repo_get_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
-		   struct buf *out)
+		   struct buf *out, size_t *off)
 {
 	char key[REPO_CHUNK_KEY_LEN + 1];
 	const char *why;
@@ -301,8 +301,8 @@ int repo_get_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 		err = EIO;
 	}
 	if (err == 0) {
-		err = codec_decode_in_place(out, id, r->chunk_size, &why);
-		if (err == 0 && out->len != r->chunk_size) {
+		err = codec_decode_buf(out, id, r->chunk_size, off, &why);
+		if (err == 0 && out->len - *off != r->chunk_size) {
 			why = "wrong length";
 			err = EBADMSG;
 		}

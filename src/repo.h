@@ -98,11 +98,12 @@ int repo_put_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 		   const void *data, uint64_t *stored);
 
 /*
- * Fetches and verifies a chunk into out (chunk_size bytes).  A chunk that is
- * missing or fails verification is logged with its key and gives EIO.
+ * Fetches and verifies a chunk into out: its chunk_size bytes start at
+ * out->data + *off.  A chunk that is missing or fails verification is
+ * logged with its key and gives EIO.
  */
 int repo_get_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
-		   struct buf *out);
+		   struct buf *out, size_t *off);
 
 /* Writes the manifest object (the commit point); *stored receives its
  * encoded size. */

@@ -90,15 +90,15 @@ static void test_corruption(int level, bool digest)
 	buf_free(&out);
 }
 
-/* In-place decoding gives the same answers as codec_decode(). */
-static void test_in_place(int level, bool digest, bool compressible)
+/* Decoding in the frame's buffer gives the same answers as codec_decode(). */
+static void test_decode_buf(int level, bool digest, bool compressible)
 {
 	enum { N = 128 * 1024 };
 	static unsigned char data[N];
 	unsigned char id[CODEC_ID_LEN];
 	struct buf b = { 0 };
 	const char *why;
-	size_t i;
+	size_t i, off;
 
 	if (compressible)
 		memset(data, 'z', N);
@@ -106,20 +106,20 @@ static void test_in_place(int level, bool digest, bool compressible)
 		fill(data, N, 99);
 	codec_chunk_id(data, N, id);
 	CHECK_EQ(codec_encode(data, N, level, digest, &b), 0);
-	CHECK_EQ(codec_decode_in_place(&b, id, N, &why), 0);
-	CHECK_EQ(b.len, (size_t)N);
-	CHECK_EQ(memcmp(b.data, data, N), 0);
+	CHECK_EQ(codec_decode_buf(&b, id, N, &off, &why), 0);
+	CHECK_EQ(b.len - off, (size_t)N);
+	CHECK_EQ(memcmp(b.data + off, data, N), 0);
 
 	/* corruption anywhere is caught and leaves no bytes */
 	for (i = 0; i < 3; i++) {
 		CHECK_EQ(codec_encode(data, N, level, digest, &b), 0);
 		b.data[i == 0 ? 9 : i == 1 ? b.len / 2 : b.len - 1] ^= 1;
-		CHECK(codec_decode_in_place(&b, id, N, &why) != 0);
+		CHECK(codec_decode_buf(&b, id, N, &off, &why) != 0);
 		CHECK_EQ(b.len, (size_t)0);
 	}
 	CHECK_EQ(codec_encode(data, N, level, digest, &b), 0);
 	b.len--;
-	CHECK_EQ(codec_decode_in_place(&b, id, N, &why), EBADMSG);
+	CHECK_EQ(codec_decode_buf(&b, id, N, &off, &why), EBADMSG);
 	buf_free(&b);
 }
 
@@ -175,10 +175,10 @@ int main(void)
 	test_corruption(3, false);
 	test_corruption(0, false);
 	test_corruption(3, true);
-	test_in_place(3, false, false);
-	test_in_place(3, false, true);
-	test_in_place(0, true, false);
-	test_in_place(0, false, true);
+	test_decode_buf(3, false, false);
+	test_decode_buf(3, false, true);
+	test_decode_buf(0, true, false);
+	test_decode_buf(0, false, true);
 	test_zero();
 	printf("test_codec: ok\n");
 	return 0;
