@@ -9,6 +9,7 @@
 #define FUSE_USE_VERSION 35
 
 #include <errno.h>
+#include <malloc.h>
 #include <fuse.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -136,6 +137,12 @@ int main(int argc, char *argv[])
 	int status;
 
 	log_init(prog);
+	/*
+	 * Chunk buffers come and go at hundreds per second; served from the
+	 * heap they reuse warm pages instead of faulting in fresh ones.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 64 << 20);
+	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	if (fuse_opt_parse(&args, &o, mount_fuse_opts, opt_proc) != 0)
 		return 2;
 	if (o.help) {
