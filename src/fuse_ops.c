@@ -458,12 +458,11 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 	pthread_mutex_unlock(&fs->lock);
 
 	if (img == NULL) {
+		/* failures were logged by the index; ENOENT: just deleted */
 		err = index_resolve_chain(fs->index, snap_id, &map);
-		if (err != 0) {
-			log_error("%s: cannot resolve snapshot %s: %s", path,
-				  snap_id, ERRSTR(err));
-			return err == ENOENT ? -ENOENT : -EIO;
-		}
+		if (err != 0)
+			return err == ENOENT ? -ENOENT : err == ENOMEM ? -ENOMEM
+								    : -EIO;
 		pthread_mutex_lock(&fs->lock);
 		/* another open may have resolved it meanwhile */
 		for (img = fs->images; img != NULL; img = img->next)

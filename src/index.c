@@ -26,12 +26,19 @@
 
 #define INDEX_SCHEMA "1"
 
+/* A sorted array of snapshot ids, for comparing store and index. */
+struct id_set {
+	char (*v)[CBTFS_UUID_LEN + 1];
+	size_t n, cap;
+};
+
 struct index {
 	pthread_mutex_t lock;
 	sqlite3 *db;
 	struct repo *repo;
 	char *path;
 	sqlite3_int64 data_version;	/* as of the last index_sync() */
+	struct id_set bad;		/* manifests that cannot be read */
 };
 
 static const char schema_sql[] =
@@ -207,6 +214,7 @@ void index_close(struct index *ix)
 	if (ix == NULL)
 		return;
 	sqlite3_close(ix->db);
+	free(ix->bad.v);
 	pthread_mutex_destroy(&ix->lock);
 	free(ix->path);
 	free(ix);
@@ -217,21 +225,20 @@ const char *index_path(const struct index *ix)
 	return ix->path;
 }
 
-/* Inserts m and its entries; the caller holds the lock. */
-static int add_manifest_locked(struct index *ix, const struct manifest *m)
+/* Inserts m and its entries, inside the caller's transaction; the caller
+ * holds the lock. */
+static int insert_manifest(struct index *ix, const struct manifest *m)
 {
 	sqlite3_stmt *st = NULL;
 	sqlite3_int64 sid;
 	size_t i;
 	int err;
 
-	if ((err = db_exec(ix, "BEGIN IMMEDIATE")) != 0)
-		return err;
 	if ((err = db_prepare(ix,
 			      "INSERT OR IGNORE INTO snapshots(" SNAPSHOT_COLUMNS
 			      ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 			      &st)) != 0)
-		goto rollback;
+		return err;
 	sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, m->volume, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 3, m->name, -1, SQLITE_STATIC);
@@ -254,17 +261,17 @@ static int add_manifest_locked(struct index *ix, const struct manifest *m)
 	sqlite3_bind_int64(st, 17, (sqlite3_int64)m->stats.bytes_stored);
 	if (sqlite3_step(st) != SQLITE_DONE) {
 		err = db_error(ix, "insert snapshot");
-		goto rollback;
+		goto out;
 	}
 	sqlite3_finalize(st);
 	st = NULL;
 	if (sqlite3_changes(ix->db) == 0)	/* already indexed */
-		return db_exec(ix, "COMMIT");
+		return 0;
 	sid = sqlite3_last_insert_rowid(ix->db);
 
 	if ((err = db_prepare(ix, "INSERT INTO entries VALUES(?,?,?)", &st)) !=
 	    0)
-		goto rollback;
+		return err;
 	for (i = 0; i < m->n_entries; i++) {
 		sqlite3_bind_int64(st, 1, sid);
 		sqlite3_bind_int64(st, 2, (sqlite3_int64)m->entries[i].index);
@@ -272,15 +279,25 @@ static int add_manifest_locked(struct index *ix, const struct manifest *m)
 				  SQLITE_STATIC);
 		if (sqlite3_step(st) != SQLITE_DONE) {
 			err = db_error(ix, "insert entries");
-			goto rollback;
+			goto out;
 		}
 		sqlite3_reset(st);
 	}
+out:
 	sqlite3_finalize(st);
-	return db_exec(ix, "COMMIT");
+	return err;
+}
 
-rollback:
-	sqlite3_finalize(st);
+/* Runs insert_manifest() in a transaction of its own. */
+static int add_manifest_locked(struct index *ix, const struct manifest *m)
+{
+	int err;
+
+	if ((err = db_exec(ix, "BEGIN IMMEDIATE")) != 0)
+		return err;
+	err = insert_manifest(ix, m);
+	if (err == 0)
+		return db_exec(ix, "COMMIT");
 	db_exec(ix, "ROLLBACK");
 	return err;
 }
@@ -294,12 +311,6 @@ int index_add_manifest(struct index *ix, const struct manifest *m)
 	pthread_mutex_unlock(&ix->lock);
 	return err;
 }
-
-/* A sorted array of snapshot ids, for comparing store and index. */
-struct id_set {
-	char (*v)[CBTFS_UUID_LEN + 1];
-	size_t n, cap;
-};
 
 static int id_set_add(void *arg, const char *id)
 {
@@ -328,53 +339,90 @@ static bool id_set_has(const struct id_set *s, const char *id)
 	return bsearch(id, s->v, s->n, sizeof(*s->v), id_cmp) != NULL;
 }
 
+/* The ids of every indexed snapshot, sorted. */
+static int index_ids(struct index *ix, struct id_set *ids)
+{
+	sqlite3_stmt *st = NULL;
+	int err, rc;
+
+	if ((err = db_prepare(ix, "SELECT id FROM snapshots", &st)) != 0)
+		return err;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		if ((err = id_set_add(ids, (const char *)
+				      sqlite3_column_text(st, 0))) != 0)
+			break;
+	if (err == 0 && rc != SQLITE_DONE)
+		err = db_error(ix, "list snapshots");
+	sqlite3_finalize(st);
+	qsort(ids->v, ids->n, sizeof(*ids->v), id_cmp);
+	return err;
+}
+
+/* Drops one snapshot and its entries, inside the caller's transaction. */
+static int drop_snapshot(struct index *ix, const char *id)
+{
+	static const char *const sql[] = {
+		"DELETE FROM entries WHERE sid = "
+		"(SELECT sid FROM snapshots WHERE id = ?1)",
+		"DELETE FROM snapshots WHERE id = ?1",
+	};
+	size_t i;
+	int err = 0;
+
+	for (i = 0; i < 2 && err == 0; i++) {
+		sqlite3_stmt *st = NULL;
+
+		if ((err = db_prepare(ix, sql[i], &st)) != 0)
+			break;
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			err = db_error(ix, "drop snapshot");
+		sqlite3_finalize(st);
+	}
+	return err;
+}
+
+/* Remembers a manifest that cannot be read, so it is logged only once. */
+static void mark_bad(struct index *ix, const char *id)
+{
+	if (id_set_add(&ix->bad, id) == 0)
+		qsort(ix->bad.v, ix->bad.n, sizeof(*ix->bad.v), id_cmp);
+}
+
+/*
+ * The index is read before the store is listed: a snapshot that another
+ * process adds while the (possibly slow) listing runs must not look as if
+ * it had vanished.
+ */
 static int sync_locked(struct index *ix, bool *changed)
 {
-	struct id_set store_ids = { 0 }, index_ids = { 0 };
-	sqlite3_stmt *st = NULL;
+	struct id_set store_ids = { 0 }, known = { 0 };
+	bool dropping = false;
 	size_t i;
 	int err;
 
-	err = repo_list_manifests(ix->repo, id_set_add, &store_ids);
-	if (err != 0)
+	if ((err = index_ids(ix, &known)) != 0)
+		goto out;
+	if ((err = repo_list_manifests(ix->repo, id_set_add, &store_ids)) != 0)
 		goto out;
 	qsort(store_ids.v, store_ids.n, sizeof(*store_ids.v), id_cmp);
 
-	if ((err = db_prepare(ix, "SELECT id FROM snapshots", &st)) != 0)
-		goto out;
-	while (sqlite3_step(st) == SQLITE_ROW)
-		if ((err = id_set_add(&index_ids, (const char *)
-				      sqlite3_column_text(st, 0))) != 0)
-			goto out;
-	sqlite3_finalize(st);
-	st = NULL;
-	qsort(index_ids.v, index_ids.n, sizeof(*index_ids.v), id_cmp);
-
-	/* drop snapshots whose manifest vanished from the store */
-	for (i = 0; i < index_ids.n; i++) {
-		if (id_set_has(&store_ids, index_ids.v[i]))
+	/* drop snapshots whose manifest vanished from the store, at once */
+	for (i = 0; i < known.n && err == 0; i++) {
+		if (id_set_has(&store_ids, known.v[i]))
 			continue;
-		if ((err = db_prepare(ix,
-				      "DELETE FROM entries WHERE sid = (SELECT "
-				      "sid FROM snapshots WHERE id = ?1);"
-				      , &st)) != 0)
+		if (!dropping && (err = db_exec(ix, "BEGIN IMMEDIATE")) != 0)
+			break;
+		dropping = true;
+		err = drop_snapshot(ix, known.v[i]);
+	}
+	if (dropping) {
+		if (err == 0)
+			err = db_exec(ix, "COMMIT");
+		else
+			db_exec(ix, "ROLLBACK");
+		if (err != 0)
 			goto out;
-		sqlite3_bind_text(st, 1, index_ids.v[i], -1, SQLITE_STATIC);
-		if (sqlite3_step(st) != SQLITE_DONE) {
-			err = db_error(ix, "drop entries");
-			goto out;
-		}
-		sqlite3_finalize(st);
-		if ((err = db_prepare(ix, "DELETE FROM snapshots WHERE id = ?1",
-				      &st)) != 0)
-			goto out;
-		sqlite3_bind_text(st, 1, index_ids.v[i], -1, SQLITE_STATIC);
-		if (sqlite3_step(st) != SQLITE_DONE) {
-			err = db_error(ix, "drop snapshot");
-			goto out;
-		}
-		sqlite3_finalize(st);
-		st = NULL;
 		if (changed != NULL)
 			*changed = true;
 	}
@@ -383,11 +431,14 @@ static int sync_locked(struct index *ix, bool *changed)
 	for (i = 0; i < store_ids.n; i++) {
 		struct manifest *m;
 
-		if (id_set_has(&index_ids, store_ids.v[i]))
+		if (id_set_has(&known, store_ids.v[i]) ||
+		    id_set_has(&ix->bad, store_ids.v[i]))
 			continue;
 		err = repo_get_manifest(ix->repo, store_ids.v[i], &m);
+		if (err == EBADMSG || err == ENOTSUP)
+			mark_bad(ix, store_ids.v[i]);	/* logged once */
 		if (err == ENOENT || err == EBADMSG || err == ENOTSUP) {
-			err = 0;	/* deleted meanwhile, or logged */
+			err = 0;	/* deleted meanwhile, or unreadable */
 			continue;
 		}
 		if (err != 0)
@@ -400,9 +451,8 @@ static int sync_locked(struct index *ix, bool *changed)
 			*changed = true;
 	}
 out:
-	sqlite3_finalize(st);
 	free(store_ids.v);
-	free(index_ids.v);
+	free(known.v);
 	return err;
 }
 
@@ -437,15 +487,67 @@ int index_sync(struct index *ix, bool *changed)
 	return err;
 }
 
+/* Collects the manifests of the store for index_rebuild(). */
+struct manifest_list {
+	struct repo *repo;
+	struct manifest **v;
+	size_t n, cap;
+};
+
+static int fetch_manifest(void *arg, const char *id)
+{
+	struct manifest_list *l = arg;
+	struct manifest *m;
+	int err;
+
+	err = repo_get_manifest(l->repo, id, &m);
+	if (err == ENOENT || err == EBADMSG || err == ENOTSUP)
+		return 0;	/* deleted meanwhile, or logged */
+	if (err != 0)
+		return err;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 64;
+		void *p = realloc(l->v, cap * sizeof(*l->v));
+
+		if (p == NULL) {
+			manifest_free(m);
+			return ENOMEM;
+		}
+		l->v = p;
+		l->cap = cap;
+	}
+	l->v[l->n++] = m;
+	return 0;
+}
+
+/*
+ * Fetches every manifest first, then replaces the index's contents in one
+ * transaction, so that no reader ever sees it half empty.
+ */
 int index_rebuild(struct index *ix)
 {
+	struct manifest_list l = { .repo = ix->repo };
+	size_t i;
 	int err;
 
 	pthread_mutex_lock(&ix->lock);
-	err = db_exec(ix, "DELETE FROM entries; DELETE FROM snapshots;");
+	err = repo_list_manifests(ix->repo, fetch_manifest, &l);
 	if (err == 0)
-		err = sync_locked(ix, NULL);
+		err = db_exec(ix, "BEGIN IMMEDIATE");
+	if (err == 0) {
+		err = db_exec(ix, "DELETE FROM entries; DELETE FROM snapshots;");
+		for (i = 0; i < l.n && err == 0; i++)
+			err = insert_manifest(ix, l.v[i]);
+		if (err == 0)
+			err = db_exec(ix, "COMMIT");
+		else
+			db_exec(ix, "ROLLBACK");
+	}
+	ix->bad.n = 0;
 	pthread_mutex_unlock(&ix->lock);
+	for (i = 0; i < l.n; i++)
+		manifest_free(l.v[i]);
+	free(l.v);
 	return err;
 }
 
@@ -685,7 +787,9 @@ static int resolve_locked(struct index *ix, const char *snap_id,
 			       (map->nchunks - chain[i].nchunks) * CODEC_ID_LEN);
 		sqlite3_reset(st);
 		sqlite3_bind_int64(st, 1, chain[i].sid);
-		sqlite3_bind_int64(st, 2, (sqlite3_int64)map->nchunks);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)(
+			chain[i].nchunks < map->nchunks ? chain[i].nchunks
+							: map->nchunks));
 		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 			uint64_t idx = (uint64_t)sqlite3_column_int64(st, 0);
 
@@ -718,7 +822,12 @@ int index_resolve_chain(struct index *ix, const char *snap_id,
 	int err;
 
 	pthread_mutex_lock(&ix->lock);
-	err = resolve_locked(ix, snap_id, mapp);
+	/* one read transaction: a consistent view of the whole chain */
+	err = db_exec(ix, "BEGIN");
+	if (err == 0) {
+		err = resolve_locked(ix, snap_id, mapp);
+		db_exec(ix, "COMMIT");
+	}
 	pthread_mutex_unlock(&ix->lock);
 	return err;
 }

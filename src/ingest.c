@@ -204,6 +204,9 @@ static void *worker(void *arg)
 		pthread_mutex_lock(&ing->lock);
 		if (err != 0 && ing->err == 0)
 			ing->err = err;
+		if (ing->err == 0 && ing->conf->interrupted != NULL &&
+		    *ing->conf->interrupted)
+			ing->err = EINTR;
 		if (ing->err != 0 || ing->next == ing->n_todo) {
 			ing->running--;
 			pthread_cond_signal(&ing->cond);
@@ -277,6 +280,8 @@ static int run_workers(struct ingest *ing, unsigned jobs, bool progress)
 	if (progress)
 		draw_progress(ing, start, true);
 	err = ing->err;
+	if (err == EINTR)
+		log_error("interrupted: no snapshot was committed");
 	pthread_mutex_unlock(&ing->lock);
 	for (i = 0; i < started; i++)
 		pthread_join(tids[i], NULL);
@@ -448,6 +453,9 @@ int ingest_run(const struct ingest_conf *conf, struct ingest_result *res)
 		if (err != 0)
 			goto out;
 		err = index_resolve_chain(conf->index, base->id, &base_map);
+		if (err == ENOENT)
+			log_error("base snapshot '%s' vanished from the "
+				  "repository meanwhile", conf->base);
 		if (err != 0)
 			goto out;
 		ing.base = base_map;
@@ -500,6 +508,11 @@ int ingest_run(const struct ingest_conf *conf, struct ingest_result *res)
 		goto out;
 	if ((err = build_manifest(&ing, base, &m)) != 0)
 		goto out;
+	if (conf->interrupted != NULL && *conf->interrupted) {
+		log_error("interrupted: no snapshot was committed");
+		err = EINTR;
+		goto out;
+	}
 	if ((err = repo_put_manifest(conf->repo, &m, &res->manifest_bytes)) !=
 	    0)
 		goto out;
@@ -514,6 +527,9 @@ int ingest_run(const struct ingest_conf *conf, struct ingest_result *res)
 	res->stats = ing.stats;
 	res->chunks_total = nchunks;
 out:
+	if (err == ENOMEM)
+		log_error("out of memory (a volume of %" PRIu64 " bytes in "
+			  "chunks of %" PRIu32 ")", ing.capacity, ing.chunk_size);
 	res->seconds = now_seconds() - start;
 	store_get_stats(conf->repo->store, &res->store);
 	if (lock_id[0] != '\0')

@@ -13,6 +13,7 @@
 #ifndef CBTFS_INGEST_H
 #define CBTFS_INGEST_H
 
+#include <signal.h>
 #include <stdbool.h>
 
 #include "cbt.h"
@@ -31,6 +32,8 @@ struct ingest_conf {
 	const char *csi_driver;
 	unsigned jobs;			/* worker threads, >= 1 */
 	bool progress;			/* redraw a progress line on stderr */
+	/* set (by a signal handler) to stop early: nothing is committed */
+	volatile sig_atomic_t *interrupted;
 };
 
 struct ingest_result {

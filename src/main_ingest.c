@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <getopt.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,13 @@
 #include "ingest.h"
 
 static const char prog[] = "cbtfs-ingest";
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+	interrupted = 1;
+}
 
 static void usage(void)
 {
@@ -231,6 +239,16 @@ int main(int argc, char *argv[])
 	if (conf.changes == NULL)
 		return EXIT_USAGE;
 	conf.progress = progress;
+	/* Ctrl-C or a Job's deadline: stop, commit nothing, release the lock */
+	{
+		struct sigaction sa = { .sa_handler = on_signal };
+
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGINT, &sa, NULL);
+		sigaction(SIGTERM, &sa, NULL);
+		sigaction(SIGHUP, &sa, NULL);
+		conf.interrupted = &interrupted;
+	}
 	/* uploads wait on the network, not the CPU: keep more in flight */
 	if (!jobs_set && strncmp(repo_url, "s3://", 5) == 0)
 		conf.jobs = 8;

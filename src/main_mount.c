@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fuse_ops.h"
 
@@ -171,6 +172,18 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	conf.repo_url = o.repo;
+	/* the daemon runs in "/": a relative directory must be made absolute */
+	if (o.cache_dir != NULL && o.cache_dir[0] != '/') {
+		char *cwd = getcwd(NULL, 0), *abs = NULL;
+
+		if (cwd == NULL || asprintf(&abs, "%s/%s", cwd, o.cache_dir) < 0)
+			abs = NULL;
+		free(cwd);
+		if (abs == NULL)
+			goto out;
+		free(o.cache_dir);
+		o.cache_dir = abs;
+	}
 	conf.cache_dir = o.cache_dir;
 	conf.cache_bytes = (size_t)cache_bytes;
 	conf.refresh_seconds = o.refresh;

@@ -475,6 +475,15 @@ int repo_get_manifest(struct repo *r, const char *id, struct manifest **mp)
 	} else if (err == 0 && m->chunk_size != r->chunk_size) {
 		why = "chunk size differs from the repository's";
 		err = EBADMSG;
+	} else if (err == 0 && (m->capacity == 0 ||
+				m->capacity > (uint64_t)INT64_MAX / 2)) {
+		why = "capacity out of range";
+		err = EBADMSG;
+	} else if (err == 0 && m->n_entries > 0 &&
+		   m->entries[m->n_entries - 1].index >=
+			   (m->capacity + m->chunk_size - 1) / m->chunk_size) {
+		why = "chunk entry beyond the capacity";
+		err = EBADMSG;
 	}
 out:
 	if (err == EBADMSG || err == ENOTSUP)
@@ -532,12 +541,16 @@ static int lock_scan_cb(void *arg, const char *key, uint64_t size)
 	long long created = 0;
 	char *line, *save = NULL;
 
+	int err;
+
 	if (strcmp(id, ls->self) == 0 || size > 4096)
 		return 0;
-	if (store_get(ls->repo->store, key, 0, STORE_TO_END, &b) != 0 ||
-	    buf_append(&b, "", 1) != 0) {
+	err = store_get(ls->repo->store, key, 0, STORE_TO_END, &b);
+	if (err == 0)
+		err = buf_append(&b, "", 1);
+	if (err != 0) {
 		buf_free(&b);
-		return 0;	/* vanished: released meanwhile */
+		return err == ENOENT ? 0 : err;	/* ENOENT: released */
 	}
 	for (line = strtok_r((char *)b.data, "\n", &save); line != NULL;
 	     line = strtok_r(NULL, "\n", &save)) {

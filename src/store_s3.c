@@ -121,6 +121,15 @@ static bool key_ok(const char *key)
 	for (p = key; *p; p++)
 		if (!key_char_ok(*p))
 			return false;
+	/* no "." or ".." components: URL paths would resolve them */
+	for (p = key; *p; p = *p ? p + 1 : p) {
+		size_t n = strcspn(p, "/");
+
+		if ((n == 1 && p[0] == '.') ||
+		    (n == 2 && p[0] == '.' && p[1] == '.'))
+			return false;
+		p += n;
+	}
 	return true;
 }
 
@@ -268,6 +277,7 @@ static const char *s3_hint(const struct store_s3 *s, const char *code,
 static bool curl_retryable(CURLcode rc)
 {
 	switch (rc) {
+	case CURLE_COULDNT_RESOLVE_HOST:	/* DNS can be briefly away */
 	case CURLE_COULDNT_CONNECT:
 	case CURLE_OPERATION_TIMEDOUT:
 	case CURLE_SEND_ERROR:
@@ -286,7 +296,7 @@ static bool curl_retryable(CURLcode rc)
 
 static bool status_retryable(long status, const char *code)
 {
-	return status >= 500 || status == 429 ||
+	return (status >= 500 && status != 501) || status == 429 ||
 	       strcmp(code, "SlowDown") == 0 ||
 	       strcmp(code, "RequestTimeout") == 0;
 }
@@ -427,6 +437,7 @@ static CURLcode perform(struct store_s3 *s, CURL *c, struct s3_req *r,
 
 	errbuf[0] = '\0';
 	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
@@ -1017,8 +1028,8 @@ struct store *store_s3_create(const char *bucket, const char *prefix,
 	}
 	if (n > 0 && !key_ok(s->prefix)) {
 		log_error("s3://%s/%s: the prefix may hold only letters, "
-			  "digits and ._~/- (no empty components)", bucket,
-			  prefix);
+			  "digits and ._~/- (no empty, '.' or '..' "
+			  "components)", bucket, prefix);
 		err = EINVAL;
 		goto fail;
 	}

@@ -112,6 +112,21 @@ out=$("$INGEST" --repo "$R" --volume ns/pvc --snapshot small --base s1 \
 	--device "$T/small" --json) || fail "smaller device"
 [ "$(json_field capacity <<<"$out")" = 1048576 ] || fail "capacity $out"
 
+# an interrupted ingest commits nothing and releases its lock
+head -c 512M /dev/urandom >"$T/big"
+snaps=$(ls "$R/snapshots")
+"$INGEST" --repo "$R" --volume ns/pvc --snapshot big --device "$T/big" \
+	--jobs 1 >"$T/int.out" 2>&1 &
+pid=$!
+sleep 0.5
+kill -INT $pid
+wait $pid && fail "an interrupted ingest exited 0"
+grep -q "interrupted: no snapshot was committed" "$T/int.out" ||
+	fail "interrupted ingest: $(cat "$T/int.out")"
+[ "$(ls "$R/snapshots")" = "$snaps" ] || fail "interrupted ingest committed"
+[ -z "$(ls "$R/locks" 2>/dev/null)" ] || fail "interrupted ingest left its lock"
+rm "$T/big"
+
 # an empty ranges file is a valid empty delta: nothing read, nothing stored
 : >"$T/emptyranges"
 out=$("$INGEST" --repo "$R" --volume ns/pvc --snapshot same --base s1 \

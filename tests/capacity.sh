@@ -38,4 +38,12 @@ for s in a b c d e f; do
 	cmp "$MNT/v/$s.img" "$T/$s" || fail "$s differs from its source"
 done
 stop_mount "$MNT"
+
+# a daemonized mount (it runs in "/") with a relative index directory
+mkdir -p "$T/mnt3"
+(cd "$T" && "$CBTFS" "$R" mnt3 -o cache_dir=relcache) || fail "background mount"
+_mounts+=("$T/mnt3")
+cmp "$T/mnt3/v/f.img" "$T/f" || fail "background mount with a relative cache_dir"
+[ -d "$T/relcache" ] || fail "the relative cache_dir was not used"
+fusermount3 -u "$T/mnt3" || fail "unmount"
 exit 0

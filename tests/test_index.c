@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,6 +95,64 @@ static int count_cb(void *arg, const struct manifest *m)
 	return 0;
 }
 
+/* Another process's connection rebuilding the index over and over. */
+struct rebuilder {
+	struct index *ix;
+	int rounds;
+};
+
+static void *rebuild_loop(void *arg)
+{
+	struct rebuilder *rb = arg;
+	int i;
+
+	for (i = 0; i < rb->rounds; i++)
+		CHECK_EQ(index_rebuild(rb->ix), 0);
+	return NULL;
+}
+
+/*
+ * Readers on one connection never see a chain half rebuilt by another, and
+ * a snapshot added on one connection survives a sync running on another.
+ */
+static void test_concurrency(struct repo *r, const char *cache,
+			     struct index *ix, const struct manifest *leaf,
+			     const char *expect)
+{
+	struct rebuilder rb = { .rounds = 40 };
+	pthread_t t;
+	int err, i;
+
+	rb.ix = index_open(r, cache, &err);
+	CHECK(rb.ix != NULL);
+	CHECK_EQ(pthread_create(&t, NULL, rebuild_loop, &rb), 0);
+	for (i = 0; i < 400; i++) {
+		struct chunk_map *map;
+
+		err = index_resolve_chain(ix, leaf->id, &map);
+		if (err == ENOENT)
+			continue;	/* never half: absent or whole */
+		CHECK_EQ(err, 0);
+		chunk_map_free(map);
+		check_map(ix, leaf, expect);
+	}
+	CHECK_EQ(pthread_join(t, NULL), 0);
+
+	for (i = 0; i < 20; i++) {
+		struct manifest m, *found;
+		char name[32];
+
+		snprintf(name, sizeof(name), "late%d", i);
+		put_manifest(r, &m, name, NULL, 4 * CS, "0:L");
+		CHECK_EQ(index_add_manifest(ix, &m), 0);
+		CHECK_EQ(index_sync(rb.ix, NULL), 0);
+		CHECK_EQ(index_find_snapshot(ix, "ns/pvc", name, &found), 0);
+		manifest_free(found);
+		free(m.entries);
+	}
+	index_close(rb.ix);
+}
+
 int main(void)
 {
 	char dir[] = "/tmp/cbtfs-test-index-XXXXXX";
@@ -166,6 +225,8 @@ int main(void)
 	CHECK_EQ(index_resolve_chain(ix, "00000000-0000-0000-0000-000000000000",
 				     &map), ENOENT);
 
+	test_concurrency(r, cache, ix, &g4, "ADE00000000F");
+
 	/* a vanished manifest is dropped; its children fail to resolve */
 	{
 		char key[64];
@@ -183,8 +244,9 @@ int main(void)
 	CHECK_EQ(index_rebuild(ix), 0);
 	count = 0;
 	CHECK_EQ(index_list_snapshots(ix, NULL, count_cb, &count), 0);
-	CHECK_EQ(count, 4);
+	CHECK_EQ(count, 24);
 	check_map(ix, &g1, "AB000C0G00");
+	CHECK_EQ(index_rebuild(ix), 0);
 
 	/* a corrupt manifest is skipped, not fatal */
 	{
