@@ -36,10 +36,10 @@ int cli_store_option(const char *prog, int c, const char *arg,
 	switch (c) {
 	case CLI_OPT_ENDPOINT:
 		o->endpoint = arg;
-		return 1;
+		return 0;
 	case CLI_OPT_REGION:
 		o->region = arg;
-		return 1;
+		return 0;
 	case CLI_OPT_ADDRESSING:
 		if (strcmp(arg, "path") != 0 && strcmp(arg, "virtual") != 0) {
 			cli_usage_error(prog, "--addressing: use 'path' or "
@@ -47,10 +47,10 @@ int cli_store_option(const char *prog, int c, const char *arg,
 			return -1;
 		}
 		o->addressing = arg;
-		return 1;
+		return 0;
 	case CLI_OPT_CA_FILE:
 		o->ca_file = arg;
-		return 1;
+		return 0;
 	case CLI_OPT_RETRIES:
 		n = strtol(arg, &end, 10);
 		if (*end != '\0' || n < 0 || n > 100) {
@@ -59,7 +59,7 @@ int cli_store_option(const char *prog, int c, const char *arg,
 			return -1;
 		}
 		o->retries = (int)n;
-		return 1;
+		return 0;
 	case CLI_OPT_TIMEOUT:
 		n = strtol(arg, &end, 10);
 		if (*end != '\0' || n < 1 || n > 3600) {
@@ -68,9 +68,10 @@ int cli_store_option(const char *prog, int c, const char *arg,
 			return -1;
 		}
 		o->timeout = (unsigned)n;
-		return 1;
-	default:
 		return 0;
+	default:
+		cli_usage_error(prog, "invalid option");
+		return -1;
 	}
 }
 

@@ -54,8 +54,8 @@ enum {
 "                         long is failed and retried (default 30)\n"
 
 /*
- * Handles a CLI_OPT_* option into o.  Returns 1 if c was one (0 if not),
- * or -1 after reporting a usage error.
+ * Handles a CLI_OPT_* option into o.  Returns 0, or -1 after reporting a
+ * usage error (also when c is no option at all).
  */
 int cli_store_option(const char *prog, int c, const char *arg,
 		     struct store_opts *o);

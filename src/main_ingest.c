@@ -208,14 +208,8 @@ int main(int argc, char *argv[])
 			cli_version(prog);
 			return EXIT_OK;
 		default:
-			switch (cli_store_option(prog, c, optarg, &sopts)) {
-			case 1:
-				break;
-			case 0:
-				return cli_usage_error(prog, "invalid option");
-			default:
+			if (cli_store_option(prog, c, optarg, &sopts) != 0)
 				return EXIT_USAGE;
-			}
 		}
 	}
 	log_set_verbose(verbose);
