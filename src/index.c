@@ -7,8 +7,10 @@
  *             created, csi_handle, csi_driver, changes, <stats>)
  *   entries(sid, idx, chunk_id)      one row per manifest entry
  *
- * Locking: ix->lock guards the connection; every public function takes it
- * for its whole duration, and none calls another public function.
+ * Locking: ix->lock guards the connection and ix->bad; every public
+ * function but index_sync() takes it for its whole duration, and none calls
+ * another public function.  index_sync() takes it only around SQLite work,
+ * never across store requests.
  */
 #include "config.h"
 
@@ -392,22 +394,28 @@ static void mark_bad(struct index *ix, const char *id)
 /*
  * The index is read before the store is listed: a snapshot that another
  * process adds while the (possibly slow) listing runs must not look as if
- * it had vanished.
+ * it had vanished.  The lock is held only while SQLite is used, not during
+ * the listing or the downloads, so opens of images go on meanwhile.
+ * Concurrent syncs are harmless (inserts of a known id are ignored).
  */
-static int sync_locked(struct index *ix, bool *changed)
+static int sync_store(struct index *ix, bool *changed)
 {
 	struct id_set store_ids = { 0 }, known = { 0 };
 	bool dropping = false;
 	size_t i;
 	int err;
 
-	if ((err = index_ids(ix, &known)) != 0)
+	pthread_mutex_lock(&ix->lock);
+	err = index_ids(ix, &known);
+	pthread_mutex_unlock(&ix->lock);
+	if (err != 0)
 		goto out;
 	if ((err = repo_list_manifests(ix->repo, id_set_add, &store_ids)) != 0)
 		goto out;
 	qsort(store_ids.v, store_ids.n, sizeof(*store_ids.v), id_cmp);
 
 	/* drop snapshots whose manifest vanished from the store, at once */
+	pthread_mutex_lock(&ix->lock);
 	for (i = 0; i < known.n && err == 0; i++) {
 		if (id_set_has(&store_ids, known.v[i]))
 			continue;
@@ -421,29 +429,40 @@ static int sync_locked(struct index *ix, bool *changed)
 			err = db_exec(ix, "COMMIT");
 		else
 			db_exec(ix, "ROLLBACK");
-		if (err != 0)
-			goto out;
-		if (changed != NULL)
+		if (err == 0 && changed != NULL)
 			*changed = true;
 	}
+	pthread_mutex_unlock(&ix->lock);
+	if (err != 0)
+		goto out;
 
 	/* fetch manifests the index does not know yet */
 	for (i = 0; i < store_ids.n; i++) {
 		struct manifest *m;
+		bool bad;
 
-		if (id_set_has(&known, store_ids.v[i]) ||
-		    id_set_has(&ix->bad, store_ids.v[i]))
+		if (id_set_has(&known, store_ids.v[i]))
+			continue;
+		pthread_mutex_lock(&ix->lock);
+		bad = id_set_has(&ix->bad, store_ids.v[i]);
+		pthread_mutex_unlock(&ix->lock);
+		if (bad)
 			continue;
 		err = repo_get_manifest(ix->repo, store_ids.v[i], &m);
-		if (err == EBADMSG || err == ENOTSUP)
-			mark_bad(ix, store_ids.v[i]);	/* logged once */
 		if (err == ENOENT || err == EBADMSG || err == ENOTSUP) {
+			if (err != ENOENT) {
+				pthread_mutex_lock(&ix->lock);
+				mark_bad(ix, store_ids.v[i]);	/* logged once */
+				pthread_mutex_unlock(&ix->lock);
+			}
 			err = 0;	/* deleted meanwhile, or unreadable */
 			continue;
 		}
 		if (err != 0)
 			goto out;
+		pthread_mutex_lock(&ix->lock);
 		err = add_manifest_locked(ix, m);
+		pthread_mutex_unlock(&ix->lock);
 		manifest_free(m);
 		if (err != 0)
 			goto out;
@@ -473,7 +492,6 @@ static sqlite3_int64 data_version(struct index *ix)
 int index_sync(struct index *ix, bool *changed)
 {
 	sqlite3_int64 v;
-	int err;
 
 	if (changed != NULL)
 		*changed = false;
@@ -482,9 +500,8 @@ int index_sync(struct index *ix, bool *changed)
 	if (changed != NULL && v != ix->data_version)
 		*changed = true;
 	ix->data_version = v;
-	err = sync_locked(ix, changed);
 	pthread_mutex_unlock(&ix->lock);
-	return err;
+	return sync_store(ix, changed);
 }
 
 /* Collects the manifests of the store for index_rebuild(). */
