@@ -85,10 +85,8 @@ int cli_open_repo(const char *url, const struct store_opts *opts,
 	if (*rp == NULL)
 		return err;
 	*ixp = index_open(*rp, cache_dir, &err);
-	if (*ixp == NULL || (err = index_sync(*ixp, NULL)) != 0) {
-		index_close(*ixp);
+	if (*ixp == NULL) {
 		repo_close(*rp);
-		*ixp = NULL;
 		*rp = NULL;
 		return err;
 	}

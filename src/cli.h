@@ -60,7 +60,10 @@ enum {
 int cli_store_option(const char *prog, int c, const char *arg,
 		     struct store_opts *o);
 
-/* Opens the repository and its index (synced).  0 or an errno (logged). */
+/*
+ * Opens the repository and its index, not yet synced with the store (the
+ * caller syncs when it needs to).  0 or an errno (logged).
+ */
 int cli_open_repo(const char *url, const struct store_opts *opts,
 		  const char *cache_dir, struct repo **rp, struct index **ixp);
 

@@ -222,7 +222,9 @@ static int cmd_snapshots(const struct opts *o)
 	if (cli_open_repo(o->repo, &o->store, o->cache_dir, &r, &ix) != 0)
 		return EXIT_FAIL;
 	/* a parent is always of the same volume, so l can name it */
-	err = index_list_snapshots(ix, o->volume, gather, &l);
+	err = index_sync(ix, NULL);
+	if (err == 0)
+		err = index_list_snapshots(ix, o->volume, gather, &l);
 	if (err == 0 && o->json)
 		print_json(&l);
 	else if (err == 0)
@@ -239,13 +241,10 @@ static int cmd_reindex(const struct opts *o)
 	struct index *ix;
 	int err;
 
-	r = repo_open(o->repo, &o->store, &err);
-	if (r == NULL)
+	if (cli_open_repo(o->repo, &o->store, o->cache_dir, &r, &ix) != 0)
 		return EXIT_FAIL;
-	ix = index_open(r, o->cache_dir, &err);
-	if (ix != NULL)
-		err = index_rebuild(ix);
-	if (ix != NULL && err == 0)
+	err = index_rebuild(ix);
+	if (err == 0)
 		printf("rebuilt index %s\n", index_path(ix));
 	index_close(ix);
 	repo_close(r);
