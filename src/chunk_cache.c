@@ -320,6 +320,5 @@ void chunk_cache_get_stats(struct chunk_cache *cc,
 	st->hits = cc->hits;
 	st->misses = cc->misses;
 	st->prefetched = cc->prefetched;
-	st->bytes = (uint64_t)cc->n_entries * cc->repo->chunk_size;
 	pthread_mutex_unlock(&cc->lock);
 }

@@ -38,7 +38,7 @@ void chunk_cache_prefetch(struct chunk_cache *cc,
 			  const unsigned char id[CODEC_ID_LEN]);
 
 struct chunk_cache_stats {
-	uint64_t hits, misses, prefetched, bytes;
+	uint64_t hits, misses, prefetched;
 };
 void chunk_cache_get_stats(struct chunk_cache *cc,
 			   struct chunk_cache_stats *st);

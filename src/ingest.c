@@ -32,7 +32,7 @@
 enum verdict { V_UNCHANGED = 0, V_ENTRY = 1 };
 
 /* Open-addressing set of chunk ids claimed for upload by this run. */
-struct id_set {
+struct claim_set {
 	unsigned char (*slot)[CODEC_ID_LEN];
 	size_t cap, n;
 };
@@ -55,17 +55,18 @@ struct ingest {
 	unsigned running;
 	int err;			/* first error, stops everybody */
 	struct manifest_stats stats;
-	struct id_set claimed;
+	struct claim_set claimed;
 };
 
-/* Inserts id; returns true if it was absent (this caller claims it). */
-static int id_set_claim(struct id_set *s, const unsigned char *id,
+/* Inserts id; *claimed is set if it was absent (this caller claims it).
+ * Returns 0 or ENOMEM. */
+static int claim_set_add(struct claim_set *s, const unsigned char *id,
 			bool *claimed)
 {
 	size_t i, mask;
 
 	if (2 * (s->n + 1) > s->cap) {
-		struct id_set big = { 0 };
+		struct claim_set big = { 0 };
 
 		big.cap = s->cap ? 2 * s->cap : 1024;
 		big.slot = calloc(big.cap, CODEC_ID_LEN);
@@ -75,7 +76,7 @@ static int id_set_claim(struct id_set *s, const unsigned char *id,
 			bool dummy;
 
 			if (!codec_id_is_zero(s->slot[i]))
-				id_set_claim(&big, s->slot[i], &dummy);
+				claim_set_add(&big, s->slot[i], &dummy);
 		}
 		free(s->slot);
 		*s = big;
@@ -162,7 +163,7 @@ static int process_chunk(struct ingest *ing, size_t k, unsigned char *buf)
 	memcpy(ing->ids[k], id, CODEC_ID_LEN);
 	ing->stats.chunks_changed++;
 	if (!zero)
-		err = id_set_claim(&ing->claimed, id, &claimed);
+		err = claim_set_add(&ing->claimed, id, &claimed);
 	if (!zero && !claimed && err == 0)
 		ing->stats.chunks_reused++;	/* another worker has it */
 	pthread_mutex_unlock(&ing->lock);

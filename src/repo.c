@@ -98,9 +98,10 @@ int repo_check_snapshot_name(const char *name)
 	return check_component("snapshot name", name, name, strlen(name));
 }
 
-static int store_is_empty_cb(void *arg, const char *key, uint64_t size)
+/* Stops a listing at its first key. */
+static int found_key_cb(void *arg, const char *key, uint64_t size)
 {
-	*(const char **)arg = "x";
+	*(bool *)arg = true;
 	return EEXIST;
 }
 
@@ -120,7 +121,7 @@ int repo_init(const char *url, const struct store_opts *opts,
 	      uint32_t chunk_size, char *id_out)
 {
 	Cbtfs__RepoConfig cfg = CBTFS__REPO_CONFIG__INIT;
-	const char *found = NULL;
+	bool found = false;
 	struct store *st;
 	unsigned char *packed;
 	size_t len;
@@ -136,12 +137,12 @@ int repo_init(const char *url, const struct store_opts *opts,
 		store_destroy(st);
 		return EEXIST;
 	}
-	err = store_list(st, "", store_is_empty_cb, &found);
+	err = store_list(st, "", found_key_cb, &found);
 	if (err != 0 && err != EEXIST) {
 		store_destroy(st);
 		return err;
 	}
-	if (found != NULL) {
+	if (found) {
 		log_error("%s: not empty; a repository must be created in an "
 			  "empty directory or prefix", url);
 		store_destroy(st);

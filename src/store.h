@@ -74,8 +74,6 @@ struct store_opts {
 struct store_stats {
 	uint64_t requests;
 	uint64_t retries;
-	uint64_t bytes_in;
-	uint64_t bytes_out;
 };
 
 /*

@@ -532,10 +532,6 @@ static int s3_request(struct store_s3 *s, struct s3_req *r, bool quiet)
 
 		pthread_mutex_lock(&s->lock);
 		s->stats.requests++;
-		if (rc == CURLE_OK) {
-			s->stats.bytes_in += r->out->len;
-			s->stats.bytes_out += r->body_len;
-		}
 		if (retry && attempt < s->retries)
 			s->stats.retries++;
 		pthread_mutex_unlock(&s->lock);
