@@ -55,6 +55,7 @@ struct image {
 struct open_file {
 	struct image *img;
 	uint64_t next_off;	/* where a sequential read would go on */
+	uint64_t ahead;		/* chunks below this were asked for ahead */
 };
 
 struct cbtfs_fs {
@@ -506,14 +507,20 @@ static int op_release(const char *path, struct fuse_file_info *fi)
 	return 0;
 }
 
-/* Asks for the non-zero chunks after idx to be loaded in the background. */
-static void read_ahead(struct cbtfs_fs *fs, const struct chunk_map *map,
-		       uint64_t idx)
+/*
+ * Asks for the non-zero chunks after idx to be loaded in the background,
+ * skipping those this open file asked for already: a sequential reader
+ * then adds about one chunk per chunk it reads.
+ */
+static void read_ahead(struct cbtfs_fs *fs, struct open_file *of,
+		       const struct chunk_map *map, uint64_t idx)
 {
-	uint64_t i;
+	uint64_t end = idx + 1 + fs->conf->readahead, i;
 
-	for (i = idx + 1; i <= idx + fs->conf->readahead && i < map->nchunks;
-	     i++)
+	i = __atomic_exchange_n(&of->ahead, end, __ATOMIC_RELAXED);
+	if (i < idx + 1 || i > end)
+		i = idx + 1;	/* first time, or the reader jumped */
+	for (; i < end && i < map->nchunks; i++)
 		if (!codec_id_is_zero(map->ids[i]))
 			chunk_cache_prefetch(fs->cache, map->ids[i]);
 }
@@ -538,7 +545,7 @@ static int op_read(const char *path, char *buf, size_t size, off_t offset,
 	sequential = __atomic_exchange_n(&of->next_off, off + size,
 					 __ATOMIC_RELAXED) == off;
 	if (sequential)
-		read_ahead(fs, map, (off + size - 1) / csize);
+		read_ahead(fs, of, map, (off + size - 1) / csize);
 	while (done < size) {
 		uint64_t pos = off + done, idx = pos / csize;
 		uint32_t within = (uint32_t)(pos % csize);
