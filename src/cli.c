@@ -3,6 +3,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,10 +28,27 @@ int cli_usage_error(const char *prog, const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
+int cli_number(const char *prog, const char *opt, const char *arg,
+	       long min, long max, long *out)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(arg, &end, 10);
+	if (*arg == '\0' || *end != '\0' || errno != 0 || n < min ||
+	    n > max) {
+		cli_usage_error(prog, "%s: expected a number from %ld to %ld, "
+				"got '%s'", opt, min, max, arg);
+		return -1;
+	}
+	*out = n;
+	return 0;
+}
+
 int cli_store_option(const char *prog, int c, const char *arg,
 		     struct store_opts *o)
 {
-	char *end;
 	long n;
 
 	switch (c) {
@@ -52,21 +70,13 @@ int cli_store_option(const char *prog, int c, const char *arg,
 		o->ca_file = arg;
 		return 0;
 	case CLI_OPT_RETRIES:
-		n = strtol(arg, &end, 10);
-		if (*end != '\0' || n < 0 || n > 100) {
-			cli_usage_error(prog, "--retries: expected a number "
-					"from 0 to 100, got '%s'", arg);
+		if (cli_number(prog, "--retries", arg, 0, 100, &n) != 0)
 			return -1;
-		}
 		o->retries = (int)n;
 		return 0;
 	case CLI_OPT_TIMEOUT:
-		n = strtol(arg, &end, 10);
-		if (*end != '\0' || n < 1 || n > 3600) {
-			cli_usage_error(prog, "--timeout: expected seconds "
-					"from 1 to 3600, got '%s'", arg);
+		if (cli_number(prog, "--timeout", arg, 1, 3600, &n) != 0)
 			return -1;
-		}
 		o->timeout = (unsigned)n;
 		return 0;
 	default:

@@ -54,6 +54,13 @@ enum {
 "                         long is failed and retried (default 30)\n"
 
 /*
+ * Parses the decimal value arg of option opt into *out, within min..max.
+ * Returns 0, or -1 after reporting a usage error.
+ */
+int cli_number(const char *prog, const char *opt, const char *arg,
+	       long min, long max, long *out);
+
+/*
  * Handles a CLI_OPT_* option into o.  Returns 0, or -1 after reporting a
  * usage error (also when c is no option at all).
  */

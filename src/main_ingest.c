@@ -178,13 +178,10 @@ int main(int argc, char *argv[])
 			changes = optarg;
 			break;
 		case 'j': {
-			char *end;
-			long n = strtol(optarg, &end, 10);
+			long n;
 
-			if (*end != '\0' || n < 1 || n > 256)
-				return cli_usage_error(prog, "--jobs: expected "
-						       "a number from 1 to "
-						       "256, got '%s'", optarg);
+			if (cli_number(prog, "--jobs", optarg, 1, 256, &n) != 0)
+				return EXIT_USAGE;
 			conf.jobs = (unsigned)n;
 			jobs_set = true;
 			break;
