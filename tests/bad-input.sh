@@ -127,6 +127,22 @@ grep -q "interrupted: no snapshot was committed" "$T/int.out" ||
 [ -z "$(ls "$R/locks" 2>/dev/null)" ] || fail "interrupted ingest left its lock"
 rm "$T/big"
 
+# a volume locked by another ingest is refused, naming the lock; a lock
+# older than a day is stale and ignored
+lock=11111111-2222-4333-8444-555555555555
+printf 'volume=ns/pvc\nholder=cbtfs-ingest pid 1 on elsewhere\ncreated=%s\n' \
+	"$(date +%s)" >"$R/locks/$lock"
+before=$(fingerprint "$R")
+expect_fail "volume 'ns/pvc' is locked by another ingest (cbtfs-ingest pid 1 on elsewhere, object locks/$lock)" \
+	ing --snapshot locked
+unchanged "locked volume"
+"$INGEST" --repo "$R" --volume other --snapshot s --device "$img" \
+	>/dev/null || fail "another volume is not locked"
+printf 'volume=ns/pvc\nholder=old\ncreated=%s\n' $(($(date +%s) - 90000)) \
+	>"$R/locks/$lock"
+ing --snapshot afterstale >/dev/null || fail "a stale lock blocked ingest"
+rm "$R/locks/$lock"
+
 # an empty ranges file is a valid empty delta: nothing read, nothing stored
 : >"$T/emptyranges"
 out=$("$INGEST" --repo "$R" --volume ns/pvc --snapshot same --base s1 \
