@@ -129,8 +129,9 @@ static int parse_u64(const char *s, char **end, uint64_t *v)
 
 static int ranges_file_get(struct cbt_source *src,
 			   const struct cbt_request *req,
-			   struct cbt_ranges *out)
+			   struct cbt_answer *ans)
 {
+	struct cbt_ranges *out = &ans->ranges;
 	struct cbt_ranges_file *rf = (struct cbt_ranges_file *)src;
 	char *line = NULL;
 	size_t cap = 0;
@@ -239,8 +240,8 @@ struct cbt_source *cbt_source_create(const char *spec, int *errp)
 	}
 	if (strncmp(spec, "ranges:", 7) == 0 && spec[7] != '\0')
 		return cbt_ranges_file_create(spec + 7, errp);
-	log_error("--changes %s: unknown change source; use 'scan' or "
-		  "'ranges:FILE'", spec);
+	log_error("--changes %s: unknown change source; use 'scan', "
+		  "'ranges:FILE', 'csi' or 'sidecar'", spec);
 	*errp = EINVAL;
 	return NULL;
 }

@@ -10,6 +10,7 @@
 #ifndef CBTFS_CBT_H
 #define CBTFS_CBT_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -45,6 +46,20 @@ int cbt_ranges_to_chunks(const struct cbt_ranges *rl, uint32_t chunk_size,
 struct cbt_request {
 	uint64_t device_size;	/* bytes: ranges must end within it */
 	bool has_base;		/* a delta against a base snapshot */
+	const char *base_handle; /* the base's CSI snapshot handle, or NULL */
+	/* set by a signal handler: give up soon with EINTR */
+	volatile sig_atomic_t *interrupted;
+};
+
+/* What a source answers. */
+struct cbt_answer {
+	struct cbt_ranges ranges;
+	/* The volume's size as the source knows it; 0: the device's size. */
+	uint64_t capacity;
+	/* The ranges hold the allocated data of the whole volume, not the
+	 * changes against the base: the source fell back to a full backup. */
+	bool full;
+	const char *csi_driver;	/* to record; NULL if unknown; the source's */
 };
 
 struct cbt_source;
@@ -54,7 +69,7 @@ struct cbt_source_ops {
 	/* NULL: the source is a full scan done by ingest itself. */
 	int (*get_ranges)(struct cbt_source *src,
 			  const struct cbt_request *req,
-			  struct cbt_ranges *out);
+			  struct cbt_answer *out);
 	void (*destroy)(struct cbt_source *src);
 };
 

@@ -413,10 +413,34 @@ static int add_boundary_chunk(const struct chunk_map *base, uint64_t capacity,
 	return 0;
 }
 
+/*
+ * Takes the volume's capacity from the change source when it knows it:
+ * the device (a volume restored from the snapshot, maybe rounded up) must
+ * hold at least that much, and only that much is backed up.
+ */
+static int take_answer(const struct ingest_conf *conf,
+		       const struct cbt_answer *ans, uint64_t *capacity)
+{
+	if (ans->capacity == 0 || ans->capacity == *capacity)
+		return 0;
+	if (ans->capacity > *capacity) {
+		log_error("device %s has %" PRIu64 " bytes, but the %s source "
+			  "reports a volume of %" PRIu64 " bytes: --device must "
+			  "hold the whole snapshot", conf->device, *capacity,
+			  conf->changes->ops->name, ans->capacity);
+		return EINVAL;
+	}
+	log_info("device %s has %" PRIu64 " bytes; backing up the volume's "
+		 "%" PRIu64 " reported by the %s source", conf->device,
+		 *capacity, ans->capacity, conf->changes->ops->name);
+	*capacity = ans->capacity;
+	return 0;
+}
+
 int ingest_run(const struct ingest_conf *conf, struct ingest_result *res)
 {
 	struct cbt_request req = { 0 };
-	struct cbt_ranges ranges = { 0 };
+	struct cbt_answer ans = { 0 };
 	struct manifest *base = NULL, m = { 0 };
 	struct chunk_map *base_map = NULL;
 	struct ingest ing = { 0 };
@@ -461,18 +485,31 @@ int ingest_run(const struct ingest_conf *conf, struct ingest_result *res)
 			goto out;
 		ing.base = base_map;
 	}
-	nchunks = (ing.capacity + ing.chunk_size - 1) / ing.chunk_size;
 	if (conf->changes->ops->get_ranges != NULL) {
 		req.device_size = ing.capacity;
 		req.has_base = base != NULL;
-		err = conf->changes->ops->get_ranges(conf->changes, &req,
-						     &ranges);
+		req.base_handle = base && base->csi_handle[0] ? base->csi_handle
+							     : NULL;
+		req.interrupted = conf->interrupted;
+		err = conf->changes->ops->get_ranges(conf->changes, &req, &ans);
 		if (err == 0)
-			err = cbt_ranges_to_chunks(&ranges, ing.chunk_size,
+			err = take_answer(conf, &ans, &ing.capacity);
+		if (err == 0)
+			err = cbt_ranges_to_chunks(&ans.ranges, ing.chunk_size,
 						   &todo, &n_todo);
 		if (err != 0)
 			goto out;
-	} else {
+		if (ans.full && base != NULL) {
+			/* unreported chunks are zero, not the base's */
+			chunk_map_free(base_map);
+			manifest_free(base);
+			base_map = NULL;
+			base = NULL;
+			ing.base = NULL;
+		}
+	}
+	nchunks = (ing.capacity + ing.chunk_size - 1) / ing.chunk_size;
+	if (conf->changes->ops->get_ranges == NULL) {
 		todo = malloc((nchunks ? nchunks : 1) * sizeof(*todo));
 		if (todo == NULL) {
 			err = ENOMEM;
@@ -509,6 +546,8 @@ int ingest_run(const struct ingest_conf *conf, struct ingest_result *res)
 		goto out;
 	if ((err = build_manifest(&ing, base, &m)) != 0)
 		goto out;
+	if (m.csi_driver[0] == '\0' && ans.csi_driver != NULL)
+		m.csi_driver = (char *)ans.csi_driver;
 	if (conf->interrupted != NULL && *conf->interrupted) {
 		log_error("interrupted: no snapshot was committed");
 		err = EINTR;
@@ -525,6 +564,7 @@ int ingest_run(const struct ingest_conf *conf, struct ingest_result *res)
 	}
 	snprintf(res->id, sizeof(res->id), "%s", m.id);
 	res->capacity = ing.capacity;
+	res->full_fallback = ans.full && conf->base != NULL;
 	res->stats = ing.stats;
 	res->chunks_total = nchunks;
 out:
@@ -542,7 +582,7 @@ out:
 	free(ing.ids);
 	free(ing.claimed.slot);
 	free(todo);
-	cbt_ranges_free(&ranges);
+	cbt_ranges_free(&ans.ranges);
 	chunk_map_free(base_map);
 	manifest_free(base);
 	pthread_mutex_destroy(&ing.lock);

@@ -39,6 +39,7 @@ struct ingest_conf {
 struct ingest_result {
 	char id[CBTFS_UUID_LEN + 1];
 	uint64_t capacity;
+	bool full_fallback;		/* --base given, but a full backup made */
 	struct manifest_stats stats;
 	uint64_t chunks_total;		/* chunks in the volume */
 	uint64_t manifest_bytes;	/* encoded size of the manifest */

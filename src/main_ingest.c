@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cbt.h"
+#include "cbt_grpc.h"
 #include "cli.h"
 #include "ingest.h"
 
@@ -51,6 +52,10 @@ static void usage(void)
 "                                         sorted, non-overlapping); other\n"
 "                                         chunks come from the base, or\n"
 "                                         are zero without one\n"
+"                           csi           ask the CSI driver's\n"
+"                                         SnapshotMetadata service\n"
+"                           sidecar       ask the Kubernetes snapshot-\n"
+"                                         metadata sidecar\n"
 "  -j, --jobs N           chunks processed in parallel, and S3 uploads in\n"
 "                         flight (default: CPUs for a directory, 8 for S3)\n"
 "      --cache-dir DIR    where the local index lives\n"
@@ -61,13 +66,46 @@ static void usage(void)
 "  -h, --help             show this help and exit\n"
 "      --version          show the version and exit\n"
 "\n"
+"Changed Block Tracking (--changes csi or sidecar): without --base, the\n"
+"service lists the allocated blocks; with --base, those changed since the\n"
+"base, whose CSI snapshot handle the repository recorded.  Only chunks\n"
+"these touch are read from --device.\n"
+"      --csi-endpoint TARGET  csi: the driver's gRPC socket,\n"
+"                         unix:///path/csi.sock or HOST:PORT\n"
+"      --cbt-address HOST:PORT  sidecar: its gRPC address (always TLS)\n"
+"      --snapshot-id HANDLE   the snapshot's CSI handle: required for\n"
+"                         csi; recorded for the next delta\n"
+"      --base-snapshot-id HANDLE  the base's CSI handle, instead of the\n"
+"                         one recorded with --base\n"
+"      --namespace NS     sidecar: namespace of the VolumeSnapshot named\n"
+"                         by --snapshot\n"
+"      --token-file FILE  sidecar: ServiceAccount token for the audience\n"
+"                         of the SnapshotMetadataService\n"
+"      --ca-file FILE     PEM CAs for the service's certificate (csi: TLS\n"
+"                         only when given); also used for S3\n"
+"      --tls-server-name NAME  name the service's certificate must carry,\n"
+"                         when the address differs (port-forward)\n"
+"      --max-results N    ranges per message (default 0: the server's)\n"
+"      --no-fallback      fail, instead of making a full backup, when\n"
+"                         the service cannot give the changes since --base\n"
+"      --cbt-timeout SECONDS  longest wait for the next message of a\n"
+"                         stream (default 60)\n"
+"      --cbt-retries N    re-requests of a broken stream that make no\n"
+"                         progress, before giving up (default 5)\n"
+"\n"
 CLI_STORE_HELP
 "\n"
 "Exit status: 0 on success, 1 on failure, 2 on a usage error.\n"
 "See cbtfs-ingest(1).\n");
 }
 
-enum { OPT_CACHE_DIR = 256, OPT_JSON, OPT_NO_PROGRESS, OPT_VERSION };
+enum {
+	OPT_CACHE_DIR = 256, OPT_JSON, OPT_NO_PROGRESS, OPT_VERSION,
+	OPT_CSI_ENDPOINT, OPT_CBT_ADDRESS, OPT_SNAPSHOT_ID,
+	OPT_BASE_SNAPSHOT_ID, OPT_NAMESPACE, OPT_TOKEN_FILE,
+	OPT_TLS_SERVER_NAME, OPT_MAX_RESULTS, OPT_NO_FALLBACK,
+	OPT_CBT_TIMEOUT, OPT_CBT_RETRIES,
+};
 
 static const struct option long_opts[] = {
 	{ "repo", required_argument, NULL, 'r' },
@@ -83,6 +121,17 @@ static const struct option long_opts[] = {
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
+	{ "csi-endpoint", required_argument, NULL, OPT_CSI_ENDPOINT },
+	{ "cbt-address", required_argument, NULL, OPT_CBT_ADDRESS },
+	{ "snapshot-id", required_argument, NULL, OPT_SNAPSHOT_ID },
+	{ "base-snapshot-id", required_argument, NULL, OPT_BASE_SNAPSHOT_ID },
+	{ "namespace", required_argument, NULL, OPT_NAMESPACE },
+	{ "token-file", required_argument, NULL, OPT_TOKEN_FILE },
+	{ "tls-server-name", required_argument, NULL, OPT_TLS_SERVER_NAME },
+	{ "max-results", required_argument, NULL, OPT_MAX_RESULTS },
+	{ "no-fallback", no_argument, NULL, OPT_NO_FALLBACK },
+	{ "cbt-timeout", required_argument, NULL, OPT_CBT_TIMEOUT },
+	{ "cbt-retries", required_argument, NULL, OPT_CBT_RETRIES },
 	CLI_STORE_LONG_OPTS,
 	{ NULL, 0, NULL, 0 }
 };
@@ -103,8 +152,12 @@ static void print_summary(const struct ingest_conf *conf,
 				       json_object_new_string(conf->name));
 		json_object_object_add(o, "id", json_object_new_string(res->id));
 		json_object_object_add(o, "base",
-				       conf->base ? json_object_new_string(conf->base)
-						  : NULL);
+				       conf->base && !res->full_fallback
+					       ? json_object_new_string(conf->base)
+					       : NULL);
+		json_object_object_add(o, "full_fallback",
+				       json_object_new_boolean(
+					       res->full_fallback));
 		json_object_object_add(o, "changes", json_object_new_string(
 						conf->changes->ops->name));
 		json_object_object_add(o, "capacity",
@@ -149,7 +202,9 @@ int main(int argc, char *argv[])
 	struct store_opts sopts = { .retries = -1 };
 	bool jobs_set = false;
 	struct ingest_result res;
+	struct cbt_grpc_conf gconf = { .idle_timeout_s = 60, .retries = 5 };
 	const char *repo_url = NULL, *changes = "scan", *cache_dir = NULL;
+	const char *csi_endpoint = NULL, *cbt_address = NULL;
 	bool json = false, progress = isatty(STDERR_FILENO);
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	int c, err, verbose = 0;
@@ -189,6 +244,51 @@ int main(int argc, char *argv[])
 		case OPT_CACHE_DIR:
 			cache_dir = optarg;
 			break;
+		case OPT_CSI_ENDPOINT:
+			gconf.target = csi_endpoint = optarg;
+			break;
+		case OPT_CBT_ADDRESS:
+			cbt_address = optarg;
+			break;
+		case OPT_SNAPSHOT_ID:
+			gconf.snapshot_id = optarg;
+			break;
+		case OPT_BASE_SNAPSHOT_ID:
+			gconf.base_snapshot_id = optarg;
+			break;
+		case OPT_NAMESPACE:
+			gconf.namespace = optarg;
+			break;
+		case OPT_TOKEN_FILE:
+			gconf.token_file = optarg;
+			break;
+		case OPT_TLS_SERVER_NAME:
+			gconf.server_name = optarg;
+			break;
+		case OPT_NO_FALLBACK:
+			gconf.no_fallback = true;
+			break;
+		case OPT_MAX_RESULTS:
+		case OPT_CBT_TIMEOUT:
+		case OPT_CBT_RETRIES: {
+			const char *name = c == OPT_MAX_RESULTS ? "--max-results"
+					   : c == OPT_CBT_TIMEOUT ? "--cbt-timeout"
+								  : "--cbt-retries";
+			long n;
+
+			if (cli_number(prog, name, optarg,
+				       c == OPT_CBT_TIMEOUT ? 1 : 0,
+				       c == OPT_MAX_RESULTS ? 100000 : 3600,
+				       &n) != 0)
+				return EXIT_USAGE;
+			if (c == OPT_MAX_RESULTS)
+				gconf.max_results = (int)n;
+			else if (c == OPT_CBT_TIMEOUT)
+				gconf.idle_timeout_s = (int)n;
+			else
+				gconf.retries = (int)n;
+			break;
+		}
 		case OPT_JSON:
 			json = true;
 			break;
@@ -226,7 +326,30 @@ int main(int argc, char *argv[])
 	    (conf.base != NULL && repo_check_snapshot_name(conf.base) != 0))
 		return EXIT_USAGE;
 
-	conf.changes = cbt_source_create(changes, &err);
+	if (strcmp(changes, "csi") == 0 || strcmp(changes, "sidecar") == 0) {
+		gconf.api = changes[0] == 'c' ? CBT_API_CSI : CBT_API_SIDECAR;
+		if (gconf.api == CBT_API_SIDECAR) {
+			gconf.target = cbt_address;
+			gconf.tls = true;
+			gconf.snapshot_name = conf.name;
+		} else {
+			gconf.target = csi_endpoint;
+			gconf.tls = sopts.ca_file != NULL;
+		}
+		gconf.ca_file = sopts.ca_file;
+		gconf.verbose = verbose > 1;
+		conf.changes = cbt_grpc_create(&gconf, &err);
+		conf.csi_handle = gconf.snapshot_id;
+	} else if (csi_endpoint || cbt_address || gconf.snapshot_id ||
+		   gconf.base_snapshot_id || gconf.namespace ||
+		   gconf.token_file) {
+		return cli_usage_error(prog, "--csi-endpoint, --cbt-address, "
+				       "--snapshot-id, --base-snapshot-id, "
+				       "--namespace and --token-file need "
+				       "--changes csi or sidecar");
+	} else {
+		conf.changes = cbt_source_create(changes, &err);
+	}
 	if (conf.changes == NULL)
 		return EXIT_USAGE;
 	conf.progress = progress;

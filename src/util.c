@@ -99,6 +99,33 @@ void buf_free(struct buf *b)
 	b->len = b->cap = 0;
 }
 
+int file_read_small(const char *path, size_t max, struct buf *b)
+{
+	char tmp[4096];
+	size_t n;
+	int err = 0;
+	FILE *f = fopen(path, "re");
+
+	if (f == NULL)
+		return errno;
+	while (err == 0 && (n = fread(tmp, 1, sizeof(tmp), f)) > 0) {
+		if (b->len + n > max)
+			err = EFBIG;
+		else
+			err = buf_append(b, tmp, n);
+	}
+	if (err == 0 && ferror(f))
+		err = EIO;
+	fclose(f);
+	if (err == 0)
+		err = buf_append(b, "", 1);	/* NUL, not counted */
+	if (err == 0)
+		b->len--;
+	else
+		buf_free(b);
+	return err;
+}
+
 int parse_size(const char *s, uint64_t *out)
 {
 	char *end;

@@ -42,6 +42,10 @@ struct buf {
 int buf_reserve(struct buf *b, size_t cap);	/* 0 or ENOMEM */
 int buf_append(struct buf *b, const void *p, size_t n);
 void buf_free(struct buf *b);
+/* Reads a whole file of at most max bytes into b, NUL-terminated (the NUL
+ * is not in b->len).  Returns 0 or an errno (EFBIG if larger); logs
+ * nothing. */
+int file_read_small(const char *path, size_t max, struct buf *b);
 
 /* Parses "1M", "64KiB", "4096"; returns 0 or EINVAL. */
 int parse_size(const char *s, uint64_t *out);

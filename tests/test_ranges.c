@@ -88,6 +88,7 @@ static int parse(const char *text, uint64_t device_size,
 	char path[] = "/tmp/cbtfs-test-ranges-XXXXXX";
 	int fd = mkstemp(path), err;
 	struct cbt_request req = { .device_size = device_size };
+	struct cbt_answer ans = { 0 };
 	struct cbt_source *src;
 
 	CHECK(fd >= 0);
@@ -101,7 +102,8 @@ static int parse(const char *text, uint64_t device_size,
 	}
 	CHECK(src != NULL);
 	CHECK(strcmp(src->ops->name, "ranges") == 0);
-	err = src->ops->get_ranges(src, &req, out);
+	err = src->ops->get_ranges(src, &req, &ans);
+	*out = ans.ranges;
 	cbt_source_destroy(src);
 	unlink(path);
 	return err;
