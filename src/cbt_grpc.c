@@ -375,7 +375,7 @@ static int enumerate(struct cbt_grpc *g, const char *base,
 		}
 	}
 	ans->capacity = s.have_meta ? s.capacity : 0;
-	log_info("%s: %s: %zu ranges, %s", g->conf.target, s.method,
+	log_debug("%s: %s: %zu ranges, %s", g->conf.target, s.method,
 		 ans->ranges.n,
 		 s.type == CSI__V1__BLOCK_METADATA_TYPE__VARIABLE_LENGTH
 			 ? "VARIABLE_LENGTH"

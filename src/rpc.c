@@ -73,7 +73,9 @@ int rpc_channel_open(const struct rpc_channel_opts *opts,
 		err = file_read_small(opts->ca_file, 4 << 20, &pem);
 		if (err != 0) {
 			log_error("cannot read CA file %s: %s", opts->ca_file,
-				  ERRSTR(err));
+				  err == EFBIG ? "larger than 4 MiB, not a PEM "
+						 "bundle"
+					       : ERRSTR(err));
 			return err;
 		}
 		if (strstr((char *)pem.data, "-----BEGIN CERTIFICATE-----") ==
