@@ -60,6 +60,7 @@ struct cbt_answer {
 	 * changes against the base: the source fell back to a full backup. */
 	bool full;
 	const char *csi_driver;	/* to record; NULL if unknown; the source's */
+	const char *csi_handle;	/* the snapshot's CSI handle, if found */
 };
 
 struct cbt_source;

@@ -202,9 +202,9 @@ static int call_once(struct cbt_grpc *g, const char *base, struct stream *s,
 		}
 	} else {
 		/* re-read for every call: a projected token is rotated */
-		token = read_token(c->token_file);
+		token = c->token ? strdup(c->token) : read_token(c->token_file);
 		if (token == NULL)
-			return EINVAL;
+			return c->token ? ENOMEM : EINVAL;
 		snprintf(path, sizeof(path),
 			 "/snapshotmetadata.SnapshotMetadata/%s", s->method);
 		if (base == NULL) {
@@ -428,6 +428,7 @@ static int grpc_get_ranges(struct cbt_source *src,
 			.target = g->conf.target,
 			.tls = g->conf.tls,
 			.ca_file = g->conf.ca_file,
+			.ca_pem = g->conf.ca_pem,
 			.server_name = g->conf.server_name,
 			.verbose = g->conf.verbose,
 		};
@@ -507,7 +508,7 @@ struct cbt_source *cbt_grpc_create(const struct cbt_grpc_conf *conf,
 			missing = "--cbt-address";
 		else if (conf->namespace == NULL)
 			missing = "--namespace";
-		else if (conf->token_file == NULL)
+		else if (conf->token_file == NULL && conf->token == NULL)
 			missing = "--token-file";
 	}
 	if (missing != NULL) {
@@ -516,7 +517,7 @@ struct cbt_source *cbt_grpc_create(const struct cbt_grpc_conf *conf,
 		*errp = EINVAL;
 		return NULL;
 	}
-	if (conf->api == CBT_API_SIDECAR) {
+	if (conf->api == CBT_API_SIDECAR && conf->token == NULL) {
 		char *t = read_token(conf->token_file);
 
 		if (t == NULL) {

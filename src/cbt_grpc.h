@@ -25,11 +25,13 @@ struct cbt_grpc_conf {
 	const char *target;		/* gRPC target of the service */
 	bool tls;			/* csi: optional; sidecar: always */
 	const char *ca_file;		/* PEM roots; NULL: system defaults */
+	const char *ca_pem;		/* or the PEM roots themselves */
 	const char *server_name;	/* TLS name override (port-forward) */
 	const char *snapshot_id;	/* csi: target handle (required) */
 	const char *namespace;		/* sidecar: of the VolumeSnapshot */
 	const char *snapshot_name;	/* sidecar: the VolumeSnapshot */
 	const char *token_file;		/* sidecar: the security token */
+	const char *token;		/* or the token itself */
 	const char *base_snapshot_id;	/* overrides the recorded base handle */
 	int max_results;		/* tuples per message; 0: the server's */
 	bool no_fallback;		/* a delta that cannot be had fails */

@@ -548,6 +548,8 @@ int ingest_run(const struct ingest_conf *conf, struct ingest_result *res)
 		goto out;
 	if (m.csi_driver[0] == '\0' && ans.csi_driver != NULL)
 		m.csi_driver = (char *)ans.csi_driver;
+	if (m.csi_handle[0] == '\0' && ans.csi_handle != NULL)
+		m.csi_handle = (char *)ans.csi_handle;
 	if (conf->interrupted != NULL && *conf->interrupted) {
 		log_error("interrupted: no snapshot was committed");
 		err = EINTR;

@@ -13,6 +13,7 @@
 
 #include "cbt.h"
 #include "cbt_grpc.h"
+#include "cbt_k8s.h"
 #include "cli.h"
 #include "ingest.h"
 
@@ -56,6 +57,8 @@ static void usage(void)
 "                                         SnapshotMetadata service\n"
 "                           sidecar       ask the Kubernetes snapshot-\n"
 "                                         metadata sidecar\n"
+"                           k8s           find the sidecar, the token and\n"
+"                                         the CSI handles in the cluster\n"
 "  -j, --jobs N           chunks processed in parallel, and S3 uploads in\n"
 "                         flight (default: CPUs for a directory, 8 for S3)\n"
 "      --cache-dir DIR    where the local index lives\n"
@@ -93,6 +96,15 @@ static void usage(void)
 "      --cbt-retries N    re-requests of a broken stream that make no\n"
 "                         progress, before giving up (default 5)\n"
 "\n"
+"Kubernetes (--changes k8s): --snapshot and --base name VolumeSnapshots in\n"
+"--namespace (default: the context's or the pod's); the driver, the\n"
+"handles, the SnapshotMetadataService and a token come from the API\n"
+"(in a pod, or $KUBECONFIG / ~/.kube/config).  --cbt-address and\n"
+"--tls-server-name override the service's address (port-forward).\n"
+"      --kubeconfig FILE  Kubernetes client configuration\n"
+"      --service-account [NS/]NAME  ServiceAccount to request the token\n"
+"                         for (default: the one of the credentials)\n"
+"\n"
 CLI_STORE_HELP
 "\n"
 "Exit status: 0 on success, 1 on failure, 2 on a usage error.\n"
@@ -104,7 +116,7 @@ enum {
 	OPT_CSI_ENDPOINT, OPT_CBT_ADDRESS, OPT_SNAPSHOT_ID,
 	OPT_BASE_SNAPSHOT_ID, OPT_NAMESPACE, OPT_TOKEN_FILE,
 	OPT_TLS_SERVER_NAME, OPT_MAX_RESULTS, OPT_NO_FALLBACK,
-	OPT_CBT_TIMEOUT, OPT_CBT_RETRIES,
+	OPT_CBT_TIMEOUT, OPT_CBT_RETRIES, OPT_KUBECONFIG, OPT_SERVICE_ACCOUNT,
 };
 
 static const struct option long_opts[] = {
@@ -132,6 +144,8 @@ static const struct option long_opts[] = {
 	{ "no-fallback", no_argument, NULL, OPT_NO_FALLBACK },
 	{ "cbt-timeout", required_argument, NULL, OPT_CBT_TIMEOUT },
 	{ "cbt-retries", required_argument, NULL, OPT_CBT_RETRIES },
+	{ "kubeconfig", required_argument, NULL, OPT_KUBECONFIG },
+	{ "service-account", required_argument, NULL, OPT_SERVICE_ACCOUNT },
 	CLI_STORE_LONG_OPTS,
 	{ NULL, 0, NULL, 0 }
 };
@@ -203,6 +217,7 @@ int main(int argc, char *argv[])
 	bool jobs_set = false;
 	struct ingest_result res;
 	struct cbt_grpc_conf gconf = { .idle_timeout_s = 60, .retries = 5 };
+	struct cbt_k8s_conf kconf = { 0 };
 	const char *repo_url = NULL, *changes = "scan", *cache_dir = NULL;
 	const char *csi_endpoint = NULL, *cbt_address = NULL;
 	bool json = false, progress = isatty(STDERR_FILENO);
@@ -267,6 +282,12 @@ int main(int argc, char *argv[])
 			break;
 		case OPT_NO_FALLBACK:
 			gconf.no_fallback = true;
+			break;
+		case OPT_KUBECONFIG:
+			kconf.kubeconfig = optarg;
+			break;
+		case OPT_SERVICE_ACCOUNT:
+			kconf.service_account = optarg;
 			break;
 		case OPT_MAX_RESULTS:
 		case OPT_CBT_TIMEOUT:
@@ -340,6 +361,27 @@ int main(int argc, char *argv[])
 		gconf.verbose = verbose > 1;
 		conf.changes = cbt_grpc_create(&gconf, &err);
 		conf.csi_handle = gconf.snapshot_id;
+	} else if (strcmp(changes, "k8s") == 0) {
+		if (csi_endpoint || gconf.snapshot_id || gconf.token_file)
+			return cli_usage_error(prog, "--changes k8s finds the "
+					       "address, handles and token "
+					       "itself: no --csi-endpoint, "
+					       "--snapshot-id or --token-file");
+		kconf.namespace = gconf.namespace;
+		kconf.snapshot_name = conf.name;
+		kconf.base_name = conf.base;
+		kconf.base_snapshot_id = gconf.base_snapshot_id;
+		kconf.cbt_address = cbt_address;
+		kconf.server_name = gconf.server_name;
+		kconf.max_results = gconf.max_results;
+		kconf.no_fallback = gconf.no_fallback;
+		kconf.idle_timeout_s = gconf.idle_timeout_s;
+		kconf.retries = gconf.retries;
+		kconf.verbose = verbose > 1;
+		conf.changes = cbt_k8s_create(&kconf, &err);
+	} else if (kconf.kubeconfig || kconf.service_account) {
+		return cli_usage_error(prog, "--kubeconfig and --service-account "
+				       "need --changes k8s");
 	} else if (csi_endpoint || cbt_address || gconf.snapshot_id ||
 		   gconf.base_snapshot_id || gconf.namespace ||
 		   gconf.token_file) {

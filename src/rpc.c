@@ -86,6 +86,9 @@ int rpc_channel_open(const struct rpc_channel_opts *opts,
 			return EINVAL;
 		}
 	}
+	if (opts->tls && opts->ca_file == NULL && opts->ca_pem != NULL &&
+	    buf_append(&pem, opts->ca_pem, strlen(opts->ca_pem) + 1) != 0)
+		return ENOMEM;
 	ch = calloc(1, sizeof(*ch));
 	if (ch == NULL) {
 		buf_free(&pem);

@@ -45,6 +45,7 @@ struct rpc_channel_opts {
 	const char *target;	 /* "unix:///path", "unix:/path", "host:port" */
 	bool tls;
 	const char *ca_file;	 /* PEM roots for TLS; NULL: grpc's defaults */
+	const char *ca_pem;	 /* or the PEM roots themselves */
 	const char *server_name; /* name the certificate must carry, if not
 				    the target's host */
 	bool verbose;		 /* pass grpc's own log lines on */

@@ -1,0 +1,51 @@
+/*
+ * A small Kubernetes API client: finds the API server and credentials the
+ * way kubectl and client-go do, and makes JSON requests to it.
+ *
+ * Configuration, first that applies:
+ *   1. the kubeconfig file given (--kubeconfig),
+ *   2. $KUBECONFIG (the first existing file of a ':' separated list),
+ *   3. in a pod: $KUBERNETES_SERVICE_HOST/_PORT with the service account's
+ *      token and CA under /var/run/secrets/kubernetes.io/serviceaccount,
+ *   4. ~/.kube/config.
+ * A kubeconfig's current context names the cluster (server, CA as a file or
+ * inline data, tls-server-name) and the user (token, tokenFile, or client
+ * certificate and key as files or inline data).
+ */
+#ifndef CBTFS_K8S_H
+#define CBTFS_K8S_H
+
+#include <json-c/json.h>
+
+struct k8s_client;
+
+/* Returns 0 or an errno after logging what is missing or wrong. */
+int k8s_open(const char *kubeconfig, int timeout_s, struct k8s_client **kp);
+void k8s_close(struct k8s_client *k);
+
+/* Where the configuration came from, for messages: "in-cluster", or the
+ * kubeconfig path and context. */
+const char *k8s_source(const struct k8s_client *k);
+/* The namespace of the context or of the pod, or NULL. */
+const char *k8s_namespace(const struct k8s_client *k);
+
+/*
+ * GET (body NULL) or POST (body a JSON object) path, e.g.
+ * "/api/v1/namespaces/ns/serviceaccounts/sa/token".  Returns 0 with the
+ * HTTP status in *status and the answer in *out (NULL unless it is JSON;
+ * the caller puts it); or an errno after logging a transport failure.
+ * HTTP errors are not logged: the caller knows what the request meant.
+ */
+int k8s_request(struct k8s_client *k, const char *path,
+		struct json_object *body, long *status,
+		struct json_object **out);
+
+/* The "message" of a Kubernetes Status object, or a stand-in. */
+const char *k8s_status_message(struct json_object *status_obj);
+
+/* Looks up a dotted path ("status.readyToUse") in obj; NULL if absent. */
+struct json_object *k8s_field(struct json_object *obj, const char *path);
+/* The string at path, or NULL if absent or not a string. */
+const char *k8s_string(struct json_object *obj, const char *path);
+
+#endif
