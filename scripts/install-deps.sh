@@ -7,7 +7,7 @@ apt-get install -y -qq --no-install-recommends \
 	build-essential autoconf automake pkg-config \
 	libfuse3-dev fuse3 libsqlite3-dev libssl-dev libzstd-dev \
 	libprotobuf-c-dev protobuf-c-compiler libjson-c-dev uuid-dev \
-	libgrpc-dev protobuf-compiler protobuf-compiler-grpc \
+	libgrpc-dev protobuf-compiler protobuf-compiler-grpc libyaml-dev \
 	python3-grpcio python3-protobuf valgrind \
 	libcurl4-openssl-dev curl \
 	ceph-mon ceph-osd ceph-mgr radosgw ceph-common \
