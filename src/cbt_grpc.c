@@ -260,11 +260,16 @@ static void log_final(const struct cbt_grpc *g, const struct stream *s,
 	describe_target(g, what, sizeof(what));
 	switch (st->code) {
 	case RPC_UNAUTHENTICATED:
-		hint = c->api == CBT_API_SIDECAR
-			? "--token-file must hold an unexpired ServiceAccount "
+		hint = c->api != CBT_API_SIDECAR
+			? "check the credentials the driver expects"
+			: c->token != NULL
+			? "the token was requested for the "
+			  "SnapshotMetadataService's spec.audience, which "
+			  "must be the audience the sidecar expects (its "
+			  "--audience)"
+			: "--token-file must hold an unexpired ServiceAccount "
 			  "token for the audience of the "
-			  "SnapshotMetadataService"
-			: "check the credentials the driver expects";
+			  "SnapshotMetadataService";
 		break;
 	case RPC_PERMISSION_DENIED:
 		hint = "the token's ServiceAccount needs 'get' on "
@@ -290,9 +295,18 @@ static void log_final(const struct cbt_grpc *g, const struct stream *s,
 			  "capability, and is this its socket?";
 		break;
 	default:
-		hint = c->tls ? "check the address, --ca-file and "
-				"--tls-server-name"
-			      : "check the address and that the service runs";
+		if (strstr(st->details, "failed to connect") == NULL &&
+		    strstr(st->details, "no response for") == NULL)
+			hint = c->api == CBT_API_SIDECAR
+				? "the sidecar reports a VolumeSnapshot it "
+				  "cannot find or that is not ready this way; "
+				  "see its log"
+				: "see the driver's log";
+		else
+			hint = c->tls ? "check the address, --ca-file and "
+					"--tls-server-name"
+				      : "check the address and that the "
+					"service runs";
 	}
 	log_error("%s at %s: %s of %s failed: %s: %s; %s", api_name(g),
 		  c->target, s->method, what, rpc_code_name(st->code),

@@ -1,0 +1,602 @@
+"""A stand-in for the Kubernetes API server, for the cbtfs tests: just the
+calls a Changed Block Tracking client makes (run it with /usr/bin/python3;
+standard library only).
+
+  k8s_api_server.py --state FILE --cert PEM --key PEM [--client-ca PEM]
+                    [--ports-file FILE] [--log FILE]
+
+It serves HTTPS (HTTP/1.1, ALPN "http/1.1") on 127.0.0.1:<free port>.
+Once bound, --ports-file gets the shell assignment
+  K8S_API=https://127.0.0.1:PORT
+(written atomically).  With --client-ca, client certificates are requested
+but optional; one that does not verify against that CA fails the handshake
+(as with a real API server).  SIGTERM/SIGINT: stops and exits 0.
+
+Authentication, at every request:
+  1. "Authorization: Bearer T" with T a key of state "users": that user;
+  2. else a verified client certificate: user = its subject CN, groups =
+     its subject O values;
+  3. else 401 Unauthorized.
+(A real API server tries the client certificate before the token; this
+only matters when a client sends both and they name different users.)
+Groups: "system:serviceaccount:NS:NAME" users are in system:serviceaccounts
+and system:serviceaccounts:NS, everybody is in system:authenticated;
+state "groups" {user: [...]} replaces the first two sources.
+
+Authorization: "<verb> <resource>" (verb "get" for GET, "create" for POST;
+resource as in RBAC: volumesnapshots, volumesnapshotcontents,
+snapshotmetadataservices, serviceaccounts/token, selfsubjectreviews) listed
+in state "forbid"[user] gives 403 Forbidden with the real server's message,
+e.g.
+  serviceaccounts "cbtfs-backup" is forbidden: User "system:serviceaccount:
+  cbtfs:cbtfs-backup" cannot create resource "serviceaccounts/token" in API
+  group "" in the namespace "cbtfs"
+It is checked before the object is looked up, as RBAC is.
+
+Endpoints (JSON in and out, Content-Type: application/json):
+  GET  /apis/snapshot.storage.k8s.io/v1/namespaces/NS/volumesnapshots/NAME
+  GET  /apis/snapshot.storage.k8s.io/v1/volumesnapshotcontents/NAME
+  GET  /apis/cbt.storage.k8s.io/VERSION/snapshotmetadataservices/NAME
+       (a VERSION that is not a key of state "snapshotmetadataservices" is
+       not served: 404 "the server could not find the requested resource")
+  POST /api/v1/namespaces/NS/serviceaccounts/SA/token       (TokenRequest)
+       201: spec echoed (audiences defaulted to
+       ["https://kubernetes.default.svc.cluster.local"], expirationSeconds
+       to 3600), status.token = token_for_audience[audiences[0]] or
+       "token-for-" + audiences[0], status.expirationTimestamp = now +
+       expirationSeconds (RFC 3339, UTC).  expirationSeconds < 600 or
+       > 2^32: 422 Invalid, like the real server.  SA not in state
+       "serviceaccounts": 404.
+  POST /apis/authentication.k8s.io/v1/selfsubjectreviews
+       201: status.userInfo {username, groups}
+  Anything else: 404 Status "the server could not find the requested
+  resource"; PUT/PATCH/DELETE on the paths above: 405.
+A POST body must be a JSON object (else 400 BadRequest); a Content-Type
+other than application/json, application/yaml or
+application/vnd.kubernetes.protobuf gives 415 (none at all means JSON, as
+in the real server).  Errors are Status objects (kind Status, apiVersion v1,
+status Failure, message, reason, details, code).
+
+--state FILE is read again at every request (replace it atomically):
+  {
+    "users": {"<bearer token>": "system:serviceaccount:cbtfs:cbtfs-backup"},
+    "groups": {"<user>": ["group", ...]},                    (optional)
+    "forbid": {"<user>": ["get volumesnapshots",
+                          "create serviceaccounts/token",
+                          "get snapshotmetadataservices", ...]},
+    "volumesnapshots": {"NS/NAME": {<full VolumeSnapshot object>}},
+    "volumesnapshotcontents": {"NAME": {<full object>}},
+    "snapshotmetadataservices": {"v1beta1": {"NAME": {<object>}},
+                                 "v1alpha1": {...}},
+    "serviceaccounts": ["NS/NAME", ...],
+    "token_for_audience": {"<audience>": "<token to issue>"},
+    "errors": {"<verb> <resource>": {"code": 500,             (optional)
+               "reason": "InternalError", "message": "...",
+               "retry_after": SECONDS}}
+  }
+Every key is optional.  "errors" makes every authorized request for that
+verb and resource fail with that Status (a Retry-After header when
+retry_after is given), until the state changes.  Objects are returned as
+stored.
+
+--log FILE gets one JSON line per request, written before the response:
+  {"method": "GET", "path": "/apis/...", "query": "raw query string",
+   "user": "name" or null, "auth": "token" | "cert" | null,
+   "status": 200, "body": parsed JSON body of a POST (the raw text if it
+   is not JSON) or null}
+"""
+import argparse
+import datetime
+import json
+import os
+import shlex
+import signal
+import socket
+import ssl
+import sys
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+DEFAULT_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
+NOT_SERVED = "the server could not find the requested resource"
+JSON_TYPES = ("application/json", "application/yaml",
+              "application/vnd.kubernetes.protobuf")
+
+
+def now_utc():
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
+
+def rfc3339(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ApiError(Exception):
+    """An error answer: a Kubernetes Status."""
+
+    def __init__(self, code, reason, message, details=None, headers=None):
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+    def status(self):
+        st = {"kind": "Status", "apiVersion": "v1", "metadata": {},
+              "status": "Failure", "message": self.message,
+              "reason": self.reason}
+        if self.details is not None:
+            st["details"] = self.details
+        st["code"] = self.code
+        return st
+
+
+def qualified(resource, group):
+    return "%s.%s" % (resource, group) if group else resource
+
+
+def details(resource, group, name):
+    d = {}
+    if name:
+        d["name"] = name
+    if group:
+        d["group"] = group
+    d["kind"] = resource
+    return d
+
+
+def not_found(resource, group, name):
+    return ApiError(404, "NotFound", '%s "%s" not found'
+                    % (qualified(resource, group), name),
+                    details(resource, group, name))
+
+
+def not_served():
+    return ApiError(404, "NotFound", NOT_SERVED, {})
+
+
+def bad_request(message):
+    return ApiError(400, "BadRequest", message)
+
+
+class Request:
+    """What a route needs to know about one request."""
+
+    def __init__(self, verb, resource, subresource, group, namespace, name,
+                 handler):
+        self.verb = verb                # get | create
+        self.resource = resource        # e.g. serviceaccounts
+        self.subresource = subresource  # e.g. token, or None
+        self.group = group              # "" for the core group
+        self.namespace = namespace      # None: cluster-scoped
+        self.name = name                # None for a create without a name
+        self.handler = handler
+
+    @property
+    def rbac_resource(self):
+        if self.subresource:
+            return "%s/%s" % (self.resource, self.subresource)
+        return self.resource
+
+    def forbidden(self, user):
+        where = ('in the namespace "%s"' % self.namespace if self.namespace
+                 else "at the cluster scope")
+        why = ('User "%s" cannot %s resource "%s" in API group "%s" %s'
+               % (user, self.verb, self.rbac_resource, self.group, where))
+        q = qualified(self.resource, self.group)
+        if self.name:
+            msg = '%s "%s" is forbidden: %s' % (q, self.name, why)
+        else:
+            msg = "%s is forbidden: %s" % (q, why)
+        return ApiError(403, "Forbidden", msg,
+                        details(self.resource, self.group, self.name))
+
+
+def route(method, parts):
+    """Maps a method and the path's segments to a Request, or raises."""
+    verb = {"GET": "get", "POST": "create"}.get(method)
+    r = None
+    n = len(parts)
+    if (n == 7 and parts[:4] == ["apis", "snapshot.storage.k8s.io", "v1",
+                                 "namespaces"]
+            and parts[5] == "volumesnapshots"):
+        r = Request("get", "volumesnapshots", None, "snapshot.storage.k8s.io",
+                    parts[4], parts[6], "volumesnapshot")
+    elif (n == 5 and parts[:4] == ["apis", "snapshot.storage.k8s.io", "v1",
+                                   "volumesnapshotcontents"]):
+        r = Request("get", "volumesnapshotcontents", None,
+                    "snapshot.storage.k8s.io", None, parts[4],
+                    "volumesnapshotcontent")
+    elif (n == 5 and parts[:2] == ["apis", "cbt.storage.k8s.io"]
+          and parts[3] == "snapshotmetadataservices"):
+        r = Request("get", "snapshotmetadataservices", None,
+                    "cbt.storage.k8s.io", None, parts[4], "sms")
+        r.version = parts[2]
+    elif (n == 7 and parts[:3] == ["api", "v1", "namespaces"]
+          and parts[4] == "serviceaccounts" and parts[6] == "token"):
+        r = Request("create", "serviceaccounts", "token", "", parts[3],
+                    parts[5], "token")
+    elif n == 4 and parts == ["apis", "authentication.k8s.io", "v1",
+                              "selfsubjectreviews"]:
+        r = Request("create", "selfsubjectreviews", None,
+                    "authentication.k8s.io", None, None, "ssr")
+    if r is None or any(p == "" for p in parts):
+        raise not_served()
+    if verb != r.verb:
+        if method in ("PUT", "PATCH", "DELETE", "GET", "POST"):
+            raise ApiError(405, "MethodNotAllowed",
+                           "the server does not allow this method on the "
+                           "requested resource", {})
+        raise not_served()
+    return r
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(self, args, ctx):
+        self.args = args
+        self.ctx = ctx
+        self.log_lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    def finish_request(self, request, client_address):
+        # the TLS handshake happens here, in the request's own thread, so
+        # that a slow or broken client cannot block the accept loop
+        request.settimeout(30)
+        try:
+            conn = self.ctx.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            sys.stderr.write("k8s_api_server: TLS handshake with %s failed: "
+                             "%s\n" % (client_address[0], e))
+            sys.stderr.flush()
+            return
+        try:
+            self.RequestHandlerClass(conn, client_address, self)
+        finally:
+            # wrap_socket() took the descriptor over from request, so the
+            # server's own shutdown_request() cannot close it
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+    def handle_error(self, request, client_address):
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, socket.timeout, ssl.SSLError)):
+            return
+        super().handle_error(request, client_address)
+
+    def log(self, rec):
+        if not self.args.log:
+            return
+        line = json.dumps(rec) + "\n"
+        with self.log_lock:
+            with open(self.args.log, "a") as f:
+                f.write(line)
+                f.flush()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def version_string(self):
+        return "k8s-api-fixture"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def do_GET(self):
+        self.serve("GET")
+
+    def do_POST(self):
+        self.serve("POST")
+
+    def do_PUT(self):
+        self.serve("PUT")
+
+    def do_PATCH(self):
+        self.serve("PATCH")
+
+    def do_DELETE(self):
+        self.serve("DELETE")
+
+    def do_HEAD(self):
+        self.serve("HEAD")
+
+    # -- plumbing ------------------------------------------------------
+
+    def read_body(self):
+        te = self.headers.get("Transfer-Encoding", "")
+        if "chunked" in te.lower():
+            data = b""
+            while True:
+                line = self.rfile.readline(65537)
+                size = int(line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n",
+                                                             b""):
+                        pass
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline(65537)
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n > 0 else b""
+
+    def authenticate(self, state):
+        auth = self.headers.get("Authorization", "")
+        users = state.get("users") or {}
+        if auth[:7].lower() == "bearer ":
+            token = auth[7:].strip()
+            if token in users:
+                user = users[token]
+                return user, self.groups(state, user, None), "token"
+        cert = None
+        try:
+            cert = self.connection.getpeercert()
+        except (ValueError, AttributeError):
+            cert = None
+        if cert:
+            cn = None
+            orgs = []
+            for rdn in cert.get("subject", ()):
+                for k, v in rdn:
+                    if k == "commonName" and cn is None:
+                        cn = v
+                    elif k == "organizationName":
+                        orgs.append(v)
+            if cn:
+                return cn, self.groups(state, cn, orgs), "cert"
+        return None, None, None
+
+    @staticmethod
+    def groups(state, user, orgs):
+        g = (state.get("groups") or {}).get(user)
+        if g is None:
+            g = list(orgs or [])
+            p = user.split(":")
+            if len(p) == 4 and p[:2] == ["system", "serviceaccount"]:
+                g += ["system:serviceaccounts", "system:serviceaccounts:" + p[2]]
+        out = []
+        for x in list(g) + ["system:authenticated"]:
+            if x not in out:
+                out.append(x)
+        return out
+
+    def send_json(self, code, obj, headers=None, head_only=False):
+        data = (json.dumps(obj) + "\n").encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Cache-Control", "no-cache, private")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if not head_only:
+            self.wfile.write(data)
+        self.wfile.flush()
+
+    def serve(self, method):
+        split = urllib.parse.urlsplit(self.path)
+        path = split.path
+        rec = {"method": method, "path": path, "query": split.query,
+               "user": None, "auth": None, "status": None, "body": None}
+        raw = b""
+        try:
+            raw = self.read_body()
+        except (ValueError, OSError):
+            self.close_connection = True
+        if method == "POST":
+            text = raw.decode("utf-8", "replace")
+            try:
+                rec["body"] = json.loads(text)
+            except ValueError:
+                rec["body"] = text
+        try:
+            code, obj, headers = self.dispatch(method, path, raw, rec)
+        except ApiError as e:
+            code, obj, headers = e.code, e.status(), e.headers
+        except Exception as e:  # a bug here, or a bad state file
+            sys.stderr.write("k8s_api_server: %s %s: %r\n" % (method, path, e))
+            sys.stderr.flush()
+            err = ApiError(500, "InternalError",
+                           "Internal error occurred: %s" % e, {})
+            code, obj, headers = 500, err.status(), {}
+        rec["status"] = code
+        self.server.log(rec)
+        self.send_json(code, obj, headers, head_only=(method == "HEAD"))
+
+    def dispatch(self, method, path, raw, rec):
+        with open(self.server.args.state) as f:
+            state = json.load(f)
+        user, groups, how = self.authenticate(state)
+        if user is None:
+            raise ApiError(401, "Unauthorized", "Unauthorized")
+        rec["user"] = user
+        rec["auth"] = how
+        parts = [urllib.parse.unquote(p) for p in path.strip("/").split("/")]
+        req = route(method, parts)
+        rule = "%s %s" % (req.verb, req.rbac_resource)
+        if rule in ((state.get("forbid") or {}).get(user) or []):
+            raise req.forbidden(user)
+        err = (state.get("errors") or {}).get(rule)
+        if err:
+            hdrs = {}
+            if err.get("retry_after") is not None:
+                hdrs["Retry-After"] = str(err["retry_after"])
+            raise ApiError(int(err.get("code", 500)),
+                           err.get("reason", "InternalError"),
+                           err.get("message", "injected error"),
+                           err.get("details", {}), hdrs)
+        body = None
+        if method == "POST":
+            ctype = self.headers.get("Content-Type", "")
+            ctype = ctype.split(";")[0].strip().lower()
+            if ctype and ctype not in JSON_TYPES:
+                raise ApiError(
+                    415, "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - "
+                    "accepted media types include: " + ", ".join(JSON_TYPES),
+                    {})
+            body = rec["body"]
+            if not isinstance(body, dict):
+                raise bad_request("the body of the request is not a JSON "
+                                  "object: %s" % raw[:200].decode(
+                                      "utf-8", "replace"))
+        return getattr(self, "h_" + req.handler)(state, req, body,
+                                                 user, groups)
+
+    # -- endpoints -----------------------------------------------------
+
+    def h_volumesnapshot(self, state, req, body, user, groups):
+        key = "%s/%s" % (req.namespace, req.name)
+        obj = (state.get("volumesnapshots") or {}).get(key)
+        if obj is None:
+            raise not_found(req.resource, req.group, req.name)
+        return 200, obj, None
+
+    def h_volumesnapshotcontent(self, state, req, body, user, groups):
+        obj = (state.get("volumesnapshotcontents") or {}).get(req.name)
+        if obj is None:
+            raise not_found(req.resource, req.group, req.name)
+        return 200, obj, None
+
+    def h_sms(self, state, req, body, user, groups):
+        versions = state.get("snapshotmetadataservices") or {}
+        if req.version not in versions:
+            raise not_served()
+        obj = (versions[req.version] or {}).get(req.name)
+        if obj is None:
+            raise not_found(req.resource, req.group, req.name)
+        return 200, obj, None
+
+    def h_token(self, state, req, body, user, groups):
+        kind = body.get("kind")
+        api = body.get("apiVersion")
+        if (kind not in (None, "TokenRequest")
+                or api not in (None, "authentication.k8s.io/v1")):
+            raise bad_request(
+                'TokenRequest in version "v1" cannot be handled as a '
+                'TokenRequest: unexpected kind/apiVersion %s %s' % (api, kind))
+        spec = body.get("spec") or {}
+        if not isinstance(spec, dict):
+            raise bad_request("spec must be an object")
+        auds = spec.get("audiences")
+        if auds is None or auds == []:
+            auds = [DEFAULT_AUDIENCE]
+        if (not isinstance(auds, list)
+                or not all(isinstance(a, str) for a in auds)):
+            raise bad_request("spec.audiences must be a list of strings")
+        exp = spec.get("expirationSeconds")
+        if exp is None:
+            exp = 3600
+        if isinstance(exp, bool) or not isinstance(exp, int):
+            raise bad_request(
+                'TokenRequest in version "v1" cannot be handled as a '
+                'TokenRequest: spec.expirationSeconds: not an integer')
+        msg = None
+        if exp < 600:
+            msg = "may not specify a duration less than 10 minutes"
+        elif exp > 1 << 32:
+            msg = "may not specify a duration larger than 2^32 seconds"
+        if msg:
+            cause = "Invalid value: %d: %s" % (exp, msg)
+            raise ApiError(
+                422, "Invalid",
+                'TokenRequest.authentication.k8s.io "%s" is invalid: '
+                "spec.expirationSeconds: %s" % (req.name, cause),
+                {"name": req.name, "group": "authentication.k8s.io",
+                 "kind": "TokenRequest",
+                 "causes": [{"reason": "FieldValueInvalid", "message": cause,
+                             "field": "spec.expirationSeconds"}]})
+        sa = "%s/%s" % (req.namespace, req.name)
+        if sa not in (state.get("serviceaccounts") or []):
+            raise not_found("serviceaccounts", "", req.name)
+        token = (state.get("token_for_audience") or {}).get(auds[0])
+        if token is None:
+            token = "token-for-" + auds[0]
+        now = now_utc()
+        out_spec = dict(spec)
+        out_spec["audiences"] = auds
+        out_spec["expirationSeconds"] = exp
+        out_spec.setdefault("boundObjectRef", None)
+        return 201, {
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": req.name, "namespace": req.namespace,
+                         "creationTimestamp": rfc3339(now)},
+            "spec": out_spec,
+            "status": {"token": token,
+                       "expirationTimestamp": rfc3339(
+                           now + datetime.timedelta(seconds=exp))},
+        }, None
+
+    def h_ssr(self, state, req, body, user, groups):
+        return 201, {
+            "kind": "SelfSubjectReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": rfc3339(now_utc())},
+            "status": {"userInfo": {"username": user, "groups": groups}},
+        }, None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--state", required=True)
+    ap.add_argument("--cert", required=True)
+    ap.add_argument("--key", required=True)
+    ap.add_argument("--client-ca")
+    ap.add_argument("--ports-file")
+    ap.add_argument("--log")
+    args = ap.parse_args()
+    args.state = os.path.abspath(args.state)
+    if args.log:
+        args.log = os.path.abspath(args.log)
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(args.cert, args.key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    if args.client_ca:
+        ctx.load_verify_locations(args.client_ca)
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+
+    srv = Server(args, ctx)
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2},
+                         daemon=True)
+    t.start()
+
+    text = "K8S_API=%s\n" % shlex.quote(
+        "https://127.0.0.1:%d" % srv.server_address[1])
+    if args.ports_file:
+        tmp = "%s.tmp.%d" % (args.ports_file, os.getpid())
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, args.ports_file)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+    while not stop.wait(0.2):
+        pass
+    srv.shutdown()
+    srv.server_close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # handler threads in the middle of a request must not keep the process
+    # alive; every log line is written before its response
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
