@@ -1,11 +1,13 @@
 #!/bin/bash
 # The gRPC client under valgrind: a successful csi call (a stream cut once
 # and resumed), a successful sidecar delta over TLS, a dead socket and a
-# TLS handshake that fails.  No memory errors, nothing definitely,
+# TLS handshake that fails; and the Kubernetes client: --changes k8s with a
+# client-certificate kubeconfig, and a VolumeSnapshot that is not there.  No memory errors, nothing definitely,
 # indirectly or possibly lost (grpc's one-time globals are suppressed in
 # tests/grpc-valgrind.supp).
 . "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 . "$top_srcdir/tests/cbt-fixture.inc"
+. "$top_srcdir/tests/k8s-fixture.inc"
 requires valgrind
 requires_grpc_fixture
 
@@ -52,4 +54,16 @@ vg 1 "TLS handshake refused" --snapshot s3 --changes sidecar \
 	--ca-file "$T/cbt-certs/other-ca.pem" \
 	--token-file "$CBT_TOKEN_FILE" --cbt-retries 0
 grep -q 'certificate verify failed' "$T/vg.out" || fail "TLS message"
+
+printf 'token-for-aud' >"$T/cbt-token"	# what the API server issues
+start_k8s_api "$T/k8s.json"
+k8s_sms "$T/k8s.json" v1beta1 d.example aud "$SIDECAR_TARGET" "$CBT_CA"
+k8s_objects "$T/k8s.json" ns s4 h1 d.example
+cbt_config "$STATE" '{"sidecar_snapshots": {"ns/s4": "h1"}}'
+make_kubeconfig "$T/kc" cert
+vg 0 "k8s discovery, then the sidecar" --snapshot s4 --changes k8s \
+	--kubeconfig "$T/kc" --namespace ns
+vg 1 "k8s: no such VolumeSnapshot" --snapshot s5 --changes k8s \
+	--kubeconfig "$T/kc" --namespace ns
+grep -q 'VolumeSnapshot ns/s5 not found' "$T/vg.out" || fail "k8s message"
 exit 0
