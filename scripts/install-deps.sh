@@ -11,5 +11,8 @@ apt-get install -y -qq --no-install-recommends \
 	python3-grpcio python3-protobuf valgrind \
 	libcurl4-openssl-dev curl \
 	ceph-mon ceph-osd ceph-mgr radosgw ceph-common \
-	e2fsprogs util-linux mount python3 ca-certificates openssl >/dev/null
+	e2fsprogs util-linux mount python3 ca-certificates openssl shellcheck \
+	>/dev/null
+# the offline validator of k8s/ (npm packages, outside the source tree)
+sh "$(dirname "$0")/../tests/k8s-validate/install.sh"
 echo "cbtfs build and test dependencies installed"

@@ -1,0 +1,165 @@
+#!/bin/bash
+# Restores a snapshot from the cbtfs repository into a new block PVC:
+#   1. creates the block PVC TARGET, as large as the snapshot;
+#   2. runs the restore Job (k8s/restore-job.yaml): it mounts the repository
+#      with cbtfs, dd's VOLUME/SNAPSHOT.img onto the PVC and compares the
+#      SHA-256 of the image with that of the device;
+#   3. prints the Job's log and deletes the Job.  TARGET is kept (it is the
+#      restored volume); on failure it is deleted, as it was made here.
+# Nothing here needs the VolumeSnapshot or the original PVC to still exist.
+
+# shellcheck disable=SC2034 # the upper-case template variables are read by render
+set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+	cat <<EOF
+Usage: $(basename "$0") --pvc PVC --snapshot NAME --target NEWPVC [OPTIONS]
+
+  -p, --pvc PVC            the PVC that was backed up (names the volume
+                           NS/PVC in the repository)
+  -s, --snapshot NAME      the backed-up snapshot to restore
+  -t, --target NEWPVC      block PVC to create and restore into
+  -n, --namespace NS       namespace of TARGET and of the Job (default $CBTFS_NAMESPACE)
+      --volume VOLUME      volume name in the repository (default NS/PVC)
+      --size SIZE          size of TARGET, e.g. 64Mi (default: the
+                           VolumeSnapshot's restoreSize, else PVC's size)
+      --storage-class C    class of TARGET (default: PVC's, else csi-hostpath-sc)
+      --repo URL           cbtfs repository (default $CBTFS_REPO)
+      --image IMAGE        cbtfs image (default $CBTFS_IMAGE)
+      --pull-policy P      its imagePullPolicy (default $CBTFS_IMAGE_PULL_POLICY)
+      --s3-endpoint URL    S3 endpoint seen from the pods
+                           (default $CBTFS_S3_ENDPOINT)
+      --s3-region REGION   (default $CBTFS_S3_REGION)
+      --expect-sha256 HEX  the image must also have this SHA-256 (e.g. from
+                           run-backup.sh --sha256-out)
+      --timeout SECONDS    limit of each wait (default 600)
+      --keep-on-failure    leave the Job and TARGET for debugging
+  -h, --help               this help
+
+The Job runs privileged (FUSE) and reads the S3 credentials from Secret
+cbtfs-s3 in NS.
+EOF
+}
+
+NAMESPACE=$CBTFS_NAMESPACE
+REPO=$CBTFS_REPO
+IMAGE=$CBTFS_IMAGE
+IMAGE_PULL_POLICY=$CBTFS_IMAGE_PULL_POLICY
+S3_ENDPOINT=$CBTFS_S3_ENDPOINT
+S3_REGION=$CBTFS_S3_REGION
+PVC='' SNAPSHOT='' TARGET='' VOLUME='' SIZE='' STORAGE_CLASS='' EXPECT_SHA256=''
+TIMEOUT=600 KEEP_ON_FAILURE=0
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	-p | --pvc) PVC=${2:?}; shift ;;
+	-s | --snapshot) SNAPSHOT=${2:?}; shift ;;
+	-t | --target) TARGET=${2:?}; shift ;;
+	-n | --namespace) NAMESPACE=${2:?}; shift ;;
+	--volume) VOLUME=${2:?}; shift ;;
+	--size) SIZE=${2:?}; shift ;;
+	--storage-class) STORAGE_CLASS=${2:?}; shift ;;
+	--repo) REPO=${2:?}; shift ;;
+	--image) IMAGE=${2:?}; shift ;;
+	--pull-policy) IMAGE_PULL_POLICY=${2:?}; shift ;;
+	--s3-endpoint) S3_ENDPOINT=${2:?}; shift ;;
+	--s3-region) S3_REGION=${2:?}; shift ;;
+	--expect-sha256) EXPECT_SHA256=${2:?}; shift ;;
+	--timeout) TIMEOUT=${2:?}; shift ;;
+	--keep-on-failure) KEEP_ON_FAILURE=1 ;;
+	-h | --help) usage; exit 0 ;;
+	*) usage >&2; die "unknown argument '$1'" ;;
+	esac
+	shift
+done
+
+if [ -z "$SNAPSHOT" ] || [ -z "$TARGET" ] || { [ -z "$PVC" ] && [ -z "$VOLUME" ]; }; then
+	usage >&2
+	die "--pvc (or --volume), --snapshot and --target are required"
+fi
+need kubectl
+check_name namespace "$NAMESPACE"
+[ -z "$PVC" ] || check_name PVC "$PVC" 253
+check_name snapshot "$SNAPSHOT" 253
+check_name target "$TARGET" 49 # the Job's name adds 14 characters
+[ -n "$VOLUME" ] || VOLUME=$NAMESPACE/$PVC
+[[ $VOLUME =~ ^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$ ]] || die "bad --volume '$VOLUME'"
+[[ $TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "--timeout must be a number of seconds"
+[ -z "$EXPECT_SHA256" ] || [[ $EXPECT_SHA256 =~ ^[0-9a-f]{64}$ ]] ||
+	die "--expect-sha256: 64 lower-case hex digits expected"
+case $IMAGE_PULL_POLICY in Always | IfNotPresent | Never) ;; *) die "bad --pull-policy" ;; esac
+[[ $REPO == s3://?* ]] || die "--repo: s3://BUCKET/PREFIX expected (the Job's pod has no other storage)"
+
+JOB=cbtfs-restore-$TARGET
+DEADLINE=$TIMEOUT
+
+if [ -z "$SIZE" ]; then
+	SIZE=$(jsonpath volumesnapshot "$SNAPSHOT" '{.status.restoreSize}' "$NAMESPACE") || SIZE=''
+	if [ -z "$SIZE" ] && [ -n "$PVC" ]; then
+		SIZE=$(jsonpath pvc "$PVC" '{.status.capacity.storage}' "$NAMESPACE") || SIZE=''
+	fi
+	[ -n "$SIZE" ] || die "cannot tell the size of $SNAPSHOT: give --size"
+fi
+[[ $SIZE =~ ^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$ ]] || die "bad --size '$SIZE'"
+if [ -z "$STORAGE_CLASS" ]; then
+	if [ -n "$PVC" ]; then
+		STORAGE_CLASS=$(jsonpath pvc "$PVC" '{.spec.storageClassName}' "$NAMESPACE") || STORAGE_CLASS=''
+	fi
+	: "${STORAGE_CLASS:=csi-hostpath-sc}"
+fi
+
+created_pvc=0 created_job=0 done=0
+LOG=$(mktemp)
+
+cleanup() {
+	local rc=$?
+	set +e
+	if [ $done = 0 ] && [ $KEEP_ON_FAILURE = 1 ]; then
+		log "failed; kept for debugging: job/$JOB pvc/$TARGET (namespace $NAMESPACE)"
+		rm -f "$LOG"
+		exit $rc
+	fi
+	if [ $created_job = 1 ]; then
+		kubectl delete job "$JOB" -n "$NAMESPACE" --ignore-not-found \
+			--cascade=foreground --wait=true --timeout=120s >/dev/null ||
+			warn "could not delete job/$JOB"
+	fi
+	if [ $done = 0 ] && [ $created_pvc = 1 ]; then
+		kubectl delete pvc "$TARGET" -n "$NAMESPACE" --ignore-not-found \
+			--wait=false >/dev/null || warn "could not delete pvc/$TARGET"
+	fi
+	rm -f "$LOG"
+	exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- 1. the target volume ------------------------------------------------------
+if kubectl get pvc "$TARGET" -n "$NAMESPACE" >/dev/null 2>&1; then
+	die "PVC $NAMESPACE/$TARGET exists: restore into a new PVC (nothing is overwritten)"
+fi
+log "creating block PVC $NAMESPACE/$TARGET ($SIZE, $STORAGE_CLASS)"
+render "$CBTFS_K8S_DIR/templates/block-pvc.yaml" | kubectl create -f - >/dev/null
+created_pvc=1
+wait_bound "$TARGET" "$NAMESPACE" "$TIMEOUT"
+
+# --- 2. the restore Job -----------------------------------------------------------
+kubectl delete job "$JOB" -n "$NAMESPACE" --ignore-not-found --cascade=foreground \
+	--wait=true --timeout=120s >/dev/null # a leftover of an earlier run
+log "starting job $NAMESPACE/$JOB: $REPO $VOLUME/$SNAPSHOT.img -> $TARGET"
+render "$CBTFS_K8S_DIR/restore-job.yaml" | kubectl create -f - >/dev/null
+created_job=1
+if ! wait_job "$JOB" "$NAMESPACE" "$TIMEOUT"; then
+	kubectl logs -n "$NAMESPACE" -l "job-name=$JOB" --tail=-1 --prefix >&2 || true
+	kubectl describe job "$JOB" -n "$NAMESPACE" >&2 || true
+	die "restore job $JOB failed"
+fi
+
+# --- 3. results -----------------------------------------------------------------
+kubectl logs -n "$NAMESPACE" "job/$JOB" >"$LOG" || die "cannot read the log of job/$JOB"
+cat "$LOG"
+grep -q '^verified ' "$LOG" || die "job $JOB did not report a verified restore"
+done=1
+log "restored $VOLUME/$SNAPSHOT into PVC $NAMESPACE/$TARGET"
