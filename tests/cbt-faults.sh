@@ -215,6 +215,25 @@ cp "$T/zero.img" "$STATE/hz.snap"
 cbt_calls "$STATE" | grep -q '"method": "allocated".*"messages": 0' ||
 	fail "empty stream expected: $(cbt_calls "$STATE")"
 
+# a stream that breaks after its last range reached the capacity is
+# complete: nothing is asked again
+head -c 4096 /dev/urandom >"$T/tail.img"
+truncate -s 4M "$T/zero.img"
+cp "$T/zero.img" "$T/full.img"
+dd if="$T/tail.img" of="$T/full.img" bs=4096 seek=1023 conv=notrunc \
+	status=none
+cp "$T/full.img" "$STATE/hfull.snap"
+cbt_config "$STATE" '{"faults": [{"kind": "abort", "after": 100}]}'
+: >"$STATE/calls.log"
+"$INGEST" --repo "$R" --volume ns/full --snapshot f --device "$T/full.img" \
+	--changes csi --csi-endpoint "$CSI_TARGET" --snapshot-id hfull --json \
+	>"$T/out" 2>"$T/err" || fail "abort at the end: $(cat "$T/err")"
+[ "$(cbt_calls "$STATE" | grep -c '"method": "allocated"')" = 1 ] ||
+	fail "asked again after the capacity: $(cbt_calls "$STATE")"
+grep -q 'UNAVAILABLE' <(cbt_calls "$STATE") || fail "the fault did not act"
+[ "$(json_field chunks_read <"$T/out")" = 1 ] || fail "full: chunks read"
+cbt_config "$STATE" '{}'
+
 # usage errors
 expect_fail "--changes csi needs --snapshot-id" "$INGEST" --repo "$R" \
 	--volume ns/x --snapshot s --device "$img" --changes csi \
@@ -232,6 +251,7 @@ for f in resume/gen1:gen1 resume/gen2:gen2 tls/gen1:gen1 csi-tls/gen1:gen1 \
 		fail "ns/${f%%:*} differs from ${f#*:}"
 done
 cmp "$MNT/ns/zero/z.img" "$T/zero.img" || fail "empty-stream snapshot"
+cmp "$MNT/ns/full/f.img" "$T/full.img" || fail "stream ended at capacity"
 stop_mount "$MNT"
 [ "$("$REPO" snapshots "$R" --volume ns/bad --json | tr -d ' \n')" = "[]" ] ||
 	fail "a failed ingest left a snapshot of ns/bad"

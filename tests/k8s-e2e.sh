@@ -146,6 +146,22 @@ done
 stop_mount "$MNT"
 note "4 generations over --changes k8s restore byte-exact"
 
+# a VolumeSnapshot with nothing allocated: the sidecar's stream is empty,
+# so the capacity is its restoreSize, not the (larger) device's
+truncate -s 8M "$STATE/hz.snap"
+truncate -s 9M "$T/zero-dev.img"
+k8s_objects "$KS" ns zero hz "$DRIVER" true $((8 << 20))
+cbt_config "$STATE" "{\"sidecar_snapshots\": {\"ns/zero\": \"hz\"}}"
+"${ING[@]}" --volume ns/zero --snapshot zero --device "$T/zero-dev.img" \
+	--namespace ns --kubeconfig "$T/kc-token" >"$T/out" 2>"$T/err" || {
+	cat "$T/err" >&2
+	fail "empty stream ingest"
+}
+[ "$(json_field capacity <"$T/out")" = $((8 << 20)) ] ||
+	fail "empty stream: capacity $(json_field capacity <"$T/out"), want restoreSize"
+[ "$(json_field chunks_read <"$T/out")" = 0 ] || fail "empty stream: read"
+note "an empty stream takes the capacity from restoreSize"
+
 # ----------------------------------------------------------------------
 # failures: a clear message, the repository unchanged
 
