@@ -366,7 +366,7 @@ static int k8s_get_ranges(struct cbt_source *src,
 	struct cbt_k8s *c = (struct cbt_k8s *)src;
 	struct k8s_client *k = NULL;
 	struct snap_info si = { 0 }, bi = { 0 };
-	struct cbt_grpc_conf g = { 0 };
+	struct cbt_grpc_conf g;
 	struct cbt_request r = *req;
 	char *audience = NULL;
 	const char *ns;
@@ -374,14 +374,14 @@ static int k8s_get_ranges(struct cbt_source *src,
 
 	if ((err = k8s_open(c->conf.kubeconfig, 30, &k)) != 0)
 		return err;
-	ns = c->conf.namespace ? c->conf.namespace : k8s_namespace(k);
+	ns = c->conf.sidecar.namespace ? c->conf.sidecar.namespace : k8s_namespace(k);
 	if (ns == NULL) {
 		log_error("--changes k8s needs --namespace (the "
 			  "VolumeSnapshot's): %s names none", k8s_source(k));
 		err = EINVAL;
 		goto out;
 	}
-	if ((err = resolve_snapshot(k, ns, c->conf.snapshot_name, &si)) != 0)
+	if ((err = resolve_snapshot(k, ns, c->conf.sidecar.snapshot_name, &si)) != 0)
 		goto out;
 	c->driver = si.driver;
 	c->handle = si.handle;
@@ -391,28 +391,23 @@ static int k8s_get_ranges(struct cbt_source *src,
 	/* a base ingested without a handle: ask the cluster, if it still
 	 * has the base VolumeSnapshot */
 	if (req->has_base && req->base_handle == NULL &&
-	    c->conf.base_snapshot_id == NULL && c->conf.base_name != NULL &&
+	    c->conf.sidecar.base_snapshot_id == NULL && c->conf.base_name != NULL &&
 	    resolve_snapshot(k, ns, c->conf.base_name, &bi) == 0)
 		r.base_handle = bi.handle;
 
+	g = c->conf.sidecar;
 	g.api = CBT_API_SIDECAR;
-	g.target = c->conf.cbt_address ? c->conf.cbt_address : c->address;
+	g.target = g.target ? g.target : c->address;
 	g.tls = true;
+	g.ca_file = NULL;
 	g.ca_pem = c->ca_pem;
-	g.server_name = c->conf.server_name ? c->conf.server_name
-			: c->conf.cbt_address ? c->host
-					      : NULL;
+	if (g.server_name == NULL && c->conf.sidecar.target != NULL)
+		g.server_name = c->host;
 	g.namespace = ns;
-	g.snapshot_name = c->conf.snapshot_name;
+	g.token_file = NULL;
 	g.token = c->token;
-	g.base_snapshot_id = c->conf.base_snapshot_id;
-	g.max_results = c->conf.max_results;
-	g.no_fallback = c->conf.no_fallback;
-	g.idle_timeout_s = c->conf.idle_timeout_s;
-	g.retries = c->conf.retries;
-	g.verbose = c->conf.verbose;
 	log_info("VolumeSnapshot %s/%s: driver %s, handle %s; "
-		 "SnapshotMetadataService at %s", ns, c->conf.snapshot_name,
+		 "SnapshotMetadataService at %s", ns, c->conf.sidecar.snapshot_name,
 		 si.driver, si.handle, g.target);
 	c->inner = cbt_grpc_create(&g, &err);
 	if (c->inner == NULL)
@@ -460,7 +455,7 @@ struct cbt_source *cbt_k8s_create(const struct cbt_k8s_conf *conf,
 {
 	struct cbt_k8s *c;
 
-	if (conf->snapshot_name == NULL) {
+	if (conf->sidecar.snapshot_name == NULL) {
 		log_error("--changes k8s needs --snapshot");
 		*errp = EINVAL;
 		return NULL;

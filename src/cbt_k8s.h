@@ -16,22 +16,20 @@
 #ifndef CBTFS_CBT_K8S_H
 #define CBTFS_CBT_K8S_H
 
-#include "cbt.h"
+#include "cbt_grpc.h"
 
 struct cbt_k8s_conf {
 	const char *kubeconfig;		/* NULL: see k8s.h */
-	const char *namespace;		/* NULL: the context's or the pod's */
-	const char *snapshot_name;	/* the VolumeSnapshot */
-	const char *base_name;		/* the base VolumeSnapshot, or NULL */
 	const char *service_account;	/* "NAME" or "NS/NAME"; NULL: own */
-	const char *base_snapshot_id;	/* overrides the recorded handle */
-	const char *cbt_address;	/* overrides the CR's (port-forward) */
-	const char *server_name;	/* TLS name; default: the CR's host */
-	int max_results;
-	bool no_fallback;
-	int idle_timeout_s;
-	int retries;
-	bool verbose;
+	const char *base_name;		/* the base VolumeSnapshot, or NULL */
+	/*
+	 * The sidecar source's settings.  namespace (NULL: the context's or
+	 * the pod's) and snapshot_name name the VolumeSnapshot; target and
+	 * server_name, if set, override the SnapshotMetadataService's
+	 * address (a port-forward; the name verified stays the address's
+	 * host); api, tls, ca and token are filled in from the cluster.
+	 */
+	struct cbt_grpc_conf sidecar;
 };
 
 struct cbt_source *cbt_k8s_create(const struct cbt_k8s_conf *conf,

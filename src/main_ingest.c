@@ -367,17 +367,11 @@ int main(int argc, char *argv[])
 					       "address, handles and token "
 					       "itself: no --csi-endpoint, "
 					       "--snapshot-id or --token-file");
-		kconf.namespace = gconf.namespace;
-		kconf.snapshot_name = conf.name;
 		kconf.base_name = conf.base;
-		kconf.base_snapshot_id = gconf.base_snapshot_id;
-		kconf.cbt_address = cbt_address;
-		kconf.server_name = gconf.server_name;
-		kconf.max_results = gconf.max_results;
-		kconf.no_fallback = gconf.no_fallback;
-		kconf.idle_timeout_s = gconf.idle_timeout_s;
-		kconf.retries = gconf.retries;
-		kconf.verbose = verbose > 1;
+		kconf.sidecar = gconf;
+		kconf.sidecar.snapshot_name = conf.name;
+		kconf.sidecar.target = cbt_address;
+		kconf.sidecar.verbose = verbose > 1;
 		conf.changes = cbt_k8s_create(&kconf, &err);
 	} else if (kconf.kubeconfig || kconf.service_account) {
 		return cli_usage_error(prog, "--kubeconfig and --service-account "

@@ -162,6 +162,23 @@ cbt_config "$STATE" "{\"sidecar_snapshots\": {\"ns/zero\": \"hz\"}}"
 [ "$(json_field chunks_read <"$T/out")" = 0 ] || fail "empty stream: read"
 note "an empty stream takes the capacity from restoreSize"
 
+# a port-forward: the SnapshotMetadataService names an in-cluster address
+# this host cannot resolve; --cbt-address reaches the sidecar, whose
+# certificate is still verified for the service's host name
+port=${SIDECAR_TARGET##*:}
+k8s_sms "$KS" v1beta1 "$DRIVER" "$AUD" "cbt.example.test:$port" "$CBT_CA"
+cbt_config "$STATE" "{\"sidecar_snapshots\": {$SIDECAR_MAP}}"
+"${ING[@]}" --volume ns/forwarded --snapshot snap-4 --device "$T/gen4.img" \
+	--namespace ns --kubeconfig "$T/kc-token" \
+	--cbt-address "127.0.0.1:$port" >"$T/out" 2>"$T/err" || {
+	cat "$T/err" >&2
+	fail "--cbt-address override"
+}
+expect_fail "cbt.example.test" "${ING[@]}" --volume ns/forwarded \
+	--snapshot snap-3 --device "$T/gen3.img" --namespace ns \
+	--kubeconfig "$T/kc-token" --cbt-retries 0
+note "--cbt-address overrides the SnapshotMetadataService's address"
+
 # ----------------------------------------------------------------------
 # failures: a clear message, the repository unchanged
 
