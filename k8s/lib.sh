@@ -132,3 +132,63 @@ wait_bound() {
 pvc_bound() {
 	[ "$(kubectl get pvc "$1" -n "$2" -o 'jsonpath={.status.phase}' 2>/dev/null)" = Bound ]
 }
+
+# --- running one Job: run-backup.sh, run-restore.sh ------------------------------
+# These work on the caller's globals: they read NAMESPACE, JOB, TIMEOUT and
+# KEEP_ON_FAILURE, and job_setup sets LOG, created_job and done (the caller
+# sets done=1 once its work is complete).
+
+# job_setup CLEANUP KEPT: makes the temporary file $LOG, sets created_job=0
+# and done=0, and traps EXIT with job_cleanup and INT/TERM with exit 130.
+# CLEANUP is the caller's function that deletes the objects it made besides
+# the Job; KEPT names those ("pvc/NAME ...") for the --keep-on-failure message.
+job_setup() {
+	CBTFS_JOB_CLEANUP=$1 CBTFS_JOB_KEPT=$2
+	created_job=0 done=0
+	LOG=$(mktemp)
+	trap job_cleanup EXIT
+	trap 'exit 130' INT TERM
+}
+
+# job_cleanup: the EXIT trap of job_setup; exits with the status it was
+# called with.  On failure (done=0) with KEEP_ON_FAILURE=1 it deletes nothing
+# and logs what it left; else it deletes the Job (if created_job=1), then runs
+# CLEANUP.  Either way it removes $LOG.
+job_cleanup() {
+	local rc=$?
+	set +e
+	if [ "$done" = 0 ] && [ "$KEEP_ON_FAILURE" = 1 ]; then
+		log "failed; kept for debugging: job/$JOB $CBTFS_JOB_KEPT (namespace $NAMESPACE)"
+		rm -f "$LOG"
+		exit $rc
+	fi
+	if [ "$created_job" = 1 ]; then
+		delete_job || warn "could not delete job/$JOB"
+	fi
+	"$CBTFS_JOB_CLEANUP"
+	rm -f "$LOG"
+	exit $rc
+}
+
+# delete_job: deletes Job $JOB of $NAMESPACE, if there, with its pods,
+# waiting up to 120 s for them to go; fails as kubectl does.
+delete_job() {
+	kubectl delete job "$JOB" -n "$NAMESPACE" --ignore-not-found \
+		--cascade=foreground --wait=true --timeout=120s >/dev/null
+}
+
+# run_job TEMPLATE WHAT DESC: logs "starting job NS/JOB: DESC", creates Job
+# $JOB from TEMPLATE (through render), sets created_job=1 and waits for the
+# Job (wait_job, $TIMEOUT s).  Returns once it completed; if it failed, prints
+# its pods' logs and its description on stderr and dies "WHAT job JOB failed".
+run_job() {
+	local template=$1 what=$2 desc=$3
+	log "starting job $NAMESPACE/$JOB: $desc"
+	render "$template" | kubectl create -f - >/dev/null
+	created_job=1
+	if ! wait_job "$JOB" "$NAMESPACE" "$TIMEOUT"; then
+		kubectl logs -n "$NAMESPACE" -l "job-name=$JOB" --tail=-1 --prefix >&2 || true
+		kubectl describe job "$JOB" -n "$NAMESPACE" >&2 || true
+		die "$what job $JOB failed"
+	fi
+}

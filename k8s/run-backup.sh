@@ -102,22 +102,10 @@ DEADLINE=$TIMEOUT
 SOURCE_SHA256=0
 [ -z "$SHA_OUT" ] || SOURCE_SHA256=1
 
-created_snapshot=0 created_pvc=0 created_job=0 done=0
-LOG=$(mktemp)
+created_snapshot=0 created_pvc=0
 
-cleanup() {
-	local rc=$?
-	set +e
-	if [ $done = 0 ] && [ $KEEP_ON_FAILURE = 1 ]; then
-		log "failed; kept for debugging: job/$JOB pvc/$SRC_PVC volumesnapshot/$SNAPSHOT (namespace $NAMESPACE)"
-		rm -f "$LOG"
-		exit $rc
-	fi
-	if [ $created_job = 1 ]; then
-		kubectl delete job "$JOB" -n "$NAMESPACE" --ignore-not-found \
-			--cascade=foreground --wait=true --timeout=120s >/dev/null ||
-			warn "could not delete job/$JOB"
-	fi
+# the objects made besides the Job (job_setup)
+cleanup_objects() {
 	if [ $created_pvc = 1 ]; then
 		kubectl delete pvc "$SRC_PVC" -n "$NAMESPACE" --ignore-not-found \
 			--wait=true --timeout=120s >/dev/null ||
@@ -130,11 +118,8 @@ cleanup() {
 			--ignore-not-found --wait=false >/dev/null ||
 			warn "could not delete volumesnapshot/$SNAPSHOT"
 	fi
-	rm -f "$LOG"
-	exit $rc
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+job_setup cleanup_objects "pvc/$SRC_PVC volumesnapshot/$SNAPSHOT"
 
 # --- the volume ---------------------------------------------------------------
 mode=$(jsonpath pvc "$PVC" '{.spec.volumeMode}' "$NAMESPACE") ||
@@ -180,8 +165,7 @@ SIZE=$(jsonpath volumesnapshot "$SNAPSHOT" '{.status.restoreSize}' "$NAMESPACE")
 log "VolumeSnapshot $SNAPSHOT is ready ($SIZE)"
 
 # --- 2. the snapshot's content as a block volume -----------------------------------
-kubectl delete job "$JOB" -n "$NAMESPACE" --ignore-not-found --cascade=foreground \
-	--wait=true --timeout=120s >/dev/null # a leftover of an earlier run
+delete_job # a leftover of an earlier run
 if kubectl get pvc "$SRC_PVC" -n "$NAMESPACE" >/dev/null 2>&1; then
 	die "PVC $NAMESPACE/$SRC_PVC exists already (a leftover? delete it first)"
 fi
@@ -191,14 +175,8 @@ created_pvc=1
 wait_bound "$SRC_PVC" "$NAMESPACE" "$TIMEOUT"
 
 # --- 3. the backup Job ------------------------------------------------------------
-log "starting job $NAMESPACE/$JOB: $VOLUME@$SNAPSHOT${BASE:+ (delta since $BASE)} -> $REPO"
-render "$CBTFS_K8S_DIR/backup-job.yaml" | kubectl create -f - >/dev/null
-created_job=1
-if ! wait_job "$JOB" "$NAMESPACE" "$TIMEOUT"; then
-	kubectl logs -n "$NAMESPACE" -l "job-name=$JOB" --tail=-1 --prefix >&2 || true
-	kubectl describe job "$JOB" -n "$NAMESPACE" >&2 || true
-	die "backup job $JOB failed"
-fi
+run_job "$CBTFS_K8S_DIR/backup-job.yaml" backup \
+	"$VOLUME@$SNAPSHOT${BASE:+ (delta since $BASE)} -> $REPO"
 
 # --- 4. results -----------------------------------------------------------------
 pod=$(kubectl get pods -n "$NAMESPACE" -l "job-name=$JOB" \

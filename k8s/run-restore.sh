@@ -110,31 +110,16 @@ if [ -z "$STORAGE_CLASS" ]; then
 	: "${STORAGE_CLASS:=csi-hostpath-sc}"
 fi
 
-created_pvc=0 created_job=0 done=0
-LOG=$(mktemp)
+created_pvc=0
 
-cleanup() {
-	local rc=$?
-	set +e
-	if [ $done = 0 ] && [ $KEEP_ON_FAILURE = 1 ]; then
-		log "failed; kept for debugging: job/$JOB pvc/$TARGET (namespace $NAMESPACE)"
-		rm -f "$LOG"
-		exit $rc
-	fi
-	if [ $created_job = 1 ]; then
-		kubectl delete job "$JOB" -n "$NAMESPACE" --ignore-not-found \
-			--cascade=foreground --wait=true --timeout=120s >/dev/null ||
-			warn "could not delete job/$JOB"
-	fi
+# the objects made besides the Job (job_setup): TARGET, unless restored
+cleanup_objects() {
 	if [ $done = 0 ] && [ $created_pvc = 1 ]; then
 		kubectl delete pvc "$TARGET" -n "$NAMESPACE" --ignore-not-found \
 			--wait=false >/dev/null || warn "could not delete pvc/$TARGET"
 	fi
-	rm -f "$LOG"
-	exit $rc
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+job_setup cleanup_objects "pvc/$TARGET"
 
 # --- 1. the target volume ------------------------------------------------------
 if kubectl get pvc "$TARGET" -n "$NAMESPACE" >/dev/null 2>&1; then
@@ -146,16 +131,9 @@ created_pvc=1
 wait_bound "$TARGET" "$NAMESPACE" "$TIMEOUT"
 
 # --- 2. the restore Job -----------------------------------------------------------
-kubectl delete job "$JOB" -n "$NAMESPACE" --ignore-not-found --cascade=foreground \
-	--wait=true --timeout=120s >/dev/null # a leftover of an earlier run
-log "starting job $NAMESPACE/$JOB: $REPO $VOLUME/$SNAPSHOT.img -> $TARGET"
-render "$CBTFS_K8S_DIR/restore-job.yaml" | kubectl create -f - >/dev/null
-created_job=1
-if ! wait_job "$JOB" "$NAMESPACE" "$TIMEOUT"; then
-	kubectl logs -n "$NAMESPACE" -l "job-name=$JOB" --tail=-1 --prefix >&2 || true
-	kubectl describe job "$JOB" -n "$NAMESPACE" >&2 || true
-	die "restore job $JOB failed"
-fi
+delete_job # a leftover of an earlier run
+run_job "$CBTFS_K8S_DIR/restore-job.yaml" restore \
+	"$REPO $VOLUME/$SNAPSHOT.img -> $TARGET"
 
 # --- 3. results -----------------------------------------------------------------
 kubectl logs -n "$NAMESPACE" "job/$JOB" >"$LOG" || die "cannot read the log of job/$JOB"
