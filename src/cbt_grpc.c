@@ -41,6 +41,8 @@ struct stream {
 	uint64_t next;		/* end of the last range received */
 	uint64_t tuples;	/* received in the current call */
 	bool have_meta;		/* type and capacity seen */
+	bool authenticated;	/* a call got through the token check */
+	bool renew_token;	/* ask token_fn for a new one */
 	int type;
 	uint64_t capacity;
 	char problem[256];	/* why a message was refused */
@@ -201,10 +203,23 @@ static int call_once(struct cbt_grpc *g, const char *base, struct stream *s,
 			req = &cd.base;
 		}
 	} else {
-		/* re-read for every call: a projected token is rotated */
-		token = c->token ? strdup(c->token) : read_token(c->token_file);
+		/* got again for every call: a projected token is rotated */
+		if (c->token_fn != NULL) {
+			const char *t = c->token_fn(c->token_arg, s->renew_token);
+
+			s->renew_token = false;
+			if (t == NULL)
+				return EACCES;
+			token = strdup(t);
+		} else if (c->token != NULL) {
+			token = strdup(c->token);
+		} else {
+			token = read_token(c->token_file);
+			if (token == NULL)
+				return EINVAL;
+		}
 		if (token == NULL)
-			return c->token ? ENOMEM : EINVAL;
+			return ENOMEM;
 		snprintf(path, sizeof(path),
 			 "/snapshotmetadata.SnapshotMetadata/%s", s->method);
 		if (base == NULL) {
@@ -262,7 +277,7 @@ static void log_final(const struct cbt_grpc *g, const struct stream *s,
 	case RPC_UNAUTHENTICATED:
 		hint = c->api != CBT_API_SIDECAR
 			? "check the credentials the driver expects"
-			: c->token != NULL
+			: c->token != NULL || c->token_fn != NULL
 			? "the token was requested for the "
 			  "SnapshotMetadataService's spec.audience, which "
 			  "must be the audience the sidecar expects (its "
@@ -357,6 +372,18 @@ static int enumerate(struct cbt_grpc *g, const char *base,
 		/* nothing can follow the end of the volume */
 		if (s.have_meta && s.next >= s.capacity)
 			break;
+		if (s.tuples > 0)
+			s.authenticated = true;
+		/* a token that worked before has expired: get a new one */
+		if (st->code == RPC_UNAUTHENTICATED && s.authenticated &&
+		    g->conf.token_fn != NULL && !s.renew_token) {
+			log_warn("%s at %s: the token was refused (%s) after it "
+				 "had been accepted; requesting a new one",
+				 api_name(g), g->conf.target, st->details);
+			s.renew_token = true;
+			s.authenticated = false;
+			continue;
+		}
 		if (base != NULL && (st->code == RPC_FAILED_PRECONDITION ||
 				     st->code == RPC_NOT_FOUND))
 			return ENUM_FALLBACK;
@@ -522,7 +549,8 @@ struct cbt_source *cbt_grpc_create(const struct cbt_grpc_conf *conf,
 			missing = "--cbt-address";
 		else if (conf->namespace == NULL)
 			missing = "--namespace";
-		else if (conf->token_file == NULL && conf->token == NULL)
+		else if (conf->token_file == NULL && conf->token == NULL &&
+			 conf->token_fn == NULL)
 			missing = "--token-file";
 	}
 	if (missing != NULL) {
@@ -531,7 +559,8 @@ struct cbt_source *cbt_grpc_create(const struct cbt_grpc_conf *conf,
 		*errp = EINVAL;
 		return NULL;
 	}
-	if (conf->api == CBT_API_SIDECAR && conf->token == NULL) {
+	if (conf->api == CBT_API_SIDECAR && conf->token == NULL &&
+	    conf->token_fn == NULL) {
 		char *t = read_token(conf->token_file);
 
 		if (t == NULL) {

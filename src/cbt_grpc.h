@@ -32,6 +32,11 @@ struct cbt_grpc_conf {
 	const char *snapshot_name;	/* sidecar: the VolumeSnapshot */
 	const char *token_file;		/* sidecar: the security token */
 	const char *token;		/* or the token itself */
+	/* Or a function that gives it (NULL after logging why), and after
+	 * the sidecar refused a token it had accepted before (it expired
+	 * during a long enumeration), a new one if renew is set. */
+	const char *(*token_fn)(void *arg, bool renew);
+	void *token_arg;
 	const char *base_snapshot_id;	/* overrides the recorded base handle */
 	int max_results;		/* tuples per message; 0: the server's */
 	bool no_fallback;		/* a delta that cannot be had fails */

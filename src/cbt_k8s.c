@@ -27,6 +27,9 @@ struct cbt_k8s {
 	struct cbt_k8s_conf conf;
 	struct cbt_source *inner;	/* the sidecar source */
 	char *driver, *handle, *token, *ca_pem, *address, *host;
+	/* while enumerating, for token renewal */
+	struct k8s_client *k;
+	const char *ns, *audience;
 };
 
 /* What a snapshot resolves to. */
@@ -350,6 +353,9 @@ static int request_token(struct cbt_k8s *c, struct k8s_client *k,
 		err = EPROTO;
 		goto out;
 	}
+	if (c->token != NULL)
+		explicit_bzero(c->token, strlen(c->token));
+	free(c->token);
 	c->token = strdup(tok);
 	err = c->token ? 0 : ENOMEM;
 	log_debug("got a %s", what);
@@ -358,6 +364,16 @@ out:
 	free(sa_ns);
 	free(sa_name);
 	return err;
+}
+
+/* The sidecar source's token_fn: the token, or a new one on request. */
+static const char *token_fn(void *arg, bool renew)
+{
+	struct cbt_k8s *c = arg;
+
+	if (renew && request_token(c, c->k, c->ns, c->audience) != 0)
+		return NULL;
+	return c->token;
 }
 
 static int k8s_get_ranges(struct cbt_source *src,
@@ -405,7 +421,12 @@ static int k8s_get_ranges(struct cbt_source *src,
 		g.server_name = c->host;
 	g.namespace = ns;
 	g.token_file = NULL;
-	g.token = c->token;
+	g.token = NULL;
+	g.token_fn = token_fn;
+	g.token_arg = c;
+	c->k = k;
+	c->ns = ns;
+	c->audience = audience;
 	log_info("VolumeSnapshot %s/%s: driver %s, handle %s; "
 		 "SnapshotMetadataService at %s", ns, c->conf.sidecar.snapshot_name,
 		 si.driver, si.handle, g.target);
@@ -421,6 +442,8 @@ static int k8s_get_ranges(struct cbt_source *src,
 			ans->capacity = si.restore_size;
 	}
 out:
+	c->k = NULL;
+	c->ns = c->audience = NULL;
 	free(audience);
 	free(bi.handle);
 	free(bi.driver);

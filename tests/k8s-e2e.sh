@@ -162,6 +162,27 @@ cbt_config "$STATE" "{\"sidecar_snapshots\": {\"ns/zero\": \"hz\"}}"
 [ "$(json_field chunks_read <"$T/out")" = 0 ] || fail "empty stream: read"
 note "an empty stream takes the capacity from restoreSize"
 
+# a token that expires during a long enumeration: after the stream broke,
+# the sidecar refuses the token it accepted before; a new one is requested
+cbt_config "$STATE" "{\"sidecar_snapshots\": {$SIDECAR_MAP},
+	\"faults\": [{\"kind\": \"abort\", \"after\": 2},
+	{\"kind\": \"abort\", \"code\": \"UNAUTHENTICATED\",
+	 \"details\": \"token expired\"}]}"
+ntok=$(k8s_requests | grep -c '/serviceaccounts/cbtfs-backup/token')
+"${ING[@]}" --volume ns/renew --snapshot snap-1 --device "$T/gen1.img" \
+	--namespace ns --kubeconfig "$T/kc-token" --max-results 7 \
+	>"$T/out" 2>"$T/err" || {
+	cat "$T/err" >&2
+	fail "token renewal"
+}
+grep -q 'token expired.*requesting a new one' "$T/err" ||
+	fail "renewal not reported: $(cat "$T/err")"
+[ "$(json_field chunks_read <"$T/out")" = "$($IMGTOOL nonzero "$T/gen1.img" $CS)" ] ||
+	fail "renewal: wrong chunks read"
+[ "$(k8s_requests | grep -c '/serviceaccounts/cbtfs-backup/token')" = \
+	$((ntok + 2)) ] || fail "expected two TokenRequests for one ingest"
+note "an expired token is renewed and the stream resumed"
+
 # a port-forward: the SnapshotMetadataService names an in-cluster address
 # this host cannot resolve; --cbt-address reaches the sidecar, whose
 # certificate is still verified for the service's host name
