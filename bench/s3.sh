@@ -9,6 +9,10 @@
 #                                    vs  s3backer (Debian) with 1 MiB blocks
 #                                        and the tuned flags, cold dd
 # Usage: bench/s3.sh [SIZE_MIB [P]]   (default 1024 MiB, P = 8)
+# PIN=1 runs the Ceph daemons on CPU 0 and every client (curl, cbtfs,
+# s3backer, dd) on CPU 1, as if the server were another machine: on a
+# small box the clients otherwise take CPU from the server, and the
+# clients that do more per byte (cbtfs verifies every chunk) pay twice.
 # Needs the Ceph packages and s3backer (apt-get install s3backer); root.
 set -uo pipefail
 top_srcdir=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +24,16 @@ requires_fuse
 requires s3backer
 requires bc
 start_rgw
+# on_client PID: moves every thread of PID to the client CPU (PIN=1)
+on_client() { [ "${PIN:-0}" = 1 ] && taskset -a -p -c 1 "$1" >/dev/null; return 0; }
+CLIENT=()
+if [ "${PIN:-0}" = 1 ]; then
+	[ "$(nproc)" -ge 2 ] || fail "PIN=1 needs 2 CPUs"
+	for p in "${_pids[@]}"; do
+		taskset -a -p -c 0 "$p" >/dev/null || fail "taskset $p"
+	done
+	CLIENT=(taskset -c 1)
+fi
 
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 secs() {
@@ -45,14 +59,14 @@ for f in "$T"/parts/*; do
 		"$S3_BUCKET" "$(basename "$f")"
 done >"$T/put.cfg"
 put_all() {
-	curl -sSf -Z --parallel-max "$P" "${sigv4[@]}" \
+	"${CLIENT[@]}" curl -sSf -Z --parallel-max "$P" "${sigv4[@]}" \
 		-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -K "$T/put.cfg"
 }
 t_put=$(secs put_all)
 
 "$REPO" init "$R" >/dev/null || fail "init"
 drop
-t_ing=$(secs "$INGEST" --repo "$R" --volume bench/v --snapshot s1 \
+t_ing=$(secs "${CLIENT[@]}" "$INGEST" --repo "$R" --volume bench/v --snapshot s1 \
 	--device "$img" --jobs "$P" --no-progress)
 
 # raw GET of the very chunk objects cbtfs stored
@@ -62,7 +76,7 @@ while read -r k; do
 		"$S3_BUCKET" "$k"
 done <"$T/keys" >"$T/get.cfg"
 get_all() {
-	curl -sSf -Z --parallel-max "$P" "${sigv4[@]}" \
+	"${CLIENT[@]}" curl -sSf -Z --parallel-max "$P" "${sigv4[@]}" \
 		-H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" \
 		-K "$T/get.cfg"
 }
@@ -70,8 +84,9 @@ drop
 t_get=$(secs get_all)
 
 start_mount "$R" "$T/mnt" -o "jobs=$P,readahead=$((2 * P))"
+on_client "$MOUNT_PID"
 drop
-t_dd=$(secs dd if="$T/mnt/bench/v/s1.img" of=/dev/null bs=1M)
+t_dd=$(secs "${CLIENT[@]}" dd if="$T/mnt/bench/v/s1.img" of=/dev/null bs=1M)
 cmp "$T/mnt/bench/v/s1.img" "$img" || fail "restore differs"
 stop_mount "$T/mnt"
 
@@ -86,6 +101,7 @@ sb() {
 		>"$T/sb.log" 2>&1 &
 	SB_PID=$!
 	_pids+=($SB_PID)
+	on_client $SB_PID
 	_mounts+=("$T/sb")
 	wait_for 30 test -e "$T/sb/file" || fail "s3backer did not mount"
 }
@@ -98,12 +114,13 @@ dd if="$img" of="$T/sb/file" bs=1M conv=notrunc status=none || fail "fill s3back
 sb_stop
 sb
 drop
-t_sb=$(secs dd if="$T/sb/file" of=/dev/null bs=1M)
+t_sb=$(secs "${CLIENT[@]}" dd if="$T/sb/file" of=/dev/null bs=1M)
 cmp "$T/sb/file" "$img" || fail "s3backer data differs"
 sb_stop
 
 r() { echo "scale=2; $1 / $2" | bc -l; }
-printf '\n%s MiB random image, Ceph RGW on 127.0.0.1, %s in flight\n' "$size" "$P"
+printf '\n%s MiB random image, Ceph RGW on 127.0.0.1, %s in flight%s\n' \
+	"$size" "$P" "$([ "${PIN:-0}" = 1 ] && echo ', server on CPU 0, clients on CPU 1')"
 printf '%-40s %8s\n' "" "MB/s"
 printf '%-40s %8s\n' "curl PUT of 1 MiB objects" "$(mbps "$t_put")"
 printf '%-40s %8s   %s of raw PUT\n' "cbtfs-ingest" "$(mbps "$t_ing")" "$(r "$t_put" "$t_ing")"
