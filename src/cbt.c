@@ -25,10 +25,16 @@ int cbt_ranges_add(struct cbt_ranges *rl, uint64_t offset, uint64_t length)
 	if (length == 0 || offset + length < offset)
 		return EINVAL;
 	if (rl->n > 0) {
-		const struct cbt_range *last = &rl->v[rl->n - 1];
+		struct cbt_range *last = &rl->v[rl->n - 1];
 
 		if (offset < last->offset + last->length)
 			return EINVAL;
+		/* touching ranges become one: a FIXED_LENGTH answer of many
+		 * small blocks takes little memory */
+		if (offset == last->offset + last->length) {
+			last->length += length;
+			return 0;
+		}
 	}
 	if (rl->n == rl->cap) {
 		size_t cap = rl->cap ? 2 * rl->cap : 64;

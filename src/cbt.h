@@ -29,9 +29,10 @@ struct cbt_ranges {
 void cbt_ranges_free(struct cbt_ranges *rl);
 
 /*
- * Appends a range.  Returns 0, EINVAL if it is empty, overflows, or starts
- * before the end of the previous range (unsorted or overlapping), or
- * ENOMEM.  Nothing is logged: the caller knows where the range came from.
+ * Appends a range, merged with the previous one if they touch.  Returns 0,
+ * EINVAL if it is empty, overflows, or starts before the end of the
+ * previous range (unsorted or overlapping), or ENOMEM.  Nothing is logged:
+ * the caller knows where the range came from.
  */
 int cbt_ranges_add(struct cbt_ranges *rl, uint64_t offset, uint64_t length);
 

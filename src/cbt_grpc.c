@@ -3,9 +3,8 @@
  *
  * One enumeration is a series of calls of the same method: the first from
  * offset 0, each further one (after a broken stream) from the end of the
- * last range received.  Every message is checked as it arrives; ranges
- * that touch are merged, so a FIXED_LENGTH answer of many small blocks
- * takes little memory.  The four response messages of the two APIs have
+ * last range received.  Every message is checked as it arrives.  The four
+ * response messages of the two APIs have
  * the same fields and numbers, so one decoder serves them all.
  */
 #include "config.h"
@@ -97,14 +96,6 @@ static int take_tuple(struct stream *s, int64_t offset, int64_t size)
 			      (uint64_t)offset, (uint64_t)size, s->next);
 	s->tuples++;
 	s->next = off + len;
-	if (s->out->n > 0) {
-		struct cbt_range *last = &s->out->v[s->out->n - 1];
-
-		if (last->offset + last->length == off) {
-			last->length += len;
-			return 0;
-		}
-	}
 	return cbt_ranges_add(s->out, off, len);
 }
 
@@ -149,23 +140,14 @@ static int on_message(const uint8_t *data, size_t len, void *arg)
 /* Reads the sidecar's token; NULL after logging why. */
 static char *read_token(const char *path)
 {
-	struct buf b = { 0 };
-	int err = file_read_small(path, TOKEN_MAX, &b);
-	char *t;
+	int err;
+	char *t = file_read_text(path, TOKEN_MAX, &err);
 
-	if (err != 0) {
+	if (t == NULL)
 		log_error("cannot read the token file %s: %s", path,
-			  err == EFBIG ? "larger than 64 KiB" : ERRSTR(err));
-		return NULL;
-	}
-	t = (char *)b.data;
-	while (b.len > 0 && strchr(" \t\r\n", t[b.len - 1]) != NULL)
-		t[--b.len] = '\0';
-	if (b.len == 0) {
-		log_error("the token file %s is empty", path);
-		buf_free(&b);
-		return NULL;
-	}
+			  err == EFBIG	  ? "larger than 64 KiB"
+			  : err == ENODATA ? "it is empty"
+					   : ERRSTR(err));
 	return t;
 }
 
@@ -211,8 +193,6 @@ static int call_once(struct cbt_grpc *g, const char *base, struct stream *s,
 			if (t == NULL)
 				return EACCES;
 			token = strdup(t);
-		} else if (c->token != NULL) {
-			token = strdup(c->token);
 		} else {
 			token = read_token(c->token_file);
 			if (token == NULL)
@@ -277,7 +257,7 @@ static void log_final(const struct cbt_grpc *g, const struct stream *s,
 	case RPC_UNAUTHENTICATED:
 		hint = c->api != CBT_API_SIDECAR
 			? "check the credentials the driver expects"
-			: c->token != NULL || c->token_fn != NULL
+			: c->token_fn != NULL
 			? "the token was requested for the "
 			  "SnapshotMetadataService's spec.audience, which "
 			  "must be the audience the sidecar expects (its "
@@ -326,15 +306,6 @@ static void log_final(const struct cbt_grpc *g, const struct stream *s,
 	log_error("%s at %s: %s of %s failed: %s: %s; %s", api_name(g),
 		  c->target, s->method, what, rpc_code_name(st->code),
 		  st->details, hint);
-}
-
-static void sleep_interruptible(double seconds,
-				volatile sig_atomic_t *interrupted)
-{
-	double end = now_seconds() + seconds;
-
-	while (now_seconds() < end && !(interrupted && *interrupted))
-		nanosleep(&(struct timespec){ 0, 50 * 1000 * 1000 }, NULL);
 }
 
 enum { ENUM_FALLBACK = -1 };
@@ -407,9 +378,7 @@ static int enumerate(struct cbt_grpc *g, const char *base,
 			 g->conf.target, s.method, s.next,
 			 rpc_code_name(st->code), st->details, failures,
 			 g->conf.retries);
-		sleep_interruptible(0.1 * (1 << (failures < 6 ? failures : 6)) *
-					    (0.5 + rand() / (2.0 * RAND_MAX)),
-				    interrupted);
+		sleep_ms(backoff_ms((unsigned)failures, 100, 6400), interrupted);
 		if (interrupted && *interrupted) {
 			log_error("interrupted: no snapshot was committed");
 			return EINTR;
@@ -459,7 +428,6 @@ static int grpc_get_ranges(struct cbt_source *src,
 			   struct cbt_answer *ans)
 {
 	struct cbt_grpc *g = (struct cbt_grpc *)src;
-	const char *base = NULL;
 	struct rpc_status st = { 0 };
 	char reason[800] = "";
 	int err;
@@ -482,23 +450,24 @@ static int grpc_get_ranges(struct cbt_source *src,
 		ans->csi_driver = g->driver;
 	}
 	if (req->has_base) {
-		base = g->conf.base_snapshot_id ? g->conf.base_snapshot_id
-						: req->base_handle;
-		if (base == NULL || base[0] == '\0')
+		const char *base = g->conf.base_snapshot_id
+			? g->conf.base_snapshot_id : req->base_handle;
+
+		if (base == NULL || base[0] == '\0') {
 			snprintf(reason, sizeof(reason),
 				 "the base snapshot has no CSI snapshot handle "
 				 "recorded, and --base-snapshot-id was not "
 				 "given");
-	}
-	if (base != NULL && reason[0] == '\0') {
-		err = enumerate(g, base, req->interrupted, ans, &st);
-		if (err != ENUM_FALLBACK)
-			return err;
-		snprintf(reason, sizeof(reason),
-			 "the %s cannot give the changes since base snapshot "
-			 "handle %s (%s: %s)", api_name(g), base,
-			 rpc_code_name(st.code), st.details);
-		cbt_ranges_free(&ans->ranges);
+		} else {
+			err = enumerate(g, base, req->interrupted, ans, &st);
+			if (err != ENUM_FALLBACK)
+				return err;
+			snprintf(reason, sizeof(reason),
+				 "the %s cannot give the changes since base "
+				 "snapshot handle %s (%s: %s)", api_name(g),
+				 base, rpc_code_name(st.code), st.details);
+			cbt_ranges_free(&ans->ranges);
+		}
 	}
 	if (reason[0] != '\0') {
 		if (g->conf.no_fallback) {
@@ -549,8 +518,7 @@ struct cbt_source *cbt_grpc_create(const struct cbt_grpc_conf *conf,
 			missing = "--cbt-address";
 		else if (conf->namespace == NULL)
 			missing = "--namespace";
-		else if (conf->token_file == NULL && conf->token == NULL &&
-			 conf->token_fn == NULL)
+		else if (conf->token_file == NULL && conf->token_fn == NULL)
 			missing = "--token-file";
 	}
 	if (missing != NULL) {
@@ -559,8 +527,7 @@ struct cbt_source *cbt_grpc_create(const struct cbt_grpc_conf *conf,
 		*errp = EINVAL;
 		return NULL;
 	}
-	if (conf->api == CBT_API_SIDECAR && conf->token == NULL &&
-	    conf->token_fn == NULL) {
+	if (conf->api == CBT_API_SIDECAR && conf->token_fn == NULL) {
 		char *t = read_token(conf->token_file);
 
 		if (t == NULL) {

@@ -31,7 +31,6 @@ struct cbt_grpc_conf {
 	const char *namespace;		/* sidecar: of the VolumeSnapshot */
 	const char *snapshot_name;	/* sidecar: the VolumeSnapshot */
 	const char *token_file;		/* sidecar: the security token */
-	const char *token;		/* or the token itself */
 	/* Or a function that gives it (NULL after logging why), and after
 	 * the sidecar refused a token it had accepted before (it expired
 	 * during a long enumeration), a new one if renew is set. */

@@ -13,8 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
-
 #include "cbt_grpc.h"
 #include "cbt_k8s.h"
 #include "k8s.h"
@@ -217,7 +215,7 @@ static int find_sms(struct cbt_k8s *c, struct k8s_client *k,
 	char path[1024], what[600];
 	const char *addr, *aud, *ca;
 	size_t i, n;
-	int err = ENOENT, len;
+	int err = ENOENT;
 
 	for (i = 0; i < 2 && err == ENOENT; i++) {
 		snprintf(what, sizeof(what), "SnapshotMetadataService %s "
@@ -246,17 +244,13 @@ static int find_sms(struct cbt_k8s *c, struct k8s_client *k,
 		json_object_put(sms);
 		return EINVAL;
 	}
-	n = strlen(ca);
-	c->ca_pem = malloc(n / 4 * 3 + 4);
-	len = c->ca_pem ? EVP_DecodeBlock((unsigned char *)c->ca_pem,
-					  (const unsigned char *)ca, (int)n)
-			: -1;
-	if (len < 0) {
-		log_error("%s: spec.caCert is not valid base64", what);
+	err = base64_decode(ca, (unsigned char **)&c->ca_pem, &n);
+	if (err != 0) {
+		if (err == EINVAL)
+			log_error("%s: spec.caCert is not valid base64", what);
 		json_object_put(sms);
-		return EINVAL;
+		return err;
 	}
-	c->ca_pem[len] = '\0';	/* base64 padding decodes to NULs: fine */
 	c->address = strdup(addr);
 	*audience = strdup(aud);
 	/* the host the certificate is for: the address without the port */
@@ -421,7 +415,6 @@ static int k8s_get_ranges(struct cbt_source *src,
 		g.server_name = c->host;
 	g.namespace = ns;
 	g.token_file = NULL;
-	g.token = NULL;
 	g.token_fn = token_fn;
 	g.token_arg = c;
 	c->k = k;

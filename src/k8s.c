@@ -13,7 +13,6 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
-#include <openssl/evp.h>
 #include <yaml.h>
 
 #include "k8s.h"
@@ -157,28 +156,17 @@ static struct json_object *named(struct json_object *cfg, const char *list,
 	return NULL;
 }
 
-/* Decodes base64 kubeconfig data into a curl blob; 0 or EINVAL. */
+/* Decodes base64 kubeconfig data into a curl blob; 0, EINVAL or ENOMEM. */
 static int blob_from_base64(const char *b64, struct curl_blob *blob)
 {
-	size_t n = strlen(b64);
-	unsigned char *out = malloc(n / 4 * 3 + 4);
-	int len;
+	unsigned char *data;
+	int err = base64_decode(b64, &data, &blob->len);
 
-	if (out == NULL)
-		return ENOMEM;
-	len = EVP_DecodeBlock(out, (const unsigned char *)b64, (int)n);
-	if (len < 0) {
-		free(out);
-		return EINVAL;
+	if (err == 0) {
+		blob->data = data;
+		blob->flags = CURL_BLOB_COPY;
 	}
-	while (n > 0 && b64[n - 1] == '=') {	/* padding decodes to 0s */
-		n--;
-		len--;
-	}
-	blob->data = out;
-	blob->len = (size_t)len;
-	blob->flags = CURL_BLOB_COPY;
-	return 0;
+	return err;
 }
 
 /* A path in a kubeconfig is relative to the kubeconfig's directory. */
@@ -198,16 +186,13 @@ static char *config_path(const char *kubeconfig, const char *p)
 /* Reads a token file, trimmed; NULL after logging. */
 static char *read_token_file(const char *path, const char *what)
 {
-	struct buf b = { 0 };
-	int err = file_read_small(path, SMALL_FILE_MAX, &b);
+	int err;
+	char *t = file_read_text(path, SMALL_FILE_MAX, &err);
 
-	if (err != 0) {
-		log_error("%s %s: %s", what, path, ERRSTR(err));
-		return NULL;
-	}
-	while (b.len > 0 && strchr(" \t\r\n", b.data[b.len - 1]))
-		b.data[--b.len] = '\0';
-	return (char *)b.data;
+	if (t == NULL)
+		log_error("%s %s: %s", what, path,
+			  err == ENODATA ? "empty" : ERRSTR(err));
+	return t;
 }
 
 /* Takes one "data or file" credential of a kubeconfig entry. */
@@ -218,19 +203,23 @@ static int take_cred(struct json_object *e, const char *data_key,
 	const char *v;
 
 	if ((v = k8s_string(e, data_key)) != NULL) {
-		if (blob_from_base64(v, blob) != 0) {
+		int err = blob_from_base64(v, blob);
+
+		if (err == EINVAL)
 			log_error("kubeconfig %s: %s is not valid base64",
 				  kubeconfig, data_key);
-			return EINVAL;
-		}
+		if (err != 0)
+			return err;
 	} else if ((v = k8s_string(e, file_key)) != NULL) {
 		*file = config_path(kubeconfig, v);
 		if (*file == NULL)
 			return ENOMEM;
 		if (access(*file, R_OK) != 0) {
+			int err = errno;
+
 			log_error("kubeconfig %s: %s %s: %s", kubeconfig,
-				  file_key, *file, ERRSTR(errno));
-			return errno;
+				  file_key, *file, ERRSTR(err));
+			return err;
 		}
 	}
 	return 0;
@@ -318,8 +307,12 @@ static int load_in_cluster(struct k8s_client *k)
 				   "in-cluster service account token");
 	if (k->token == NULL)
 		return EINVAL;
-	k->ns = read_token_file(SA_DIR "/namespace",
-				"in-cluster service account namespace");
+	{
+		int err;	/* optional: then --namespace must say it */
+
+		k->ns = file_read_text(SA_DIR "/namespace", SMALL_FILE_MAX,
+				       &err);
+	}
 	k->ca_file = strdup(SA_DIR "/ca.crt");
 	if (asprintf(&k->server, strchr(host, ':') ? "https://[%s]:%s"
 						    : "https://%s:%s",

@@ -304,20 +304,8 @@ static bool status_retryable(long status, const char *code)
 /* Sleeps before retry number attempt (1, 2, ...): exponential, jittered. */
 static void backoff(unsigned attempt)
 {
-	unsigned long cap = S3_BACKOFF_BASE_MS << (attempt < 10 ? attempt - 1
-								 : 9);
-	unsigned int r = 0;
-	unsigned long ms;
-	struct timespec ts;
-
-	if (cap > S3_BACKOFF_MAX_MS)
-		cap = S3_BACKOFF_MAX_MS;
-	RAND_bytes((unsigned char *)&r, sizeof(r));
-	ms = cap / 2 + r % (cap / 2 + 1);	/* half fixed, half random */
-	ts.tv_sec = (time_t)(ms / 1000);
-	ts.tv_nsec = (long)(ms % 1000) * 1000000L;
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
+	sleep_ms(backoff_ms(attempt, S3_BACKOFF_BASE_MS, S3_BACKOFF_MAX_MS),
+		 NULL);
 }
 
 /* ---- the handle pool ----------------------------------------------- */

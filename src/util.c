@@ -13,6 +13,9 @@
 #include <time.h>
 #include <uuid/uuid.h>
 
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
 #include "util.h"
 
 static const char *log_progname = "cbtfs";
@@ -124,6 +127,71 @@ int file_read_small(const char *path, size_t max, struct buf *b)
 	else
 		buf_free(b);
 	return err;
+}
+
+char *file_read_text(const char *path, size_t max, int *errp)
+{
+	struct buf b = { 0 };
+	int err = file_read_small(path, max, &b);
+
+	if (err != 0) {
+		*errp = err;
+		return NULL;
+	}
+	while (b.len > 0 && strchr(" \t\r\n", b.data[b.len - 1]) != NULL)
+		b.data[--b.len] = '\0';
+	if (b.len == 0) {
+		buf_free(&b);
+		*errp = ENODATA;
+		return NULL;
+	}
+	return (char *)b.data;
+}
+
+int base64_decode(const char *in, unsigned char **outp, size_t *lenp)
+{
+	size_t n = strlen(in), pad = 0;
+	unsigned char *out;
+	int len;
+
+	if (n % 4 != 0)
+		return EINVAL;
+	out = malloc(n / 4 * 3 + 1);
+	if (out == NULL)
+		return ENOMEM;
+	len = EVP_DecodeBlock(out, (const unsigned char *)in, (int)n);
+	if (len < 0) {
+		free(out);
+		return EINVAL;
+	}
+	/* EVP_DecodeBlock counts the padding as zero bytes */
+	while (pad < 2 && n > pad && in[n - 1 - pad] == '=')
+		pad++;
+	out[len - pad] = '\0';
+	*outp = out;
+	*lenp = (size_t)len - pad;
+	return 0;
+}
+
+unsigned long backoff_ms(unsigned attempt, unsigned long base_ms,
+			 unsigned long max_ms)
+{
+	unsigned long cap = base_ms << (attempt > 0 && attempt < 16
+					? attempt - 1 : 15);
+	unsigned int r = 0;
+
+	if (cap > max_ms)
+		cap = max_ms;
+	RAND_bytes((unsigned char *)&r, sizeof(r));
+	return cap / 2 + r % (cap / 2 + 1);	/* half fixed, half random */
+}
+
+void sleep_ms(unsigned long ms, volatile sig_atomic_t *stop)
+{
+	double end = now_seconds() + ms / 1000.0;
+
+	while (now_seconds() < end && !(stop != NULL && *stop))
+		nanosleep(&(struct timespec){ 0, 20 * 1000 * 1000 }, NULL);
 }
 
 int parse_size(const char *s, uint64_t *out)

@@ -10,6 +10,7 @@
 #ifndef CBTFS_UTIL_H
 #define CBTFS_UTIL_H
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -46,6 +47,22 @@ void buf_free(struct buf *b);
  * is not in b->len).  Returns 0 or an errno (EFBIG if larger); logs
  * nothing. */
 int file_read_small(const char *path, size_t max, struct buf *b);
+
+/* Reads a small text file (a token, a namespace) without its trailing
+ * whitespace, malloc'd; NULL with *errp (EFBIG if larger than max, ENODATA
+ * if nothing is left).  Logs nothing. */
+char *file_read_text(const char *path, size_t max, int *errp);
+
+/* Decodes standard base64 into *outp (malloc'd, NUL-terminated beyond
+ * *lenp, so PEM text can be used as a string); 0, EINVAL or ENOMEM. */
+int base64_decode(const char *in, unsigned char **outp, size_t *lenp);
+
+/* The wait before retry number attempt (1, 2, ...): base_ms doubled each
+ * time up to max_ms, of which a random half. */
+unsigned long backoff_ms(unsigned attempt, unsigned long base_ms,
+			 unsigned long max_ms);
+/* Sleeps ms milliseconds, or less once *stop is set (stop may be NULL). */
+void sleep_ms(unsigned long ms, volatile sig_atomic_t *stop);
 
 /* Parses "1M", "64KiB", "4096"; returns 0 or EINVAL. */
 int parse_size(const char *s, uint64_t *out);

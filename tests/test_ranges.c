@@ -35,9 +35,12 @@ static void test_add(void)
 	CHECK_EQ(cbt_ranges_add(&rl, 0, 0), EINVAL);		/* empty */
 	CHECK_EQ(cbt_ranges_add(&rl, 100, 50), 0);
 	CHECK_EQ(cbt_ranges_add(&rl, 150, 10), 0);		/* adjacent */
+	CHECK_EQ(rl.n, (size_t)1);				/* merged */
+	CHECK_EQ(rl.v[0].length, 60ull);
 	CHECK_EQ(cbt_ranges_add(&rl, 159, 10), EINVAL);	/* overlaps */
 	CHECK_EQ(cbt_ranges_add(&rl, 10, 10), EINVAL);		/* unsorted */
 	CHECK_EQ(cbt_ranges_add(&rl, UINT64_MAX - 5, 10), EINVAL); /* wraps */
+	CHECK_EQ(cbt_ranges_add(&rl, 200, 1), 0);		/* a gap */
 	CHECK_EQ(rl.n, (size_t)2);
 	cbt_ranges_free(&rl);
 }

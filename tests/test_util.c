@@ -1,0 +1,92 @@
+/*
+ * The shared helpers of util.c that the network layers lean on: base64,
+ * small text files, back-off.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tests.h"
+#include "util.h"
+
+static void check_b64(const char *in, const char *want)
+{
+	unsigned char *out = NULL;
+	size_t len = 99;
+
+	CHECK_EQ(base64_decode(in, &out, &len), 0);
+	CHECK_EQ(len, strlen(want));
+	CHECK(memcmp(out, want, len) == 0);
+	CHECK_EQ(out[len], 0);		/* usable as a string */
+	free(out);
+}
+
+static void test_base64(void)
+{
+	unsigned char *out = NULL;
+	size_t len;
+
+	check_b64("", "");
+	check_b64("YWJj", "abc");	/* no padding */
+	check_b64("YWI=", "ab");	/* one '=' */
+	check_b64("YQ==", "a");		/* two */
+	check_b64("LS0tLS1CRUdJTg==", "-----BEGIN");
+	CHECK_EQ(base64_decode("YWJ", &out, &len), EINVAL);	/* length */
+	CHECK_EQ(base64_decode("YW*j", &out, &len), EINVAL);	/* alphabet */
+}
+
+static void test_file_read_text(void)
+{
+	char path[] = "/tmp/cbtfs-test-util-XXXXXX";
+	int fd = mkstemp(path), err = 0;
+	char *t;
+
+	CHECK(fd >= 0);
+	CHECK_EQ(write(fd, "tok en \r\n\n", 10), 10);
+	close(fd);
+	t = file_read_text(path, 100, &err);
+	CHECK(t != NULL && strcmp(t, "tok en") == 0);	/* only the end */
+	free(t);
+	CHECK(file_read_text(path, 5, &err) == NULL);
+	CHECK_EQ(err, EFBIG);
+	CHECK_EQ(truncate(path, 0), 0);
+	CHECK(file_read_text(path, 100, &err) == NULL);
+	CHECK_EQ(err, ENODATA);
+	unlink(path);
+	CHECK(file_read_text(path, 100, &err) == NULL);
+	CHECK_EQ(err, ENOENT);
+}
+
+static void test_backoff(void)
+{
+	unsigned a;
+	int i;
+
+	for (i = 0; i < 200; i++) {
+		unsigned long ms = backoff_ms(1, 100, 5000);
+
+		CHECK(ms >= 50 && ms <= 100);
+	}
+	for (a = 2; a < 40; a++) {
+		unsigned long cap = a < 8 ? 100ul << (a - 1) : 5000;
+		unsigned long ms = backoff_ms(a, 100, 5000);
+
+		if (cap > 5000)
+			cap = 5000;
+		CHECK(ms >= cap / 2 && ms <= cap);
+	}
+}
+
+int main(void)
+{
+	log_init("test_util");
+	test_base64();
+	test_file_read_text();
+	test_backoff();
+	printf("test_util: ok\n");
+	return 0;
+}
