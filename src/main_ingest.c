@@ -223,6 +223,7 @@ int main(int argc, char *argv[])
 	bool json = false, progress = isatty(STDERR_FILENO);
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	int c, err, verbose = 0;
+	long n;
 
 	log_init(prog);
 	conf.jobs = ncpu > 0 ? (unsigned)ncpu : 2;
@@ -247,20 +248,17 @@ int main(int argc, char *argv[])
 		case 'c':
 			changes = optarg;
 			break;
-		case 'j': {
-			long n;
-
+		case 'j':
 			if (cli_number(prog, "--jobs", optarg, 1, 256, &n) != 0)
 				return EXIT_USAGE;
 			conf.jobs = (unsigned)n;
 			jobs_set = true;
 			break;
-		}
 		case OPT_CACHE_DIR:
 			cache_dir = optarg;
 			break;
 		case OPT_CSI_ENDPOINT:
-			gconf.target = csi_endpoint = optarg;
+			csi_endpoint = optarg;
 			break;
 		case OPT_CBT_ADDRESS:
 			cbt_address = optarg;
@@ -290,26 +288,23 @@ int main(int argc, char *argv[])
 			kconf.service_account = optarg;
 			break;
 		case OPT_MAX_RESULTS:
-		case OPT_CBT_TIMEOUT:
-		case OPT_CBT_RETRIES: {
-			const char *name = c == OPT_MAX_RESULTS ? "--max-results"
-					   : c == OPT_CBT_TIMEOUT ? "--cbt-timeout"
-								  : "--cbt-retries";
-			long n;
-
-			if (cli_number(prog, name, optarg,
-				       c == OPT_CBT_TIMEOUT ? 1 : 0,
-				       c == OPT_MAX_RESULTS ? 100000 : 3600,
+			if (cli_number(prog, "--max-results", optarg, 0, 100000,
 				       &n) != 0)
 				return EXIT_USAGE;
-			if (c == OPT_MAX_RESULTS)
-				gconf.max_results = (int)n;
-			else if (c == OPT_CBT_TIMEOUT)
-				gconf.idle_timeout_s = (int)n;
-			else
-				gconf.retries = (int)n;
+			gconf.max_results = (int)n;
 			break;
-		}
+		case OPT_CBT_TIMEOUT:
+			if (cli_number(prog, "--cbt-timeout", optarg, 1, 3600,
+				       &n) != 0)
+				return EXIT_USAGE;
+			gconf.idle_timeout_s = (int)n;
+			break;
+		case OPT_CBT_RETRIES:
+			if (cli_number(prog, "--cbt-retries", optarg, 0, 3600,
+				       &n) != 0)
+				return EXIT_USAGE;
+			gconf.retries = (int)n;
+			break;
 		case OPT_JSON:
 			json = true;
 			break;
@@ -347,18 +342,20 @@ int main(int argc, char *argv[])
 	    (conf.base != NULL && repo_check_snapshot_name(conf.base) != 0))
 		return EXIT_USAGE;
 
-	if (strcmp(changes, "csi") == 0 || strcmp(changes, "sidecar") == 0) {
-		gconf.api = changes[0] == 'c' ? CBT_API_CSI : CBT_API_SIDECAR;
-		if (gconf.api == CBT_API_SIDECAR) {
-			gconf.target = cbt_address;
-			gconf.tls = true;
-			gconf.snapshot_name = conf.name;
-		} else {
-			gconf.target = csi_endpoint;
-			gconf.tls = sopts.ca_file != NULL;
-		}
+	gconf.snapshot_name = conf.name;
+	gconf.verbose = verbose > 1;
+	if (strcmp(changes, "csi") == 0) {
+		gconf.api = CBT_API_CSI;
+		gconf.target = csi_endpoint;
+		gconf.tls = sopts.ca_file != NULL;
 		gconf.ca_file = sopts.ca_file;
-		gconf.verbose = verbose > 1;
+		conf.changes = cbt_grpc_create(&gconf, &err);
+		conf.csi_handle = gconf.snapshot_id;
+	} else if (strcmp(changes, "sidecar") == 0) {
+		gconf.api = CBT_API_SIDECAR;
+		gconf.target = cbt_address;
+		gconf.tls = true;
+		gconf.ca_file = sopts.ca_file;
 		conf.changes = cbt_grpc_create(&gconf, &err);
 		conf.csi_handle = gconf.snapshot_id;
 	} else if (strcmp(changes, "k8s") == 0) {
@@ -369,9 +366,7 @@ int main(int argc, char *argv[])
 					       "--snapshot-id or --token-file");
 		kconf.base_name = conf.base;
 		kconf.sidecar = gconf;
-		kconf.sidecar.snapshot_name = conf.name;
 		kconf.sidecar.target = cbt_address;
-		kconf.sidecar.verbose = verbose > 1;
 		conf.changes = cbt_k8s_create(&kconf, &err);
 	} else if (kconf.kubeconfig || kconf.service_account) {
 		return cli_usage_error(prog, "--kubeconfig and --service-account "
@@ -382,7 +377,7 @@ int main(int argc, char *argv[])
 		return cli_usage_error(prog, "--csi-endpoint, --cbt-address, "
 				       "--snapshot-id, --base-snapshot-id, "
 				       "--namespace and --token-file need "
-				       "--changes csi or sidecar");
+				       "--changes csi, sidecar or k8s");
 	} else {
 		conf.changes = cbt_source_create(changes, &err);
 	}

@@ -238,7 +238,7 @@ cbt_config "$STATE" '{}'
 expect_fail "--changes csi needs --snapshot-id" "$INGEST" --repo "$R" \
 	--volume ns/x --snapshot s --device "$img" --changes csi \
 	--csi-endpoint "$CSI_TARGET"
-expect_fail "need --changes csi or sidecar" "$INGEST" --repo "$R" \
+expect_fail "need --changes csi, sidecar or k8s" "$INGEST" --repo "$R" \
 	--volume ns/x --snapshot s --device "$img" --snapshot-id h1
 : >"$T/empty-token"
 expect_fail "is empty" sidecar ns/x s --token-file "$T/empty-token"
