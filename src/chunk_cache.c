@@ -265,16 +265,21 @@ int chunk_cache_read(struct chunk_cache *cc,
 	return err;
 }
 
-void chunk_cache_prefetch(struct chunk_cache *cc,
+bool chunk_cache_prefetch(struct chunk_cache *cc,
 			  const unsigned char id[CODEC_ID_LEN])
 {
+	bool taken = true;
 	size_t i;
 
 	if (cc->n_workers == 0)
-		return;
+		return true;
 	pthread_mutex_lock(&cc->lock);
-	if (lookup(cc, id) != NULL || cc->q_len == QUEUE_LEN)
+	if (lookup(cc, id) != NULL)
 		goto out;
+	if (cc->q_len == QUEUE_LEN) {
+		taken = false;
+		goto out;
+	}
 	for (i = 0; i < cc->q_len; i++)
 		if (memcmp(cc->queue[(cc->q_head + i) % QUEUE_LEN], id,
 			   CODEC_ID_LEN) == 0)
@@ -285,6 +290,7 @@ void chunk_cache_prefetch(struct chunk_cache *cc,
 	pthread_cond_signal(&cc->queued);
 out:
 	pthread_mutex_unlock(&cc->lock);
+	return taken;
 }
 
 static void *prefetch_worker(void *arg)

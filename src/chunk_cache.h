@@ -32,9 +32,10 @@ int chunk_cache_read(struct chunk_cache *cc,
 
 /*
  * Asks for chunk id to be loaded in the background, unless it is cached,
- * being loaded, or the prefetch queue is full.  Never blocks on I/O.
+ * being loaded or queued.  Never blocks on I/O.  Returns false if the
+ * prefetch queue is full: ask again later.
  */
-void chunk_cache_prefetch(struct chunk_cache *cc,
+bool chunk_cache_prefetch(struct chunk_cache *cc,
 			  const unsigned char id[CODEC_ID_LEN]);
 
 struct chunk_cache_stats {

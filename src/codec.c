@@ -163,37 +163,47 @@ static int verify(const unsigned char *plain, size_t len,
 	return 0;
 }
 
-int codec_decode(const void *frame, size_t flen,
-		 const unsigned char *expect_id, size_t max_len,
-		 struct buf *out, const char **why)
+/* codec_decode() of a frame whose header parse_header() accepted. */
+static int decode_frame(const unsigned char *f, size_t flen,
+			const struct frame_info *fi,
+			const unsigned char *expect_id, struct buf *out,
+			const char **why)
 {
-	const unsigned char *f = frame;
-	struct frame_info fi;
 	int err;
 
-	*why = NULL;
-	out->len = 0;
-	if ((err = parse_header(f, flen, max_len, &fi, why)) != 0)
-		return err;
-	if (buf_reserve(out, fi.raw_len ? fi.raw_len : 1) != 0)
+	if (buf_reserve(out, fi->raw_len ? fi->raw_len : 1) != 0)
 		return ENOMEM;
-	if (fi.flags & CODEC_F_ZSTD) {
-		size_t n = ZSTD_decompress(out->data, fi.raw_len, f + fi.hdr,
-					   flen - fi.hdr);
+	if (fi->flags & CODEC_F_ZSTD) {
+		size_t n = ZSTD_decompress(out->data, fi->raw_len, f + fi->hdr,
+					   flen - fi->hdr);
 
-		if (ZSTD_isError(n) || n != fi.raw_len) {
+		if (ZSTD_isError(n) || n != fi->raw_len) {
 			*why = ZSTD_isError(n) ? ZSTD_getErrorName(n)
 					       : "decompressed length differs";
 			return EBADMSG;
 		}
 	} else {
-		memcpy(out->data, f + fi.hdr, fi.raw_len);
+		memcpy(out->data, f + fi->hdr, fi->raw_len);
 	}
-	err = verify(out->data, fi.raw_len,
-		     (fi.flags & CODEC_F_DIGEST) ? f + CODEC_HEADER_LEN : NULL,
+	err = verify(out->data, fi->raw_len,
+		     (fi->flags & CODEC_F_DIGEST) ? f + CODEC_HEADER_LEN : NULL,
 		     expect_id, why);
-	out->len = err == 0 ? fi.raw_len : 0;
+	out->len = err == 0 ? fi->raw_len : 0;
 	return err;
+}
+
+int codec_decode(const void *frame, size_t flen,
+		 const unsigned char *expect_id, size_t max_len,
+		 struct buf *out, const char **why)
+{
+	struct frame_info fi;
+	int err;
+
+	*why = NULL;
+	out->len = 0;
+	if ((err = parse_header(frame, flen, max_len, &fi, why)) != 0)
+		return err;
+	return decode_frame(frame, flen, &fi, expect_id, out, why);
 }
 
 int codec_decode_buf(struct buf *b, const unsigned char *expect_id,
@@ -210,8 +220,7 @@ int codec_decode_buf(struct buf *b, const unsigned char *expect_id,
 		return err;
 	}
 	if (fi.flags & CODEC_F_ZSTD) {
-		err = codec_decode(b->data, b->len, expect_id, max_len, &out,
-				   why);
+		err = decode_frame(b->data, b->len, &fi, expect_id, &out, why);
 		buf_free(b);
 		*b = out;
 		return err;

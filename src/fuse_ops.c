@@ -520,9 +520,15 @@ static void read_ahead(struct cbtfs_fs *fs, struct open_file *of,
 	i = __atomic_exchange_n(&of->ahead, end, __ATOMIC_RELAXED);
 	if (i < idx + 1 || i > end)
 		i = idx + 1;	/* first time, or the reader jumped */
-	for (; i < end && i < map->nchunks; i++)
-		if (!codec_id_is_zero(map->ids[i]))
-			chunk_cache_prefetch(fs->cache, map->ids[i]);
+	for (; i < end && i < map->nchunks; i++) {
+		if (codec_id_is_zero(map->ids[i]))
+			continue;
+		if (!chunk_cache_prefetch(fs->cache, map->ids[i])) {
+			/* queue full: the next read asks from here on */
+			__atomic_store_n(&of->ahead, i, __ATOMIC_RELAXED);
+			break;
+		}
+	}
 }
 
 static int op_read(const char *path, char *buf, size_t size, off_t offset,
@@ -731,8 +737,11 @@ int fuse_ops_main(struct fuse_args *args, const struct mount_conf *conf)
 		if (fs->index == NULL)
 			goto out_unmount;
 	}
+	/* more loaders than connections would only wait for one */
 	fs->cache = chunk_cache_create(fs->repo, conf->cache_bytes,
-				       conf->readahead);
+				       conf->readahead < conf->store.connections
+					       ? conf->readahead
+					       : conf->store.connections);
 	if (fs->cache == NULL) {
 		log_error("cannot create the chunk cache: %s", ERRSTR(errno));
 		goto out_unmount;

@@ -26,7 +26,8 @@ struct mount_conf {
 	size_t cache_bytes;		/* decoded chunk cache */
 	bool direct_io;			/* bypass the kernel page cache */
 	unsigned readahead;		/* chunks loaded ahead of sequential
-					 * reads, by as many threads */
+					 * reads, by at most store.connections
+					 * threads */
 };
 
 /*

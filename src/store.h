@@ -39,7 +39,8 @@ struct store_ops {
 	int (*head)(struct store *st, const char *key, uint64_t *sizep);
 	/* Deleting a missing key is not an error. */
 	int (*del)(struct store *st, const char *key);
-	/* Optional: deletes n keys, in as few requests as it can. */
+	/* Optional: deletes n keys, in as few requests as it can (for
+	 * pruning; today only tests/s3tool calls it). */
 	int (*del_many)(struct store *st, const char *const *keys, size_t n);
 	/* Lists keys beginning with prefix, in no particular order. */
 	int (*list)(struct store *st, const char *prefix, store_list_cb *cb,
@@ -67,7 +68,6 @@ struct store_opts {
 	unsigned connections;	/* parallel transfers */
 	int retries;		/* < 0: default */
 	unsigned timeout;	/* seconds a request may stall; 0: default */
-	unsigned list_page;	/* keys per listing request (tests) */
 };
 
 /* Counters of a store's requests, for summaries. */

@@ -38,7 +38,6 @@
 
 #include <curl/curl.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 
 #include "store.h"
 
@@ -71,6 +70,7 @@ struct store_s3 {
 	unsigned retries;
 	unsigned list_page;
 	long timeout;		/* seconds */
+	bool verbose;		/* CBTFS_CURL_VERBOSE */
 
 	pthread_mutex_t lock;
 	pthread_cond_t idle;
@@ -443,7 +443,7 @@ static CURLcode perform(struct store_s3 *s, CURL *c, struct s3_req *r,
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
 	if (s->ca_file != NULL)
 		curl_easy_setopt(c, CURLOPT_CAINFO, s->ca_file);
-	if (getenv("CBTFS_CURL_VERBOSE") != NULL)
+	if (s->verbose)
 		curl_easy_setopt(c, CURLOPT_VERBOSE, 1L);
 
 	if (strcmp(r->method, "HEAD") == 0) {
@@ -1063,12 +1063,12 @@ struct store *store_s3_create(const char *bucket, const char *prefix,
 	s->timeout = opts->timeout > 0 ? (long)opts->timeout
 				       : S3_DEFAULT_TIMEOUT;
 	/* CBTFS_S3_LIST_PAGE: smaller listing pages, for tests */
-	if (opts->list_page == 0 && (v = env("CBTFS_S3_LIST_PAGE")) != NULL)
+	if ((v = env("CBTFS_S3_LIST_PAGE")) != NULL)
 		s->list_page = (unsigned)strtoul(v, NULL, 10);
-	else
-		s->list_page = opts->list_page;
 	if (s->list_page == 0 || s->list_page > S3_MAX_KEYS)
 		s->list_page = S3_MAX_KEYS;
+	/* set, even to "": documented so in the man pages */
+	s->verbose = getenv("CBTFS_CURL_VERBOSE") != NULL;
 
 	if ((err = check_bucket(s)) != 0)
 		goto fail;

@@ -188,9 +188,17 @@ unsigned long backoff_ms(unsigned attempt, unsigned long base_ms,
 
 void sleep_ms(unsigned long ms, volatile sig_atomic_t *stop)
 {
+	struct timespec ts = { (time_t)(ms / 1000),
+			       (long)(ms % 1000) * 1000000L };
 	double end = now_seconds() + ms / 1000.0;
 
-	while (now_seconds() < end && !(stop != NULL && *stop))
+	if (stop == NULL) {
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+		return;
+	}
+	/* look at the flag every 20 ms */
+	while (now_seconds() < end && !*stop)
 		nanosleep(&(struct timespec){ 0, 20 * 1000 * 1000 }, NULL);
 }
 
