@@ -291,6 +291,7 @@ static void log_final(const struct cbt_grpc *g, const struct stream *s,
 		break;
 	default:
 		if (strstr(st->details, "failed to connect") == NULL &&
+		    strstr(st->details, "DNS resolution failed") == NULL &&
 		    strstr(st->details, "no response for") == NULL)
 			hint = c->api == CBT_API_SIDECAR
 				? "the sidecar reports a VolumeSnapshot it "

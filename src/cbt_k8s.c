@@ -469,14 +469,8 @@ static const struct cbt_source_ops k8s_ops = {
 struct cbt_source *cbt_k8s_create(const struct cbt_k8s_conf *conf,
 				  int *errp)
 {
-	struct cbt_k8s *c;
+	struct cbt_k8s *c = calloc(1, sizeof(*c));
 
-	if (conf->sidecar.snapshot_name == NULL) {
-		log_error("--changes k8s needs --snapshot");
-		*errp = EINVAL;
-		return NULL;
-	}
-	c = calloc(1, sizeof(*c));
 	if (c == NULL) {
 		*errp = ENOMEM;
 		return NULL;

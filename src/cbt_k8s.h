@@ -32,6 +32,7 @@ struct cbt_k8s_conf {
 	struct cbt_grpc_conf sidecar;
 };
 
+/* conf->sidecar.snapshot_name must be set.  NULL with *errp (ENOMEM). */
 struct cbt_source *cbt_k8s_create(const struct cbt_k8s_conf *conf,
 				  int *errp);
 

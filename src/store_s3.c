@@ -539,7 +539,11 @@ static int s3_request(struct store_s3 *s, struct s3_req *r, bool quiet)
 
 		if (rc != CURLE_OK) {
 			const char *hint =
-				rc == CURLE_PEER_FAILED_VERIFICATION ||
+				rc == CURLE_PEER_FAILED_VERIFICATION &&
+						strstr(errbuf, "subject name")
+					? "; the certificate is for another host "
+					  "name: check AWS_ENDPOINT_URL"
+				: rc == CURLE_PEER_FAILED_VERIFICATION ||
 						rc == CURLE_SSL_CACERT_BADFILE
 					? "; for a private CA set AWS_CA_BUNDLE "
 					  "or the ca-file option"

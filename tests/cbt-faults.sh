@@ -133,7 +133,7 @@ cbt_config "$STATE" "{$SNAPS}"
 # the sidecar reports an unknown VolumeSnapshot as UNAVAILABLE: retried,
 # then given up
 unchanged "gave up after 2 attempts" sidecar ns/bad nosuch --cbt-retries 1
-unchanged "NOT_FOUND" csi ns/bad gen1 no-such-handle
+unchanged "failed: NOT_FOUND" csi ns/bad gen1 no-such-handle
 unchanged "does the driver have the SNAPSHOT_METADATA_SERVICE capability" \
 	"$INGEST" --repo "$R" --volume ns/bad --snapshot gen1 --device "$img" \
 	--changes csi --csi-endpoint "$SIDECAR_TARGET" --ca-file "$CBT_CA" \
@@ -241,7 +241,18 @@ expect_fail "--changes csi needs --snapshot-id" "$INGEST" --repo "$R" \
 expect_fail "need --changes csi, sidecar or k8s" "$INGEST" --repo "$R" \
 	--volume ns/x --snapshot s --device "$img" --snapshot-id h1
 : >"$T/empty-token"
-expect_fail "is empty" sidecar ns/x s --token-file "$T/empty-token"
+expect_fail "cannot read the token file $T/empty-token: it is empty" \
+	sidecar ns/x s --token-file "$T/empty-token"
+expect_fail "cannot read the token file $T/none: No such file" \
+	sidecar ns/x s --token-file "$T/none"
+expect_fail "cannot read CA file $T/none: No such file" \
+	sidecar ns/x s --ca-file "$T/none"
+expect_fail "--changes sidecar needs --namespace" "$INGEST" --repo "$R" \
+	--volume ns/x --snapshot s --device "$img" --changes sidecar \
+	--cbt-address "$SIDECAR_TARGET" --token-file "$CBT_TOKEN_FILE"
+expect_fail "--changes csi needs --csi-endpoint" "$INGEST" --repo "$R" \
+	--volume ns/x --snapshot s --device "$img" --changes csi \
+	--snapshot-id h1
 
 # every snapshot that was committed restores byte-exact
 start_mount "$R" "$MNT"

@@ -10,12 +10,16 @@ for p in cbtfs cbtfs-ingest cbtfs-repo; do
 	"$bin" --version | grep -q "0\.1\.0" || fail "$p --version"
 	man=$top_srcdir/man/$p.1
 	[ -f "$man" ] || fail "no man page for $p"
-	for opt in $(grep -oE -- '--[a-z][a-z-]+' <<<"$out" | sort -u); do
-		grep -qF -- "${opt//-/\\-}" "$man" || grep -qF -- "$opt" "$man" ||
-			fail "$p: $opt is in --help but not in $man"
+	# each option needs an entry of its own: a .B/.BI/.BR line naming it
+	for opt in $(grep -oE -- '^ +(-[a-zA-Z], )?--[a-z][a-z-]+' <<<"$out" |
+		grep -oE -- '--[a-z-]+' | sort -u); do
+		grep -qE -- "^\.B[IR]? .*${opt//-/\\\\-}([^a-z\\-]|\$)" "$man" ||
+			fail "$p: $opt is in --help but has no entry in $man"
 	done
-	for opt in $(grep -oE -- '-o [a-z_]+' <<<"$out" | cut -c4- | sort -u); do
-		grep -qF -- "$opt" "$man" || fail "$p: -o $opt not in $man"
+	for opt in $(grep -oE -- '^ +-o [a-z_]+' <<<"$out" | awk '{print $2}' |
+		sort -u); do
+		grep -qE -- "^\.B[IR]? \"?\\\\-o $opt([^a-z_]|\$)" "$man" ||
+			fail "$p: -o $opt has no entry in $man"
 	done
 done
 

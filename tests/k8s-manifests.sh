@@ -46,7 +46,9 @@ for w in 'autoreconf -fi' './configure' 'make install DESTDIR=/out'; do
 	grep -qF -- "$w" "$df" || fail "Dockerfile: no '$w'"
 done
 # the runtime stage installs no -dev package and no compiler
-sed -n '/^FROM debian:12$/,$p' "$df" | grep -E -- '-dev\b|build-essential' &&
+runtime=$(awk '/^FROM /{n++} n==2' "$df")
+[ -n "$runtime" ] || fail "Dockerfile: no second (runtime) stage"
+grep -E -- '-dev\b|build-essential' <<<"$runtime" &&
 	fail "Dockerfile: build tools in the runtime stage"
 grep -qF -- '-f k8s/Dockerfile .' "$K8S/run-minikube.sh" ||
 	fail "run-minikube.sh does not build k8s/Dockerfile"

@@ -121,12 +121,12 @@ static void test_concurrency(struct repo *r, const char *cache,
 {
 	struct rebuilder rb = { .rounds = 40 };
 	pthread_t t;
-	int err, i;
+	int err, i, whole;
 
 	rb.ix = index_open(r, cache, &err);
 	CHECK(rb.ix != NULL);
 	CHECK_EQ(pthread_create(&t, NULL, rebuild_loop, &rb), 0);
-	for (i = 0; i < 400; i++) {
+	for (i = 0, whole = 0; i < 400; i++) {
 		struct chunk_map *map;
 
 		err = index_resolve_chain(ix, leaf->id, &map);
@@ -135,8 +135,10 @@ static void test_concurrency(struct repo *r, const char *cache,
 		CHECK_EQ(err, 0);
 		chunk_map_free(map);
 		check_map(ix, leaf, expect);
+		whole++;
 	}
 	CHECK_EQ(pthread_join(t, NULL), 0);
+	CHECK(whole > 0);	/* the chain was resolved, not only missed */
 
 	for (i = 0; i < 20; i++) {
 		struct manifest m, *found;
