@@ -11,7 +11,6 @@ requires_fuse
 requires_grpc_fixture
 
 CS=$((256 * 1024))
-IMGTOOL="/usr/bin/python3 $top_srcdir/tests/imgtool.py"
 R=$T/repo
 MNT=$T/mnt
 STATE=$T/state

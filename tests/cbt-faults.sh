@@ -10,7 +10,6 @@ requires_fuse
 requires_grpc_fixture
 
 CS=$((256 * 1024))
-IMGTOOL="/usr/bin/python3 $top_srcdir/tests/imgtool.py"
 R=$T/repo
 MNT=$T/mnt
 STATE=$T/state
@@ -53,13 +52,7 @@ sidecar() {
 
 # unchanged MESSAGE CMD...: CMD fails saying MESSAGE, and the repository
 # is exactly as it was.
-unchanged() {
-	local before
-	before=$(fingerprint "$R")
-	expect_fail "$@"
-	[ "$(fingerprint "$R")" = "$before" ] ||
-		fail "the repository changed after: ${*:2}"
-}
+unchanged() { expect_fail_unchanged "$R" "$@"; }
 
 # ----------------------------------------------------------------------
 # Resume: the stream is cut twice during one ingest

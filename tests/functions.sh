@@ -12,6 +12,8 @@ top_builddir=${top_builddir:-$top_srcdir}
 CBTFS=$top_builddir/cbtfs
 INGEST=$top_builddir/cbtfs-ingest
 REPO=$top_builddir/cbtfs-repo
+# image comparisons: changed, nonzero, chunks, preads (see imgtool.py)
+IMGTOOL="/usr/bin/python3 $top_srcdir/tests/imgtool.py"
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/cbtfs-test.XXXXXX")
 export XDG_CACHE_HOME=$T/cache
@@ -84,6 +86,17 @@ expect_fail() {
 	printf '%s\n' "$out" | grep -qF -- "$want" ||
 		fail "'$*' did not say '$want'; it said:"$'\n'"$out"
 	return 0
+}
+
+# expect_fail_unchanged DIR "message" cmd...: cmd fails saying message and
+# leaves every file under DIR (a repository) as it was.
+expect_fail_unchanged() {
+	local dir=$1 before
+	shift
+	before=$(fingerprint "$dir")
+	expect_fail "$@"
+	[ "$(fingerprint "$dir")" = "$before" ] ||
+		fail "$dir changed after a failed: ${*:2}"
 }
 
 # A fingerprint of every file under a directory: names and contents.
