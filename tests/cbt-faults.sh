@@ -137,7 +137,21 @@ cbt_config "$STATE" '{"faults": [{"kind": "hang", "times": -1}]}'
 unchanged "no response for 1 s" csi ns/bad gen1 h1 --cbt-timeout 1 \
 	--cbt-retries 1
 cbt_config "$STATE" '{}'
-note "refusals, a dead socket and a hung service fail cleanly"
+# Ctrl-C while the service hangs: the call is cancelled, nothing committed
+cbt_config "$STATE" '{"faults": [{"kind": "hang", "times": -1}]}'
+before=$(fingerprint "$R")
+"$INGEST" --repo "$R" --volume ns/bad --snapshot gen1 --device "$img" \
+	--changes csi --csi-endpoint "$CSI_TARGET" --snapshot-id h1 \
+	>"$T/int.out" 2>&1 &
+pid=$!	# the ingest itself, not a subshell
+sleep 1
+kill -INT $pid
+wait $pid && fail "an interrupted ingest exited 0"
+grep -q "interrupted: no snapshot was committed" "$T/int.out" ||
+	fail "interrupted CBT call: $(cat "$T/int.out")"
+[ "$(fingerprint "$R")" = "$before" ] || fail "interrupted ingest changed the repository"
+cbt_config "$STATE" '{}'
+note "refusals, a dead socket, a hung service and Ctrl-C fail cleanly"
 
 # ----------------------------------------------------------------------
 # TLS: the CA and the name are checked; the name can be overridden
