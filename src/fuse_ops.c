@@ -426,13 +426,31 @@ static void release_image(struct cbtfs_fs *fs, struct image *img)
 	}
 }
 
+/*
+ * Whether the verified manifest of a snapshot is the one the tree (built
+ * from the index's rows) shows at path "/VOLUME/NAME.img" with size.
+ */
+static bool leaf_matches(const struct manifest *m, const char *path,
+			 uint64_t size)
+{
+	size_t vlen = strlen(m->volume), nlen = strlen(m->name);
+
+	return m->capacity == size && path[0] == '/' &&
+	       strncmp(path + 1, m->volume, vlen) == 0 &&
+	       path[1 + vlen] == '/' &&
+	       strncmp(path + 2 + vlen, m->name, nlen) == 0 &&
+	       strcmp(path + 2 + vlen + nlen, ".img") == 0;
+}
+
 static int op_open(const char *path, struct fuse_file_info *fi)
 {
 	struct cbtfs_fs *fs = get_fs();
 	struct image *img;
 	struct chunk_map *map = NULL;
+	struct manifest *leaf = NULL;
 	struct open_file *of;
 	char snap_id[CBTFS_UUID_LEN + 1];
+	uint64_t size = 0;
 	struct node *n;
 	int err = 0;
 
@@ -444,8 +462,10 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 		err = -ENOENT;
 	else if (n->is_dir)
 		err = -EISDIR;
-	else
+	else {
 		snprintf(snap_id, sizeof(snap_id), "%s", n->snap_id);
+		size = n->size;
+	}
 	pthread_mutex_unlock(&fs->lock);
 	if (err != 0)
 		return err;
@@ -460,10 +480,21 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 
 	if (img == NULL) {
 		/* failures were logged by the index; ENOENT: just deleted */
-		err = index_resolve_chain(fs->index, snap_id, &map);
-		if (err != 0)
+		err = index_resolve_chain(fs->index, snap_id, &leaf, &map);
+		if (err == 0 && !leaf_matches(leaf, path, size)) {
+			log_error("index %s: %s is listed under the name of "
+				  "another snapshot (%s/%s); the local index is "
+				  "damaged: 'cbtfs-repo reindex REPO' rebuilds "
+				  "it", index_path(fs->index), path,
+				  leaf->volume, leaf->name);
+			err = EUCLEAN;
+		}
+		manifest_free(leaf);
+		if (err != 0) {
+			chunk_map_free(map);
 			return err == ENOENT ? -ENOENT : err == ENOMEM ? -ENOMEM
 								    : -EIO;
+		}
 		pthread_mutex_lock(&fs->lock);
 		/* another open may have resolved it meanwhile */
 		for (img = fs->images; img != NULL; img = img->next)
@@ -565,6 +596,10 @@ static int op_read(const char *path, char *buf, size_t size, off_t offset,
 		} else {
 			err = chunk_cache_read(fs->cache, map->ids[idx], within,
 					       n, buf + done);
+			if (err == ENOENT || err == EBADMSG)
+				index_mark_damaged(fs->index, map->ids[idx],
+						   err == ENOENT ? "missing"
+								 : "corrupt");
 			if (err != 0)
 				return -(err == ENOMEM ? ENOMEM : EIO);
 		}

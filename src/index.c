@@ -1,11 +1,23 @@
 /*
  * SQLite index: see index.h.
  *
- * Schema (version 1):
+ * Schema (version 2):
  *   meta(key, value)                 repo_id, schema
  *   snapshots(sid, id, volume, name, parent_id, capacity, chunk_size,
- *             created, csi_handle, csi_driver, changes, <stats>)
+ *             created, csi_handle, csi_driver, changes, <stats>, digest)
  *   entries(sid, idx, chunk_id)      one row per manifest entry
+ *   damaged(chunk_id, local)         chunks known missing or corrupt
+ *
+ * Trust: the index is a cache of verified manifests, never an authority.
+ * Each snapshot row carries a digest of everything the manifest said (its
+ * fields and all its entries, keyed with the repository id), computed when
+ * the manifest was fetched and verified.  index_resolve_chain() recomputes
+ * it from the rows it reads for every link of the chain, so flipped bits,
+ * swapped, added or deleted rows, or another repository's index never
+ * yield a chunk map: they give EUCLEAN.  A file SQLite cannot read (or
+ * the index of another repository, or of another schema) is replaced at
+ * open; SQLite errors that mean corruption also give EUCLEAN, which
+ * index_rebuild() answers by replacing the file.
  *
  * Locking: ix->lock guards the connection and ix->bad; every public
  * function but index_sync() takes it for its whole duration, and none calls
@@ -20,13 +32,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <openssl/evp.h>
 #include <sqlite3.h>
 
 #include "index.h"
 
-#define INDEX_SCHEMA "1"
+#define INDEX_SCHEMA "2"
 
 /* A sorted array of snapshot ids, for comparing store and index. */
 struct id_set {
@@ -38,6 +54,7 @@ struct index {
 	pthread_mutex_t lock;
 	sqlite3 *db;
 	struct repo *repo;
+	char *dir;
 	char *path;
 	sqlite3_int64 data_version;	/* as of the last index_sync() */
 	struct id_set bad;		/* manifests that cannot be read */
@@ -54,34 +71,53 @@ static const char schema_sql[] =
 	"  csi_driver TEXT NOT NULL, changes TEXT NOT NULL,"
 	"  bytes_read INTEGER, chunks_read INTEGER, chunks_changed INTEGER,"
 	"  chunks_new INTEGER, chunks_reused INTEGER, chunks_zero INTEGER,"
-	"  bytes_stored INTEGER);"
+	"  bytes_stored INTEGER, digest BLOB NOT NULL);"
 	"CREATE INDEX IF NOT EXISTS snapshots_by_name"
 	"  ON snapshots(volume, name);"
 	"CREATE TABLE IF NOT EXISTS entries("
 	"  sid INTEGER NOT NULL, idx INTEGER NOT NULL, chunk_id BLOB NOT NULL,"
 	"  PRIMARY KEY(sid, idx)) WITHOUT ROWID;"
-	"CREATE INDEX IF NOT EXISTS entries_by_chunk ON entries(chunk_id);";
+	"CREATE INDEX IF NOT EXISTS entries_by_chunk ON entries(chunk_id);"
+	"CREATE TABLE IF NOT EXISTS damaged("
+	"  chunk_id BLOB PRIMARY KEY, local INTEGER NOT NULL) WITHOUT ROWID;";
 
 #define SNAPSHOT_COLUMNS                                                    \
 	"id, volume, name, parent_id, capacity, chunk_size, created, "     \
 	"csi_handle, csi_driver, changes, bytes_read, chunks_read, "      \
 	"chunks_changed, chunks_new, chunks_reused, chunks_zero, "        \
-	"bytes_stored"
+	"bytes_stored, digest"
 
+#define REPAIR_HINT                                                         \
+	"the local index is damaged; 'cbtfs-repo reindex REPO' rebuilds it " \
+	"from the repository (ingests rebuild it by themselves)"
+
+static bool db_corrupt(int rc)
+{
+	rc &= 0xff;
+	return rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB;
+}
+
+/* Logs a failed SQLite call; EUCLEAN if it means a damaged file. */
 static int db_error(struct index *ix, const char *what)
 {
-	log_error("index %s: %s: %s", ix->path, what, sqlite3_errmsg(ix->db));
-	return EIO;
+	int rc = sqlite3_extended_errcode(ix->db);
+
+	log_error("index %s: %s: %s%s", ix->path, what,
+		  sqlite3_errmsg(ix->db),
+		  db_corrupt(rc) ? ": " REPAIR_HINT : "");
+	return db_corrupt(rc) ? EUCLEAN : EIO;
 }
 
 static int db_exec(struct index *ix, const char *sql)
 {
 	char *msg = NULL;
+	int rc = sqlite3_exec(ix->db, sql, NULL, NULL, &msg);
 
-	if (sqlite3_exec(ix->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-		log_error("index %s: %s", ix->path, msg ? msg : "error");
+	if (rc != SQLITE_OK) {
+		log_error("index %s: %s%s", ix->path, msg ? msg : "error",
+			  db_corrupt(rc) ? ": " REPAIR_HINT : "");
 		sqlite3_free(msg);
-		return EIO;
+		return db_corrupt(rc) ? EUCLEAN : EIO;
 	}
 	return 0;
 }
@@ -138,11 +174,134 @@ static int mkdir_p(char *path)
 	}
 }
 
+/*
+ * Opens the connection and checks the file: EUCLEAN (with *why) if it is
+ * not a usable index of this repository, so the caller replaces it.
+ */
+static int db_init(struct index *ix, const char **why)
+{
+	sqlite3_stmt *st = NULL;
+	const char *have_repo = NULL, *have_schema = NULL;
+	char sql[256];
+	int fd, rc, err;
+
+	/* created here, private: SQLite gives its -wal and -shm files the
+	 * database file's mode */
+	fd = open(ix->path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0 || fchmod(fd, 0600) != 0) {
+		err = errno;
+		log_error("index %s: cannot create: %s", ix->path,
+			  ERRSTR(err));
+		if (fd >= 0)
+			close(fd);
+		return err;
+	}
+	close(fd);
+	if (sqlite3_open_v2(ix->path, &ix->db,
+			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
+			    NULL) != SQLITE_OK)
+		return db_error(ix, "cannot open");
+	sqlite3_busy_timeout(ix->db, 30000);
+	*why = "cannot be read by SQLite";
+	if ((err = db_exec(ix, "PRAGMA journal_mode=WAL;"
+			       "PRAGMA synchronous=NORMAL;")) != 0 ||
+	    (err = db_exec(ix, "CREATE TABLE IF NOT EXISTS meta("
+			       "  key TEXT PRIMARY KEY, value TEXT NOT NULL)"))
+		    != 0 ||
+	    (err = db_prepare(ix, "SELECT (SELECT value FROM meta WHERE "
+			      "key='repo_id'), (SELECT value FROM meta "
+			      "WHERE key='schema')", &st)) != 0)
+		return err;
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		err = db_error(ix, "read meta");
+		sqlite3_finalize(st);
+		return err;
+	}
+	have_repo = (const char *)sqlite3_column_text(st, 0);
+	have_schema = (const char *)sqlite3_column_text(st, 1);
+	if (have_repo != NULL && strcmp(have_repo, ix->repo->id) != 0) {
+		*why = "belongs to another repository";
+		err = EUCLEAN;
+	} else if (have_repo != NULL && (have_schema == NULL ||
+		   strcmp(have_schema, INDEX_SCHEMA) != 0)) {
+		*why = "has another format";
+		err = EUCLEAN;
+	}
+	sqlite3_finalize(st);
+	if (err != 0 || have_repo != NULL)
+		return err == 0 ? db_exec(ix, schema_sql) : err;
+	snprintf(sql, sizeof(sql),
+		 "BEGIN IMMEDIATE;"
+		 "INSERT OR REPLACE INTO meta VALUES('repo_id', '%s');"
+		 "INSERT OR REPLACE INTO meta VALUES('schema', '"
+		 INDEX_SCHEMA "');COMMIT;", ix->repo->id);
+	if ((err = db_exec(ix, schema_sql)) != 0 ||
+	    (err = db_exec(ix, sql)) != 0)
+		db_exec(ix, "ROLLBACK");
+	return err;
+}
+
+/* Deletes the database file and its companions. */
+static int db_remove_files(struct index *ix)
+{
+	static const char *const suffix[] = { "", "-wal", "-shm", "-journal" };
+	char path[PATH_MAX];
+	size_t i;
+
+	for (i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
+		snprintf(path, sizeof(path), "%s%s", ix->path, suffix[i]);
+		if (unlink(path) != 0 && errno != ENOENT) {
+			int err = errno;
+
+			log_error("index %s: cannot remove: %s", path,
+				  ERRSTR(err));
+			return err;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Opens the database, replacing a damaged or foreign one, while holding an
+ * exclusive lock on <dir>/index.lock, so that processes starting together
+ * on a host without an index create it once, one after the other.
+ */
+static int db_open_locked(struct index *ix, bool replace)
+{
+	char lock_path[PATH_MAX];
+	const char *why = NULL;
+	int fd, err;
+
+	snprintf(lock_path, sizeof(lock_path), "%s/index.lock", ix->dir);
+	fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		err = errno;
+		log_error("index %s: cannot create: %s", lock_path,
+			  ERRSTR(err));
+		return err;
+	}
+	while (flock(fd, LOCK_EX) != 0 && errno == EINTR)
+		;
+	err = replace ? EUCLEAN : db_init(ix, &why);
+	if (err == EUCLEAN) {
+		if (why != NULL)
+			log_warn("index %s %s; replacing it with a new one, "
+				 "filled from the repository", ix->path, why);
+		sqlite3_close(ix->db);
+		ix->db = NULL;
+		err = db_remove_files(ix);
+		if (err == 0)
+			err = db_init(ix, &why);
+	}
+	close(fd);	/* releases the lock */
+	return err;
+}
+
 struct index *index_open(struct repo *repo, const char *cache_dir, int *errp)
 {
 	char dir[PATH_MAX], *def = NULL;
 	struct index *ix;
-	sqlite3_stmt *st = NULL;
 	int err;
 
 	if (cache_dir == NULL)
@@ -157,58 +316,28 @@ struct index *index_open(struct repo *repo, const char *cache_dir, int *errp)
 		*errp = err;
 		return NULL;
 	}
+	if (chmod(dir, 0700) != 0) {
+		*errp = errno;
+		log_error("%s: %s", dir, ERRSTR(*errp));
+		return NULL;
+	}
 	ix = calloc(1, sizeof(*ix));
-	if (ix == NULL || asprintf(&ix->path, "%s/index.db", dir) < 0) {
+	if (ix == NULL || (ix->dir = strdup(dir)) == NULL ||
+	    asprintf(&ix->path, "%s/index.db", dir) < 0) {
+		if (ix != NULL)
+			free(ix->dir);
 		free(ix);
 		*errp = ENOMEM;
 		return NULL;
 	}
 	pthread_mutex_init(&ix->lock, NULL);
 	ix->repo = repo;
-	if (sqlite3_open_v2(ix->path, &ix->db,
-			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-				    SQLITE_OPEN_FULLMUTEX,
-			    NULL) != SQLITE_OK) {
-		err = db_error(ix, "cannot open");
-		goto fail;
+	if ((err = db_open_locked(ix, false)) != 0) {
+		index_close(ix);
+		*errp = err;
+		return NULL;
 	}
-	sqlite3_busy_timeout(ix->db, 30000);
-	if ((err = db_exec(ix, "PRAGMA journal_mode=WAL;"
-			       "PRAGMA synchronous=NORMAL;")) != 0 ||
-	    (err = db_exec(ix, schema_sql)) != 0)
-		goto fail;
-
-	/* the directory is named by repo id; make sure the db agrees */
-	if ((err = db_prepare(ix, "SELECT value FROM meta WHERE key='repo_id'",
-			      &st)) != 0)
-		goto fail;
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		if (strcmp((const char *)sqlite3_column_text(st, 0),
-			   repo->id) != 0) {
-			log_error("index %s belongs to another repository; "
-				  "delete it and it will be rebuilt",
-				  ix->path);
-			err = EINVAL;
-			goto fail;
-		}
-	} else {
-		char sql[256];
-
-		snprintf(sql, sizeof(sql),
-			 "INSERT OR REPLACE INTO meta VALUES('repo_id', '%s');"
-			 "INSERT OR REPLACE INTO meta VALUES('schema', '"
-			 INDEX_SCHEMA "');", repo->id);
-		if ((err = db_exec(ix, sql)) != 0)
-			goto fail;
-	}
-	sqlite3_finalize(st);
 	return ix;
-
-fail:
-	sqlite3_finalize(st);
-	index_close(ix);
-	*errp = err;
-	return NULL;
 }
 
 void index_close(struct index *ix)
@@ -218,6 +347,7 @@ void index_close(struct index *ix)
 	sqlite3_close(ix->db);
 	free(ix->bad.v);
 	pthread_mutex_destroy(&ix->lock);
+	free(ix->dir);
 	free(ix->path);
 	free(ix);
 }
@@ -227,18 +357,81 @@ const char *index_path(const struct index *ix)
 	return ix->path;
 }
 
+static void digest_u64(EVP_MD_CTX *ctx, uint64_t v)
+{
+	unsigned char b[8];
+	int i;
+
+	for (i = 0; i < 8; i++)
+		b[i] = (unsigned char)(v >> (8 * i));
+	EVP_DigestUpdate(ctx, b, sizeof(b));
+}
+
+static void digest_str(EVP_MD_CTX *ctx, const char *s)
+{
+	s = s ? s : "";
+	digest_u64(ctx, strlen(s));
+	EVP_DigestUpdate(ctx, s, strlen(s));
+}
+
+/*
+ * The digest of everything the index keeps of manifest m, keyed with the
+ * repository id.  0 or ENOMEM.
+ */
+static int manifest_digest(const char *repo_id, const struct manifest *m,
+			   unsigned char out[CODEC_ID_LEN])
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	size_t i;
+
+	if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+		EVP_MD_CTX_free(ctx);
+		return ENOMEM;
+	}
+	digest_str(ctx, "cbtfs index v" INDEX_SCHEMA);
+	digest_str(ctx, repo_id);
+	digest_str(ctx, m->id);
+	digest_str(ctx, m->volume);
+	digest_str(ctx, m->name);
+	digest_str(ctx, m->parent_id);
+	digest_u64(ctx, m->capacity);
+	digest_u64(ctx, m->chunk_size);
+	digest_u64(ctx, (uint64_t)m->created);
+	digest_str(ctx, m->csi_handle);
+	digest_str(ctx, m->csi_driver);
+	digest_str(ctx, m->changes);
+	digest_u64(ctx, m->stats.bytes_read);
+	digest_u64(ctx, m->stats.chunks_read);
+	digest_u64(ctx, m->stats.chunks_changed);
+	digest_u64(ctx, m->stats.chunks_new);
+	digest_u64(ctx, m->stats.chunks_reused);
+	digest_u64(ctx, m->stats.chunks_zero);
+	digest_u64(ctx, m->stats.bytes_stored);
+	digest_u64(ctx, m->n_entries);
+	for (i = 0; i < m->n_entries; i++) {
+		digest_u64(ctx, m->entries[i].index);
+		EVP_DigestUpdate(ctx, m->entries[i].id, CODEC_ID_LEN);
+	}
+	EVP_DigestFinal_ex(ctx, out, NULL);
+	EVP_MD_CTX_free(ctx);
+	return 0;
+}
+
 /* Inserts m and its entries, inside the caller's transaction; the caller
  * holds the lock. */
 static int insert_manifest(struct index *ix, const struct manifest *m)
 {
+	unsigned char digest[CODEC_ID_LEN];
 	sqlite3_stmt *st = NULL;
 	sqlite3_int64 sid;
 	size_t i;
 	int err;
 
+	if ((err = manifest_digest(ix->repo->id, m, digest)) != 0)
+		return err;
 	if ((err = db_prepare(ix,
 			      "INSERT OR IGNORE INTO snapshots(" SNAPSHOT_COLUMNS
-			      ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+			      ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 			      &st)) != 0)
 		return err;
 	sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
@@ -261,6 +454,7 @@ static int insert_manifest(struct index *ix, const struct manifest *m)
 	sqlite3_bind_int64(st, 15, (sqlite3_int64)m->stats.chunks_reused);
 	sqlite3_bind_int64(st, 16, (sqlite3_int64)m->stats.chunks_zero);
 	sqlite3_bind_int64(st, 17, (sqlite3_int64)m->stats.bytes_stored);
+	sqlite3_bind_blob(st, 18, digest, CODEC_ID_LEN, SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_DONE) {
 		err = db_error(ix, "insert snapshot");
 		goto out;
@@ -489,9 +683,194 @@ static sqlite3_int64 data_version(struct index *ix)
 	return v;
 }
 
+/* A sorted array of chunk ids. */
+struct chunk_ids {
+	unsigned char (*v)[CODEC_ID_LEN];
+	size_t n, cap;
+};
+
+static int chunk_ids_add(void *arg, const unsigned char id[CODEC_ID_LEN])
+{
+	struct chunk_ids *s = arg;
+
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? 2 * s->cap : 16;
+		void *p = realloc(s->v, cap * sizeof(*s->v));
+
+		if (p == NULL)
+			return ENOMEM;
+		s->v = p;
+		s->cap = cap;
+	}
+	memcpy(s->v[s->n++], id, CODEC_ID_LEN);
+	return 0;
+}
+
+static int chunk_id_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, CODEC_ID_LEN);
+}
+
+/* The damaged ids recorded (local < 0: all; else only those with that
+ * origin), sorted. */
+static int damaged_rows(struct index *ix, int local, struct chunk_ids *ids)
+{
+	sqlite3_stmt *st = NULL;
+	int err, rc;
+
+	if ((err = db_prepare(ix, "SELECT chunk_id FROM damaged "
+			      "WHERE ?1 < 0 OR local = ?1 ORDER BY chunk_id",
+			      &st)) != 0)
+		return err;
+	sqlite3_bind_int(st, 1, local);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && err == 0)
+		if (sqlite3_column_bytes(st, 0) == CODEC_ID_LEN)
+			err = chunk_ids_add(ids, sqlite3_column_blob(st, 0));
+	if (err == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
+		err = db_error(ix, "read damaged chunks");
+	sqlite3_finalize(st);
+	return err;
+}
+
+/* Records id as damaged (local: found on this host); lock held. */
+static int damaged_insert(struct index *ix, const unsigned char *id,
+			  int local)
+{
+	sqlite3_stmt *st = NULL;
+	int err;
+
+	if ((err = db_prepare(ix, "INSERT OR REPLACE INTO damaged "
+			      "VALUES(?, MAX(?, COALESCE((SELECT local FROM "
+			      "damaged WHERE chunk_id = ?1), 0)))", &st)) != 0)
+		return err;
+	sqlite3_bind_blob(st, 1, id, CODEC_ID_LEN, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, local);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		err = db_error(ix, "record a damaged chunk");
+	sqlite3_finalize(st);
+	return err;
+}
+
+/*
+ * Brings the store's damage records into the index: the store's set
+ * replaces the rows learnt from it, rows found here stay until an ingest
+ * stores the chunk again.  Writes only when something changed, so that a
+ * quiet sync does not wake the other processes using the index.
+ */
+static int sync_damaged(struct index *ix)
+{
+	struct chunk_ids store = { 0 }, known = { 0 };
+	size_t i;
+	int err;
+
+	if ((err = repo_list_damaged(ix->repo, chunk_ids_add, &store)) != 0)
+		goto out;
+	qsort(store.v, store.n, sizeof(*store.v), chunk_id_cmp);
+	pthread_mutex_lock(&ix->lock);
+	err = damaged_rows(ix, 0, &known);
+	if (err == 0 && (known.n != store.n ||
+			 (store.n > 0 && memcmp(known.v, store.v, store.n *
+						sizeof(*store.v)) != 0))) {
+		err = db_exec(ix, "BEGIN IMMEDIATE");
+		if (err == 0)
+			err = db_exec(ix, "DELETE FROM damaged WHERE local = 0");
+		for (i = 0; i < store.n && err == 0; i++)
+			err = damaged_insert(ix, store.v[i], 0);
+		if (err == 0)
+			err = db_exec(ix, "COMMIT");
+		else
+			db_exec(ix, "ROLLBACK");
+	}
+	pthread_mutex_unlock(&ix->lock);
+out:
+	free(store.v);
+	free(known.v);
+	return err;
+}
+
+int index_mark_damaged(struct index *ix, const unsigned char *id,
+		       const char *why)
+{
+	int err;
+
+	sqlite3_stmt *st = NULL;
+	bool known = false;
+
+	pthread_mutex_lock(&ix->lock);
+	err = db_prepare(ix, "SELECT 1 FROM damaged WHERE chunk_id = ?", &st);
+	if (err == 0) {
+		sqlite3_bind_blob(st, 1, id, CODEC_ID_LEN, SQLITE_STATIC);
+		known = sqlite3_step(st) == SQLITE_ROW;
+	}
+	sqlite3_finalize(st);
+	if (err == 0 && !known)
+		err = damaged_insert(ix, id, 1);
+	pthread_mutex_unlock(&ix->lock);
+	/* tell the other hosts, where the credentials allow it */
+	if (err == 0 && !known && repo_mark_damaged(ix->repo, id, why) != 0)
+		log_warn("could not record the damaged chunk in the "
+			 "repository; this host's index remembers it");
+	return err;
+}
+
+int index_clear_damaged(struct index *ix, const unsigned char *id)
+{
+	sqlite3_stmt *st = NULL;
+	int err;
+
+	if ((err = repo_clear_damaged(ix->repo, id)) != 0)
+		return err;
+	pthread_mutex_lock(&ix->lock);
+	err = db_prepare(ix, "DELETE FROM damaged WHERE chunk_id = ?", &st);
+	if (err == 0) {
+		sqlite3_bind_blob(st, 1, id, CODEC_ID_LEN, SQLITE_STATIC);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			err = db_error(ix, "clear a damaged chunk");
+	}
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&ix->lock);
+	return err;
+}
+
+int index_damaged_ids(struct index *ix, unsigned char (**idsp)[CODEC_ID_LEN],
+		      size_t *np)
+{
+	struct chunk_ids ids = { 0 };
+	int err;
+
+	pthread_mutex_lock(&ix->lock);
+	err = damaged_rows(ix, -1, &ids);
+	pthread_mutex_unlock(&ix->lock);
+	if (err != 0) {
+		free(ids.v);
+		ids.v = NULL;
+		ids.n = 0;
+	}
+	*idsp = ids.v;
+	*np = ids.n;
+	return err;
+}
+
+int index_bad_manifests(struct index *ix, index_id_cb *cb, void *arg)
+{
+	struct id_set copy = { 0 };
+	size_t i;
+	int err = 0;
+
+	pthread_mutex_lock(&ix->lock);
+	for (i = 0; i < ix->bad.n && err == 0; i++)
+		err = id_set_add(&copy, ix->bad.v[i]);
+	pthread_mutex_unlock(&ix->lock);
+	for (i = 0; i < copy.n && err == 0; i++)
+		err = cb(arg, copy.v[i]);
+	free(copy.v);
+	return err;
+}
+
 int index_sync(struct index *ix, bool *changed)
 {
 	sqlite3_int64 v;
+	int err;
 
 	if (changed != NULL)
 		*changed = false;
@@ -501,7 +880,8 @@ int index_sync(struct index *ix, bool *changed)
 		*changed = true;
 	ix->data_version = v;
 	pthread_mutex_unlock(&ix->lock);
-	return sync_store(ix, changed);
+	err = sync_store(ix, changed);
+	return err == 0 ? sync_damaged(ix) : err;
 }
 
 /* Collects the manifests of the store for index_rebuild(). */
@@ -509,6 +889,7 @@ struct manifest_list {
 	struct repo *repo;
 	struct manifest **v;
 	size_t n, cap;
+	struct id_set bad;	/* manifests that cannot be read */
 };
 
 static int fetch_manifest(void *arg, const char *id)
@@ -518,8 +899,10 @@ static int fetch_manifest(void *arg, const char *id)
 	int err;
 
 	err = repo_get_manifest(l->repo, id, &m);
-	if (err == ENOENT || err == EBADMSG || err == ENOTSUP)
-		return 0;	/* deleted meanwhile, or logged */
+	if (err == EBADMSG || err == ENOTSUP)
+		return id_set_add(&l->bad, id);	/* logged */
+	if (err == ENOENT)
+		return 0;	/* deleted meanwhile */
 	if (err != 0)
 		return err;
 	if (l->n == l->cap) {
@@ -537,9 +920,28 @@ static int fetch_manifest(void *arg, const char *id)
 	return 0;
 }
 
+/* Replaces the index's rows with l's manifests in one transaction; the
+ * caller holds the lock. */
+static int replace_rows(struct index *ix, const struct manifest_list *l)
+{
+	size_t i;
+	int err;
+
+	if ((err = db_exec(ix, "BEGIN IMMEDIATE")) != 0)
+		return err;
+	err = db_exec(ix, "DELETE FROM entries; DELETE FROM snapshots;");
+	for (i = 0; i < l->n && err == 0; i++)
+		err = insert_manifest(ix, l->v[i]);
+	if (err == 0)
+		return db_exec(ix, "COMMIT");
+	db_exec(ix, "ROLLBACK");
+	return err;
+}
+
 /*
  * Fetches every manifest first, then replaces the index's contents in one
- * transaction, so that no reader ever sees it half empty.
+ * transaction, so that no reader ever sees it half empty.  A file too
+ * damaged for that is replaced by a new one.
  */
 int index_rebuild(struct index *ix)
 {
@@ -550,22 +952,27 @@ int index_rebuild(struct index *ix)
 	pthread_mutex_lock(&ix->lock);
 	err = repo_list_manifests(ix->repo, fetch_manifest, &l);
 	if (err == 0)
-		err = db_exec(ix, "BEGIN IMMEDIATE");
-	if (err == 0) {
-		err = db_exec(ix, "DELETE FROM entries; DELETE FROM snapshots;");
-		for (i = 0; i < l.n && err == 0; i++)
-			err = insert_manifest(ix, l.v[i]);
+		err = replace_rows(ix, &l);
+	if (err == EUCLEAN) {
+		log_warn("index %s is damaged; replacing it with a new one",
+			 ix->path);
+		err = db_open_locked(ix, true);
 		if (err == 0)
-			err = db_exec(ix, "COMMIT");
-		else
-			db_exec(ix, "ROLLBACK");
+			err = replace_rows(ix, &l);
 	}
-	ix->bad.n = 0;
+	if (err == 0) {
+		free(ix->bad.v);
+		ix->bad = l.bad;
+		qsort(ix->bad.v, ix->bad.n, sizeof(*ix->bad.v), id_cmp);
+		memset(&l.bad, 0, sizeof(l.bad));
+		ix->data_version = data_version(ix);
+	}
 	pthread_mutex_unlock(&ix->lock);
 	for (i = 0; i < l.n; i++)
 		manifest_free(l.v[i]);
 	free(l.v);
-	return err;
+	free(l.bad.v);
+	return err == 0 ? sync_damaged(ix) : err;
 }
 
 static char *col_strdup(sqlite3_stmt *st, int col)
@@ -686,8 +1093,9 @@ int index_chunk_known(struct index *ix, const unsigned char *id, bool *known)
 	int err, rc;
 
 	pthread_mutex_lock(&ix->lock);
-	err = db_prepare(ix, "SELECT 1 FROM entries WHERE chunk_id = ? LIMIT 1",
-			 &st);
+	err = db_prepare(ix, "SELECT 1 FROM entries WHERE chunk_id = ?1 AND "
+			 "NOT EXISTS (SELECT 1 FROM damaged WHERE "
+			 "chunk_id = ?1) LIMIT 1", &st);
 	if (err == 0) {
 		sqlite3_bind_blob(st, 1, id, CODEC_ID_LEN, SQLITE_STATIC);
 		rc = sqlite3_step(st);
@@ -701,47 +1109,88 @@ int index_chunk_known(struct index *ix, const unsigned char *id, bool *known)
 	return err;
 }
 
-/* One link of a chain, leaf first. */
-struct chain_link {
-	sqlite3_int64 sid;
-	uint64_t nchunks;
-	char id[CBTFS_UUID_LEN + 1];
-};
-
-static int resolve_locked(struct index *ix, const char *snap_id,
-			  struct chunk_map **mapp)
+/* The row of snapshot id and all its entries, as one manifest. */
+static int read_link(struct index *ix, sqlite3_stmt *row_st,
+		     sqlite3_stmt *ent_st, const char *id, struct manifest *m)
 {
-	struct chain_link *chain = NULL;
-	size_t n = 0, cap = 0, i;
-	sqlite3_stmt *st = NULL;
+	unsigned char digest[CODEC_ID_LEN];
+	size_t cap = 0;
+	int err, rc;
+
+	sqlite3_reset(row_st);
+	sqlite3_bind_text(row_st, 1, id, -1, SQLITE_TRANSIENT);
+	rc = sqlite3_step(row_st);
+	if (rc == SQLITE_DONE)
+		return ENOENT;
+	if (rc != SQLITE_ROW)
+		return db_error(ix, "resolve chain");
+	if ((err = row_to_manifest(row_st, m)) != 0)
+		return err;
+	sqlite3_reset(ent_st);
+	sqlite3_bind_int64(ent_st, 1, sqlite3_column_int64(row_st, 18));
+	while ((rc = sqlite3_step(ent_st)) == SQLITE_ROW) {
+		struct manifest_entry *e;
+
+		if (m->n_entries == cap) {
+			void *p;
+
+			cap = cap ? 2 * cap : 64;
+			p = realloc(m->entries, cap * sizeof(*m->entries));
+			if (p == NULL)
+				return ENOMEM;
+			m->entries = p;
+		}
+		e = &m->entries[m->n_entries++];
+		e->index = (uint64_t)sqlite3_column_int64(ent_st, 0);
+		memset(e->id, 0, CODEC_ID_LEN);
+		if (sqlite3_column_bytes(ent_st, 1) == CODEC_ID_LEN)
+			memcpy(e->id, sqlite3_column_blob(ent_st, 1),
+			       CODEC_ID_LEN);
+		else
+			e->index = UINT64_MAX;	/* fails the digest */
+	}
+	if (rc != SQLITE_DONE)
+		return db_error(ix, "read entries");
+	if ((err = manifest_digest(ix->repo->id, m, digest)) != 0)
+		return err;
+	if (sqlite3_column_bytes(row_st, 17) != CODEC_ID_LEN ||
+	    memcmp(sqlite3_column_blob(row_st, 17), digest, CODEC_ID_LEN) != 0 ||
+	    strcmp(m->id, id) != 0 || m->chunk_size != ix->repo->chunk_size ||
+	    m->capacity == 0) {
+		log_error("index %s: snapshot %s does not match the manifest "
+			  "it was built from: " REPAIR_HINT, ix->path, id);
+		return EUCLEAN;
+	}
+	return 0;
+}
+
+static uint64_t link_chunks(const struct manifest *m)
+{
+	return (m->capacity + m->chunk_size - 1) / m->chunk_size;
+}
+
+/*
+ * Reads and verifies every link of the chain, leaf first, then applies
+ * their entries from the root down, later ones overriding.  Chunks beyond
+ * a link's capacity do not exist in it, so whatever its ancestors had
+ * there is cleared before its own entries apply.
+ */
+static int resolve_locked(struct index *ix, const char *snap_id,
+			  struct manifest **leafp, struct chunk_map **mapp)
+{
+	struct manifest *chain = NULL;
+	size_t n = 0, cap = 0, i, k;
+	sqlite3_stmt *row_st = NULL, *ent_st = NULL;
 	struct chunk_map *map = NULL;
-	char cur[CBTFS_UUID_LEN + 1];
+	const char *cur = snap_id;
 	int err = 0;
 
-	snprintf(cur, sizeof(cur), "%s", snap_id);
-	if ((err = db_prepare(ix,
-			      "SELECT sid, parent_id, capacity, chunk_size "
-			      "FROM snapshots WHERE id = ?", &st)) != 0)
+	if ((err = db_prepare(ix, "SELECT " SNAPSHOT_COLUMNS ", sid "
+			      "FROM snapshots WHERE id = ?", &row_st)) != 0 ||
+	    (err = db_prepare(ix, "SELECT idx, chunk_id FROM entries "
+			      "WHERE sid = ?1 ORDER BY idx", &ent_st)) != 0)
 		goto out;
 	while (cur[0] != '\0') {
-		int rc;
-
-		sqlite3_reset(st);
-		sqlite3_bind_text(st, 1, cur, -1, SQLITE_TRANSIENT);
-		rc = sqlite3_step(st);
-		if (rc != SQLITE_ROW) {
-			if (rc != SQLITE_DONE)
-				err = db_error(ix, "resolve chain");
-			else if (n == 0)
-				err = ENOENT;
-			else {
-				log_error("snapshot %s: its ancestor %s is "
-					  "missing from the repository",
-					  snap_id, cur);
-				err = EIO;
-			}
-			goto out;
-		}
 		if (n == cap) {
 			void *p;
 
@@ -753,77 +1202,76 @@ static int resolve_locked(struct index *ix, const char *snap_id,
 			}
 			chain = p;
 		}
-		chain[n].sid = sqlite3_column_int64(st, 0);
-		chain[n].nchunks = ((uint64_t)sqlite3_column_int64(st, 2) +
-				    (uint64_t)sqlite3_column_int64(st, 3) - 1) /
-				   (uint64_t)sqlite3_column_int64(st, 3);
-		snprintf(chain[n].id, sizeof(chain[n].id), "%s", cur);
-		if (n == 0) {
-			map = calloc(1, sizeof(*map));
-			if (map == NULL) {
-				err = ENOMEM;
-				goto out;
-			}
-			map->capacity = (uint64_t)sqlite3_column_int64(st, 2);
-			map->chunk_size = (uint32_t)sqlite3_column_int64(st, 3);
+		memset(&chain[n], 0, sizeof(chain[n]));
+		err = read_link(ix, row_st, ent_st, cur, &chain[n++]);
+		if (err == ENOENT && n > 1) {
+			log_error("snapshot %s: its ancestor %s is missing "
+				  "from the repository", snap_id, cur);
+			err = EIO;
 		}
-		for (i = 0; i < n; i++) {
-			if (chain[i].sid == chain[n].sid) {
+		if (err != 0)
+			goto out;
+		for (i = 0; i + 1 < n; i++) {
+			if (strcmp(chain[i].id, chain[n - 1].id) == 0) {
 				log_error("snapshot %s: its chain of parents "
 					  "loops at %s", snap_id, cur);
 				err = EIO;
 				goto out;
 			}
 		}
-		n++;
-		snprintf(cur, sizeof(cur), "%s", sqlite3_column_text(st, 1));
+		cur = chain[n - 1].parent_id;
 	}
-	sqlite3_finalize(st);
-	st = NULL;
 
-	map->nchunks = chain[0].nchunks;
+	map = calloc(1, sizeof(*map));
+	if (map == NULL) {
+		err = ENOMEM;
+		goto out;
+	}
+	map->capacity = chain[0].capacity;
+	map->chunk_size = chain[0].chunk_size;
+	map->nchunks = link_chunks(&chain[0]);
 	map->ids = calloc(map->nchunks ? map->nchunks : 1, CODEC_ID_LEN);
 	if (map->ids == NULL) {
 		err = ENOMEM;
 		goto out;
 	}
-	/*
-	 * Apply entries from the root down, later ones overriding.  Chunks
-	 * beyond a link's capacity do not exist in it, so whatever its
-	 * ancestors had there is cleared before its own entries apply.
-	 */
-	if ((err = db_prepare(ix,
-			      "SELECT idx, chunk_id FROM entries "
-			      "WHERE sid = ?1 AND idx < ?2", &st)) != 0)
-		goto out;
 	for (i = n; i-- > 0;) {
-		int rc;
+		uint64_t lim = link_chunks(&chain[i]);
 
-		if (chain[i].nchunks < map->nchunks)
-			memset(map->ids[chain[i].nchunks], 0,
-			       (map->nchunks - chain[i].nchunks) * CODEC_ID_LEN);
-		sqlite3_reset(st);
-		sqlite3_bind_int64(st, 1, chain[i].sid);
-		sqlite3_bind_int64(st, 2, (sqlite3_int64)(
-			chain[i].nchunks < map->nchunks ? chain[i].nchunks
-							: map->nchunks));
-		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-			uint64_t idx = (uint64_t)sqlite3_column_int64(st, 0);
+		if (lim < map->nchunks)
+			memset(map->ids[lim], 0,
+			       (map->nchunks - lim) * CODEC_ID_LEN);
+		for (k = 0; k < chain[i].n_entries; k++) {
+			const struct manifest_entry *e = &chain[i].entries[k];
 
-			if (sqlite3_column_bytes(st, 1) != CODEC_ID_LEN) {
-				err = db_error(ix, "bad chunk id");
-				goto out;
-			}
-			memcpy(map->ids[idx], sqlite3_column_blob(st, 1),
-			       CODEC_ID_LEN);
-		}
-		if (rc != SQLITE_DONE) {
-			err = db_error(ix, "read entries");
-			goto out;
+			if (e->index < lim && e->index < map->nchunks)
+				memcpy(map->ids[e->index], e->id,
+				       CODEC_ID_LEN);
 		}
 	}
+	if (leafp != NULL) {
+		*leafp = malloc(sizeof(**leafp));
+		if (*leafp == NULL) {
+			err = ENOMEM;
+			goto out;
+		}
+		**leafp = chain[0];
+		free(chain[0].entries);
+		(*leafp)->entries = NULL;
+		(*leafp)->n_entries = 0;
+		memset(&chain[0], 0, sizeof(chain[0]));
+	}
 out:
-	sqlite3_finalize(st);
+	sqlite3_finalize(row_st);
+	sqlite3_finalize(ent_st);
+	for (i = 0; i < n; i++) {
+		free(chain[i].volume);
+		free(chain[i].name);
+		free(chain[i].csi_handle);
+		free(chain[i].csi_driver);
+		free(chain[i].changes);
+		free(chain[i].entries);
+	}
 	free(chain);
 	if (err != 0) {
 		chunk_map_free(map);
@@ -834,15 +1282,20 @@ out:
 }
 
 int index_resolve_chain(struct index *ix, const char *snap_id,
-			struct chunk_map **mapp)
+			struct manifest **leafp, struct chunk_map **mapp)
 {
 	int err;
 
+	if (leafp != NULL)
+		*leafp = NULL;
+	*mapp = NULL;
+	if (snap_id == NULL || snap_id[0] == '\0')
+		return ENOENT;
 	pthread_mutex_lock(&ix->lock);
 	/* one read transaction: a consistent view of the whole chain */
 	err = db_exec(ix, "BEGIN");
 	if (err == 0) {
-		err = resolve_locked(ix, snap_id, mapp);
+		err = resolve_locked(ix, snap_id, leafp, mapp);
 		db_exec(ix, "COMMIT");
 	}
 	pthread_mutex_unlock(&ix->lock);

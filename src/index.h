@@ -36,7 +36,13 @@ void chunk_map_free(struct chunk_map *map);
 /* Default cache directory (malloc'd), from XDG_CACHE_HOME or HOME. */
 char *index_default_cache_dir(void);
 
-/* Opens (creating) the index of repo under cache_dir (NULL: default). */
+/*
+ * Opens (creating) the index of repo under cache_dir (NULL: default).  A
+ * file SQLite cannot read, or the index of another repository, is
+ * replaced by an empty index (with a warning): the next sync fills it.
+ * Processes opening it at the same time wait for each other.  NULL with
+ * *errp set (logged).
+ */
 struct index *index_open(struct repo *repo, const char *cache_dir,
 			 int *errp);
 void index_close(struct index *ix);
@@ -48,8 +54,13 @@ const char *index_path(const struct index *ix);
  * host) since the last sync.  Manifests that cannot be read are logged and skipped.
  */
 int index_sync(struct index *ix, bool *changed);
-/* Empties the index and syncs it from the store. */
+/* Empties the index and syncs it from the store.  0 or an errno
+ * (logged). */
 int index_rebuild(struct index *ix);
+
+/* Calls cb for the id of each manifest the last sync could not read. */
+typedef int index_id_cb(void *arg, const char *id);
+int index_bad_manifests(struct index *ix, index_id_cb *cb, void *arg);
 
 /* Records a manifest just committed to the store. */
 int index_add_manifest(struct index *ix, const struct manifest *m);
@@ -68,12 +79,33 @@ typedef int index_snapshot_cb(void *arg, const struct manifest *m);
 int index_list_snapshots(struct index *ix, const char *volume,
 			 index_snapshot_cb *cb, void *arg);
 
-/* Sets *known if some indexed manifest refers to chunk id. */
+/* Sets *known if some indexed manifest refers to chunk id and the chunk
+ * is not recorded as damaged.  0 or an errno (logged). */
 int index_chunk_known(struct index *ix, const unsigned char *id,
 		      bool *known);
 
-/* Resolves the chain of snapshot snap_id into *mapp. */
+/*
+ * Damaged chunks: those with a record in the store (see repo.h), learnt at
+ * each sync, and those this host found (index_mark_damaged(), which also
+ * writes the store's record where it can).  All return 0 or an errno
+ * (logged).
+ */
+int index_mark_damaged(struct index *ix, const unsigned char *id,
+		       const char *why);
+int index_clear_damaged(struct index *ix, const unsigned char *id);
+/* *idsp (malloc'd, sorted with memcmp) receives *np damaged ids. */
+int index_damaged_ids(struct index *ix, unsigned char (**idsp)[CODEC_ID_LEN],
+		      size_t *np);
+
+/*
+ * Resolves the chain of snapshot snap_id into *mapp, and into *leafp (may
+ * be NULL; no entries) the snapshot's own fields.  Every link is checked
+ * against the digest recorded when its manifest was verified, so a
+ * damaged index never yields a map: EUCLEAN (logged, naming the index and
+ * 'cbtfs-repo reindex').  ENOENT if snap_id is not indexed; EIO (logged)
+ * for a chain whose ancestor is missing or loops.
+ */
 int index_resolve_chain(struct index *ix, const char *snap_id,
-			struct chunk_map **mapp);
+			struct manifest **leafp, struct chunk_map **mapp);
 
 #endif

@@ -48,6 +48,11 @@ struct ingest {
 	unsigned char *verdict;		/* per todo position */
 	unsigned char (*ids)[CODEC_ID_LEN];
 
+	bool check_store;		/* an earlier run left chunks: ask
+					 * the store before uploading */
+	const unsigned char (*damaged)[CODEC_ID_LEN];	/* sorted */
+	size_t n_damaged;
+
 	pthread_mutex_t lock;
 	pthread_cond_t cond;		/* a worker finished */
 	size_t next;			/* cursor into todo */
@@ -55,6 +60,9 @@ struct ingest {
 	unsigned running;
 	int err;			/* first error, stops everybody */
 	struct manifest_stats stats;
+	uint64_t chunks_healed;		/* damaged chunks stored again */
+	uint64_t chunks_found;		/* left in the store by a stopped run */
+	bool uploaded;			/* some chunk was put */
 	struct claim_set claimed;
 };
 
@@ -130,14 +138,79 @@ static int read_chunk(struct ingest *ing, uint64_t idx, unsigned char *buf,
 	return 0;
 }
 
+static int id_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, CODEC_ID_LEN);
+}
+
+/* Whether chunk id is recorded as damaged. */
+static bool is_damaged(const struct ingest *ing, const unsigned char *id)
+{
+	return ing->n_damaged > 0 &&
+	       bsearch(id, ing->damaged, ing->n_damaged, CODEC_ID_LEN,
+		       id_cmp) != NULL;
+}
+
+/*
+ * Uploads chunk id unless the repository has it: the index knows every
+ * chunk a committed snapshot uses, whichever host wrote it; after a run
+ * that stopped early (check_store), chunks it does not know are looked
+ * for in the store, so that what the stopped run stored is not sent
+ * again.  A chunk recorded as damaged is uploaded again and its record
+ * removed.  entry: the chunk is an entry of the new manifest (else it is
+ * the base's, uploaded only to heal it).
+ */
+static int store_chunk(struct ingest *ing, const unsigned char *id,
+		       const unsigned char *buf, bool entry)
+{
+	const struct ingest_conf *conf = ing->conf;
+	bool damaged = is_damaged(ing, id), exists = false, found = false;
+	uint64_t stored = 0;
+	int err = 0;
+
+	if (!damaged) {
+		err = index_chunk_known(conf->index, id, &exists);
+		if (err == 0 && !exists && ing->check_store) {
+			err = repo_chunk_exists(conf->repo, id, &exists);
+			found = exists;
+		}
+	}
+	if (err == 0 && !exists)
+		err = repo_put_chunk(conf->repo, id, buf, &stored);
+	if (err == 0 && damaged) {
+		char key[REPO_CHUNK_KEY_LEN + 1];
+
+		repo_chunk_key(id, key);
+		log_info("stored chunk %s again: it was recorded as damaged",
+			 key);
+		err = index_clear_damaged(conf->index, id);
+	}
+	if (err != 0)
+		return err;
+
+	pthread_mutex_lock(&ing->lock);
+	if (!exists) {
+		ing->uploaded = true;
+		ing->stats.chunks_new++;
+		ing->stats.bytes_stored += stored;
+	} else if (entry) {
+		ing->stats.chunks_reused++;
+	}
+	if (found)
+		ing->chunks_found++;
+	if (damaged)
+		ing->chunks_healed++;
+	pthread_mutex_unlock(&ing->lock);
+	return 0;
+}
+
 /* Handles the chunk at todo position k. */
 static int process_chunk(struct ingest *ing, size_t k, unsigned char *buf)
 {
-	const struct ingest_conf *conf = ing->conf;
-	uint64_t idx = ing->todo[k], nread = 0, stored = 0;
+	uint64_t idx = ing->todo[k], nread = 0;
 	unsigned char id[CODEC_ID_LEN];
 	const unsigned char *base_id = codec_zero_id;
-	bool zero, claimed = false, exists = false;
+	bool zero, same, claimed = false;
 	int err;
 
 	if ((err = read_chunk(ing, idx, buf, &nread)) != 0)
@@ -149,48 +222,30 @@ static int process_chunk(struct ingest *ing, size_t k, unsigned char *buf)
 		codec_chunk_id(buf, ing->chunk_size, id);
 	if (ing->base != NULL && idx < ing->base->nchunks)
 		base_id = ing->base->ids[idx];
+	same = memcmp(id, base_id, CODEC_ID_LEN) == 0;
 
 	pthread_mutex_lock(&ing->lock);
 	ing->stats.bytes_read += nread;
 	ing->stats.chunks_read++;
 	if (zero)
 		ing->stats.chunks_zero++;
-	if (memcmp(id, base_id, CODEC_ID_LEN) == 0) {
-		pthread_mutex_unlock(&ing->lock);
-		return 0;	/* same as the base: no entry */
+	if (!same) {
+		ing->verdict[k] = V_ENTRY;
+		memcpy(ing->ids[k], id, CODEC_ID_LEN);
+		ing->stats.chunks_changed++;
 	}
-	ing->verdict[k] = V_ENTRY;
-	memcpy(ing->ids[k], id, CODEC_ID_LEN);
-	ing->stats.chunks_changed++;
-	if (!zero)
-		err = claim_set_add(&ing->claimed, id, &claimed);
-	if (!zero && !claimed && err == 0)
+	/* the same as the base: nothing to store, unless it is damaged */
+	if (zero || (same && !is_damaged(ing, id))) {
+		pthread_mutex_unlock(&ing->lock);
+		return 0;
+	}
+	err = claim_set_add(&ing->claimed, id, &claimed);
+	if (!claimed && err == 0 && !same)
 		ing->stats.chunks_reused++;	/* another worker has it */
 	pthread_mutex_unlock(&ing->lock);
-	if (zero || !claimed || err != 0)
+	if (!claimed || err != 0)
 		return err;
-
-	/*
-	 * The index was synced before the workers started, so it knows every
-	 * chunk a committed snapshot uses, whichever host wrote it; asking the
-	 * store as well would cost a request per chunk.  What it does not
-	 * know (chunks of failed ingests) is uploaded again, harmlessly.
-	 */
-	err = index_chunk_known(conf->index, id, &exists);
-	if (err == 0 && !exists)
-		err = repo_put_chunk(conf->repo, id, buf, &stored);
-	if (err != 0)
-		return err;
-
-	pthread_mutex_lock(&ing->lock);
-	if (exists) {
-		ing->stats.chunks_reused++;
-	} else {
-		ing->stats.chunks_new++;
-		ing->stats.bytes_stored += stored;
-	}
-	pthread_mutex_unlock(&ing->lock);
-	return 0;
+	return store_chunk(ing, id, buf, !same);
 }
 
 static void *worker(void *arg)
@@ -290,40 +345,56 @@ static int run_workers(struct ingest *ing, unsigned jobs, bool progress)
 	return err;
 }
 
+/* Refuses what is not a block device or a regular file; EINVAL
+ * (logged). */
+static int check_device_type(const char *path, const struct stat *sb)
+{
+	if (S_ISBLK(sb->st_mode) || S_ISREG(sb->st_mode))
+		return 0;
+	log_error("device %s: is a %s; --device must be a block device or "
+		  "a regular file (an image)", path,
+		  S_ISDIR(sb->st_mode) ? "directory"
+		  : S_ISFIFO(sb->st_mode) ? "FIFO"
+		  : S_ISSOCK(sb->st_mode) ? "socket"
+		  : S_ISCHR(sb->st_mode) ? "character device"
+		  : "special file");
+	return EINVAL;
+}
+
 /* Opens the device and finds its size. */
 static int open_device(const char *path, int *fdp, uint64_t *sizep)
 {
 	struct stat sb;
 	int fd, err;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* a socket cannot be opened, a FIFO would block: say what they are */
+	if (stat(path, &sb) == 0 && (err = check_device_type(path, &sb)) != 0)
+		return err;
+	/* O_NONBLOCK: what was swapped in meanwhile cannot hang the open */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		err = errno;
 		log_error("device %s: cannot open: %s", path, ERRSTR(err));
 		return err;
 	}
-	if (fstat(fd, &sb) != 0) {
+	if (fstat(fd, &sb) != 0 || fcntl(fd, F_SETFL, 0) != 0) {
 		err = errno;
 		log_error("device %s: %s", path, ERRSTR(err));
 		close(fd);
 		return err;
 	}
-	if (S_ISBLK(sb.st_mode)) {
-		if (ioctl(fd, BLKGETSIZE64, sizep) != 0) {
-			err = errno;
-			log_error("device %s: cannot get size: %s", path,
-				  ERRSTR(err));
-			close(fd);
-			return err;
-		}
-	} else if (S_ISREG(sb.st_mode)) {
-		*sizep = (uint64_t)sb.st_size;
-	} else {
-		log_error("device %s: not a block device or regular file",
-			  path);
+	if ((err = check_device_type(path, &sb)) != 0) {
 		close(fd);
-		return EINVAL;
+		return err;
 	}
+	if (S_ISBLK(sb.st_mode) && ioctl(fd, BLKGETSIZE64, sizep) != 0) {
+		err = errno;
+		log_error("device %s: cannot get size: %s", path, ERRSTR(err));
+		close(fd);
+		return err;
+	}
+	if (S_ISREG(sb.st_mode))
+		*sizep = (uint64_t)sb.st_size;
 	if (*sizep == 0) {
 		log_error("device %s: is empty (size 0)", path);
 		close(fd);
@@ -334,20 +405,84 @@ static int open_device(const char *path, int *fdp, uint64_t *sizep)
 	return 0;
 }
 
-static int check_name_free(const struct ingest_conf *conf)
+/* Finds, among the lock records, one of an ingest of this snapshot
+ * that stopped without releasing it. */
+static int stopped_cb(void *arg, const struct repo_lock_info *li)
+{
+	const struct ingest_conf *conf = arg;
+
+	if ((li->status == REPO_LOCK_DEAD || li->status == REPO_LOCK_EXPIRED) &&
+	    strcmp(li->volume, conf->volume) == 0 &&
+	    strcmp(li->snapshot, conf->name) == 0)
+		return EEXIST;
+	return 0;
+}
+
+/*
+ * Checks that no snapshot of that name exists.  *existing receives the id
+ * of one that does, if an ingest of it was killed after committing it
+ * (stopped: its lock record was found, by this call or by the caller): a
+ * plain re-run then has nothing to do.  EEXIST (logged) for a name in use.
+ */
+static int check_name_free(const struct ingest_conf *conf, bool stopped,
+			   char existing[CBTFS_UUID_LEN + 1])
 {
 	struct manifest *m;
 	int err;
 
+	existing[0] = '\0';
 	err = index_find_snapshot(conf->index, conf->volume, conf->name, &m);
-	if (err == 0) {
+	if (err != 0)
+		return err == ENOENT ? 0 : err;
+	err = stopped ? EEXIST
+		      : repo_list_locks(conf->repo, stopped_cb, (void *)conf);
+	if (err == EEXIST) {
+		snprintf(existing, CBTFS_UUID_LEN + 1, "%s", m->id);
+		err = 0;
+	} else if (err == 0) {
 		log_error("snapshot '%s' of volume '%s' already exists in the "
 			  "repository (id %s); choose another name", conf->name,
 			  conf->volume, m->id);
-		manifest_free(m);
-		return EEXIST;
+		err = EEXIST;
 	}
-	return err == ENOENT ? 0 : err;
+	manifest_free(m);
+	return err;
+}
+
+/* Finds the base snapshot by name and resolves its chain (verified). */
+static int find_base(const struct ingest_conf *conf, struct manifest **basep,
+		     struct chunk_map **mapp)
+{
+	struct manifest *row;
+	int err;
+
+	err = index_find_snapshot(conf->index, conf->volume, conf->base, &row);
+	if (err == ENOENT)
+		log_error("base snapshot '%s' of volume '%s' is not in the "
+			  "repository; 'cbtfs-repo snapshots REPO --volume %s' "
+			  "lists the snapshots", conf->base, conf->volume,
+			  conf->volume);
+	if (err != 0)
+		return err;
+	err = index_resolve_chain(conf->index, row->id, basep, mapp);
+	if (err == ENOENT)
+		log_error("base snapshot '%s' vanished from the repository "
+			  "meanwhile", conf->base);
+	if (err == 0 && (strcmp((*basep)->volume, conf->volume) != 0 ||
+			 strcmp((*basep)->name, conf->base) != 0)) {
+		log_error("index %s: the row of snapshot '%s' names another "
+			  "snapshot than its manifest", index_path(conf->index),
+			  conf->base);
+		err = EUCLEAN;
+	}
+	if (err != 0) {
+		manifest_free(*basep);
+		chunk_map_free(*mapp);
+		*basep = NULL;
+		*mapp = NULL;
+	}
+	manifest_free(row);
+	return err;
 }
 
 static int build_manifest(struct ingest *ing, const struct manifest *base,
@@ -384,33 +519,54 @@ static int build_manifest(struct ingest *ing, const struct manifest *base,
 	return 0;
 }
 
-/*
- * The base's last chunk, when partial, holds bytes past the base's capacity
- * that are not part of it (they read as zero only up to the capacity).  A
- * volume that grew past them must read that chunk again from the device,
- * whatever the change source reported.  Inserts its index into the sorted
- * todo list if missing.
- */
-static int add_boundary_chunk(const struct chunk_map *base, uint64_t capacity,
-			      uint64_t **todop, size_t *np)
+/* Inserts chunk index idx into the sorted list *todop unless there. */
+static int todo_add(uint64_t **todop, size_t *np, uint64_t idx)
 {
-	uint64_t b = base->capacity / base->chunk_size, *p;
-	size_t pos = 0;
+	size_t lo = 0, hi = *np;
+	uint64_t *p;
 
-	if (base->capacity % base->chunk_size == 0 || capacity <= base->capacity)
-		return 0;
-	while (pos < *np && (*todop)[pos] < b)
-		pos++;
-	if (pos < *np && (*todop)[pos] == b)
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if ((*todop)[mid] < idx)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < *np && (*todop)[lo] == idx)
 		return 0;
 	p = realloc(*todop, (*np + 1) * sizeof(*p));
 	if (p == NULL)
 		return ENOMEM;
-	memmove(p + pos + 1, p + pos, (*np - pos) * sizeof(*p));
-	p[pos] = b;
+	memmove(p + lo + 1, p + lo, (*np - lo) * sizeof(*p));
+	p[lo] = idx;
 	*todop = p;
 	(*np)++;
 	return 0;
+}
+
+/*
+ * Chunks to read whatever the change source said: the base's last chunk,
+ * when partial, holds bytes past the base's capacity that are not part of
+ * it, so a volume that grew past them must read it again; and chunks of
+ * the base recorded as damaged are read, so that the same data, if the
+ * device still holds it, is stored again.
+ */
+static int add_forced_chunks(const struct ingest *ing, uint64_t **todop,
+			     size_t *np)
+{
+	const struct chunk_map *base = ing->base;
+	uint64_t b = base->capacity / base->chunk_size, i;
+	int err = 0;
+
+	if (base->capacity % base->chunk_size != 0 &&
+	    ing->capacity > base->capacity)
+		err = todo_add(todop, np, b);
+	for (i = 0; err == 0 && ing->n_damaged > 0 && i < base->nchunks &&
+		    i * ing->chunk_size < ing->capacity; i++)
+		if (is_damaged(ing, base->ids[i]))
+			err = todo_add(todop, np, i);
+	return err;
 }
 
 /*
@@ -437,16 +593,135 @@ static int take_answer(const struct ingest_conf *conf,
 	return 0;
 }
 
-int ingest_run(const struct ingest_conf *conf, struct ingest_result *res)
+/* What one attempt of ingest_run() works with. */
+struct plan {
+	struct manifest *base;		/* verified, or NULL */
+	struct chunk_map *base_map;
+	struct cbt_answer ans;
+	uint64_t *todo;
+	size_t n_todo;
+	uint64_t nchunks;
+	unsigned char (*damaged)[CODEC_ID_LEN];
+	size_t n_damaged;
+};
+
+static void plan_free(struct plan *p)
+{
+	free(p->todo);
+	free(p->damaged);
+	cbt_ranges_free(&p->ans.ranges);
+	chunk_map_free(p->base_map);
+	manifest_free(p->base);
+}
+
+/* Syncs the index, finds the base and asks the change source which
+ * chunks to read.  Writes nothing. */
+static int plan_ingest(const struct ingest_conf *conf, struct ingest *ing,
+		       struct plan *p, char existing[CBTFS_UUID_LEN + 1])
 {
 	struct cbt_request req = { 0 };
-	struct cbt_answer ans = { 0 };
-	struct manifest *base = NULL, m = { 0 };
-	struct chunk_map *base_map = NULL;
+	uint64_t k;
+	int err;
+
+	if ((err = index_sync(conf->index, NULL)) != 0 ||
+	    (err = check_name_free(conf, false, existing)) != 0 ||
+	    (err = index_damaged_ids(conf->index, &p->damaged,
+				     &p->n_damaged)) != 0)
+		return err;
+	ing->damaged = (const unsigned char (*)[CODEC_ID_LEN])p->damaged;
+	ing->n_damaged = p->n_damaged;
+	if (conf->base != NULL &&
+	    (err = find_base(conf, &p->base, &p->base_map)) != 0)
+		return err;
+	ing->base = p->base_map;
+	if (conf->changes->ops->get_ranges != NULL) {
+		req.device_size = ing->capacity;
+		req.has_base = p->base != NULL;
+		req.base_handle = p->base && p->base->csi_handle[0]
+					  ? p->base->csi_handle : NULL;
+		req.interrupted = conf->interrupted;
+		err = conf->changes->ops->get_ranges(conf->changes, &req,
+						     &p->ans);
+		if (err == 0)
+			err = take_answer(conf, &p->ans, &ing->capacity);
+		if (err == 0)
+			err = cbt_ranges_to_chunks(&p->ans.ranges,
+						   ing->chunk_size, &p->todo,
+						   &p->n_todo);
+		if (err != 0)
+			return err;
+		if (p->ans.full && p->base != NULL) {
+			/* unreported chunks are zero, not the base's */
+			chunk_map_free(p->base_map);
+			manifest_free(p->base);
+			p->base_map = NULL;
+			p->base = NULL;
+			ing->base = NULL;
+		}
+	}
+	p->nchunks = (ing->capacity + ing->chunk_size - 1) / ing->chunk_size;
+	if (conf->changes->ops->get_ranges == NULL) {
+		p->todo = malloc((p->nchunks ? p->nchunks : 1) *
+				 sizeof(*p->todo));
+		if (p->todo == NULL)
+			return ENOMEM;
+		for (k = 0; k < p->nchunks; k++)
+			p->todo[k] = k;
+		p->n_todo = p->nchunks;
+	}
+	if (ing->base != NULL &&
+	    (err = add_forced_chunks(ing, &p->todo, &p->n_todo)) != 0)
+		return err;
+	ing->todo = p->todo;
+	ing->n_todo = p->n_todo;
+	ing->verdict = calloc(p->n_todo ? p->n_todo : 1, 1);
+	ing->ids = calloc(p->n_todo ? p->n_todo : 1, CODEC_ID_LEN);
+	if (ing->verdict == NULL || ing->ids == NULL)
+		return ENOMEM;
+	return 0;
+}
+
+/* Writes the manifest (the commit point) and records it in the index. */
+static int commit(struct ingest *ing, struct plan *p, struct repo_lock *lock,
+		  struct ingest_result *res)
+{
+	const struct ingest_conf *conf = ing->conf;
+	struct manifest m = { 0 };
+	int err;
+
+	if ((err = build_manifest(ing, p->base, &m)) != 0)
+		return err;
+	if (m.csi_driver[0] == '\0' && p->ans.csi_driver != NULL)
+		m.csi_driver = (char *)p->ans.csi_driver;
+	if (m.csi_handle[0] == '\0' && p->ans.csi_handle != NULL)
+		m.csi_handle = (char *)p->ans.csi_handle;
+	if (conf->interrupted != NULL && *conf->interrupted) {
+		log_error("interrupted: no snapshot was committed");
+		err = EINTR;
+	}
+	if (err == 0)
+		err = repo_lock_confirm(lock);
+	if (err == 0)
+		err = repo_put_manifest(conf->repo, &m, &res->manifest_bytes);
+	if (err == 0 && index_add_manifest(conf->index, &m) != 0)
+		log_warn("snapshot committed, but the local index could not "
+			 "record it; the next sync or 'cbtfs-repo reindex' "
+			 "will");
+	if (err == 0)
+		snprintf(res->id, sizeof(res->id), "%s", m.id);
+	free(m.entries);
+	return err;
+}
+
+/* One attempt: plan, lock, run the workers, commit. */
+static int ingest_once(const struct ingest_conf *conf,
+		       struct ingest_result *res)
+{
+	struct plan p = { 0 };
 	struct ingest ing = { 0 };
-	uint64_t *todo = NULL, nchunks;
-	size_t n_todo = 0, k;
-	char lock_id[CBTFS_UUID_LEN + 1] = "";
+	struct repo_lock *lock = NULL;
+	char existing[CBTFS_UUID_LEN + 1] = "";
+	bool leftovers = false, predecessor = false;
 	double start = now_seconds();
 	int err;
 
@@ -462,132 +737,71 @@ int ingest_run(const struct ingest_conf *conf, struct ingest_result *res)
 	    (err = repo_check_snapshot_name(conf->name)) != 0 ||
 	    (conf->base && (err = repo_check_snapshot_name(conf->base)) != 0))
 		goto out;
-	if ((err = open_device(conf->device, &ing.fd, &ing.capacity)) != 0)
+	if ((err = open_device(conf->device, &ing.fd, &ing.capacity)) != 0 ||
+	    (err = plan_ingest(conf, &ing, &p, existing)) != 0)
 		goto out;
-	if ((err = index_sync(conf->index, NULL)) != 0 ||
-	    (err = check_name_free(conf)) != 0)
-		goto out;
-	if (conf->base != NULL) {
-		err = index_find_snapshot(conf->index, conf->volume, conf->base,
-					  &base);
-		if (err == ENOENT)
-			log_error("base snapshot '%s' of volume '%s' is not in "
-				  "the repository; 'cbtfs-repo snapshots REPO "
-				  "--volume %s' lists the snapshots", conf->base,
-				  conf->volume, conf->volume);
-		if (err != 0)
-			goto out;
-		err = index_resolve_chain(conf->index, base->id, &base_map);
-		if (err == ENOENT)
-			log_error("base snapshot '%s' vanished from the "
-				  "repository meanwhile", conf->base);
-		if (err != 0)
-			goto out;
-		ing.base = base_map;
-	}
-	if (conf->changes->ops->get_ranges != NULL) {
-		req.device_size = ing.capacity;
-		req.has_base = base != NULL;
-		req.base_handle = base && base->csi_handle[0] ? base->csi_handle
-							     : NULL;
-		req.interrupted = conf->interrupted;
-		err = conf->changes->ops->get_ranges(conf->changes, &req, &ans);
-		if (err == 0)
-			err = take_answer(conf, &ans, &ing.capacity);
-		if (err == 0)
-			err = cbt_ranges_to_chunks(&ans.ranges, ing.chunk_size,
-						   &todo, &n_todo);
-		if (err != 0)
-			goto out;
-		if (ans.full && base != NULL) {
-			/* unreported chunks are zero, not the base's */
-			chunk_map_free(base_map);
-			manifest_free(base);
-			base_map = NULL;
-			base = NULL;
-			ing.base = NULL;
-		}
-	}
-	nchunks = (ing.capacity + ing.chunk_size - 1) / ing.chunk_size;
-	if (conf->changes->ops->get_ranges == NULL) {
-		todo = malloc((nchunks ? nchunks : 1) * sizeof(*todo));
-		if (todo == NULL) {
-			err = ENOMEM;
-			goto out;
-		}
-		for (k = 0; k < nchunks; k++)
-			todo[k] = k;
-		n_todo = nchunks;
-	}
-	if (base_map != NULL && (err = add_boundary_chunk(base_map, ing.capacity,
-							  &todo, &n_todo)) != 0)
-		goto out;
-	ing.todo = todo;
-	ing.n_todo = n_todo;
-	ing.verdict = calloc(n_todo ? n_todo : 1, 1);
-	ing.ids = calloc(n_todo ? n_todo : 1, CODEC_ID_LEN);
-	if (ing.verdict == NULL || ing.ids == NULL) {
-		err = ENOMEM;
-		goto out;
-	}
 
 	/* 2. lock the volume; the name may have been taken meanwhile */
-	if ((err = repo_lock_volume(conf->repo, conf->volume, lock_id)) != 0) {
-		lock_id[0] = '\0';
+	if ((err = repo_lock_volume(conf->repo, conf->volume, conf->name,
+				    &lock, &leftovers, &predecessor)) != 0 ||
+	    (err = index_sync(conf->index, NULL)) != 0 ||
+	    (err = check_name_free(conf, predecessor, existing)) != 0)
+		goto out;
+	if (existing[0] != '\0') {
+		log_info("snapshot '%s' of volume '%s' was committed by an "
+			 "earlier ingest that was stopped before it finished; "
+			 "nothing to do", conf->name, conf->volume);
+		snprintf(res->id, sizeof(res->id), "%s", existing);
+		res->already_committed = true;
 		goto out;
 	}
-	if ((err = index_sync(conf->index, NULL)) != 0 ||
-	    (err = check_name_free(conf)) != 0)
-		goto out;
+	ing.check_store = leftovers;
+	if (leftovers)
+		log_info("looking in the repository for chunks an earlier "
+			 "ingest of volume '%s' stored before it stopped",
+			 conf->volume);
 
 	/* 3. chunks, then the manifest, then the index */
 	err = run_workers(&ing, conf->jobs ? conf->jobs : 1, conf->progress);
-	if (err != 0)
-		goto out;
-	if ((err = build_manifest(&ing, base, &m)) != 0)
-		goto out;
-	if (m.csi_driver[0] == '\0' && ans.csi_driver != NULL)
-		m.csi_driver = (char *)ans.csi_driver;
-	if (m.csi_handle[0] == '\0' && ans.csi_handle != NULL)
-		m.csi_handle = (char *)ans.csi_handle;
-	if (conf->interrupted != NULL && *conf->interrupted) {
-		log_error("interrupted: no snapshot was committed");
-		err = EINTR;
-		goto out;
+	if (err == 0)
+		err = commit(&ing, &p, lock, res);
+	if (err == 0) {
+		res->capacity = ing.capacity;
+		res->full_fallback = p.ans.full && conf->base != NULL;
+		res->stats = ing.stats;
+		res->chunks_total = p.nchunks;
+		res->chunks_healed = ing.chunks_healed;
+		res->chunks_found = ing.chunks_found;
 	}
-	if ((err = repo_put_manifest(conf->repo, &m, &res->manifest_bytes)) !=
-	    0)
-		goto out;
-	err = index_add_manifest(conf->index, &m);
-	if (err != 0) {
-		log_warn("snapshot committed, but the local index could not "
-			 "record it; 'cbtfs-repo reindex' will");
-		err = 0;
-	}
-	snprintf(res->id, sizeof(res->id), "%s", m.id);
-	res->capacity = ing.capacity;
-	res->full_fallback = ans.full && conf->base != NULL;
-	res->stats = ing.stats;
-	res->chunks_total = nchunks;
 out:
 	if (err == ENOMEM)
 		log_error("out of memory (a volume of %" PRIu64 " bytes in "
 			  "chunks of %" PRIu32 ")", ing.capacity, ing.chunk_size);
 	res->seconds = now_seconds() - start;
 	store_get_stats(conf->repo->store, &res->store);
-	if (lock_id[0] != '\0')
-		repo_unlock(conf->repo, lock_id);
+	/* a run that stored chunks and did not commit tells the next one */
+	repo_unlock(lock, err == 0 || !ing.uploaded);
 	if (ing.fd >= 0)
 		close(ing.fd);
-	free(m.entries);
 	free(ing.verdict);
 	free(ing.ids);
 	free(ing.claimed.slot);
-	free(todo);
-	cbt_ranges_free(&ans.ranges);
-	chunk_map_free(base_map);
-	manifest_free(base);
+	plan_free(&p);
 	pthread_mutex_destroy(&ing.lock);
 	pthread_cond_destroy(&ing.cond);
 	return err;
+}
+
+int ingest_run(const struct ingest_conf *conf, struct ingest_result *res)
+{
+	int err = ingest_once(conf, res);
+
+	if (err != EUCLEAN)
+		return err;
+	/* nothing was committed: rebuild the cache and start again */
+	log_warn("rebuilding the damaged local index %s from the repository, "
+		 "then starting again", index_path(conf->index));
+	if ((err = index_rebuild(conf->index)) != 0)
+		return err;
+	return ingest_once(conf, res);
 }

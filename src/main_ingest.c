@@ -160,6 +160,16 @@ static void print_summary(const struct ingest_conf *conf,
 	if (json) {
 		struct json_object *o = json_object_new_object();
 
+		json_object_object_add(o, "already_committed",
+				       json_object_new_boolean(
+					       res->already_committed));
+		json_object_object_add(o, "chunks_healed",
+				       json_object_new_int64(
+					       (int64_t)res->chunks_healed));
+		json_object_object_add(o, "chunks_found",
+				       json_object_new_int64(
+					       (int64_t)res->chunks_found));
+
 		json_object_object_add(o, "volume",
 				       json_object_new_string(conf->volume));
 		json_object_object_add(o, "snapshot",
@@ -197,6 +207,11 @@ static void print_summary(const struct ingest_conf *conf,
 		cli_print_json(o);
 		return;
 	}
+	if (res->already_committed) {
+		printf("%s/%s: already committed by an earlier run (id %s); "
+		       "nothing to do\n", conf->volume, conf->name, res->id);
+		return;
+	}
 	printf("%s/%s: read %s in %.1f s (%.1f MB/s); chunks: %" PRIu64
 	       " read, %" PRIu64 " changed (%" PRIu64 " new, %" PRIu64
 	       " reused), %" PRIu64 " zero; stored %s",
@@ -204,6 +219,11 @@ static void print_summary(const struct ingest_conf *conf,
 	       mbps, s->chunks_read, s->chunks_changed, s->chunks_new,
 	       s->chunks_reused, s->chunks_zero,
 	       HUMAN(s->bytes_stored + res->manifest_bytes));
+	if (res->chunks_found > 0)
+		printf("; %" PRIu64 " found stored by an earlier run",
+		       res->chunks_found);
+	if (res->chunks_healed > 0)
+		printf("; %" PRIu64 " damaged stored again", res->chunks_healed);
 	if (res->store.requests > 0)
 		printf("; %" PRIu64 " requests, %" PRIu64 " retries",
 		       res->store.requests, res->store.retries);

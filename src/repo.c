@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -286,6 +287,18 @@ int repo_put_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 	return err;
 }
 
+int repo_chunk_exists(struct repo *r, const unsigned char id[CODEC_ID_LEN],
+		      bool *exists)
+{
+	char key[REPO_CHUNK_KEY_LEN + 1];
+	int err;
+
+	repo_chunk_key(id, key);
+	err = store_head(r->store, key, NULL);
+	*exists = err == 0;
+	return err == ENOENT ? 0 : err;
+}
+
 int repo_get_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 		   struct buf *out, size_t *off)
 {
@@ -295,12 +308,11 @@ int repo_get_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 
 	repo_chunk_key(id, key);
 	err = store_get(r->store, key, 0, STORE_TO_END, out);
-	if (err == ENOENT) {
+	if (err == ENOENT)
 		log_error("chunk %s is missing from the repository (deleted "
 			  "or lost outside cbtfs); the snapshots that use it "
-			  "cannot be restored in full", key);
-		err = EIO;
-	}
+			  "cannot be restored in full until an ingest of the "
+			  "same data stores it again", key);
 	if (err == 0) {
 		err = codec_decode_buf(out, id, r->chunk_size, off, &why);
 		if (err == 0 && out->len - *off != r->chunk_size) {
@@ -311,7 +323,7 @@ int repo_get_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 			log_error("chunk %s is corrupt: %s", key,
 				  why ? why : ERRSTR(err));
 			out->len = 0;
-			err = EIO;
+			err = EBADMSG;
 		}
 	}
 	return err;
@@ -525,84 +537,495 @@ int repo_list_manifests(struct repo *r, repo_snapshot_cb *cb, void *arg)
 	return store_list(r->store, "snapshots/", list_manifests_cb, &ctx);
 }
 
-struct lock_scan {
-	struct repo *repo;
-	const char *volume;
-	const char *self;
-	char other[CBTFS_UUID_LEN + 1];
-	char holder[256];
-};
 
-static int lock_scan_cb(void *arg, const char *key, uint64_t size)
+/* ---- damage records ------------------------------------------------ */
+
+#define DAMAGE_PREFIX "damaged/"
+
+static void damage_key(const unsigned char id[CODEC_ID_LEN], char *key)
 {
-	struct lock_scan *ls = arg;
-	const char *id = key + strlen("locks/");
-	struct buf b = { 0 };
-	char volume[600] = "", holder[256] = "";
-	long long created = 0;
-	char *line, *save = NULL;
-
-	int err;
-
-	if (strcmp(id, ls->self) == 0 || size > 4096)
-		return 0;
-	err = store_get(ls->repo->store, key, 0, STORE_TO_END, &b);
-	if (err == 0)
-		err = buf_append(&b, "", 1);
-	if (err != 0) {
-		buf_free(&b);
-		return err == ENOENT ? 0 : err;	/* ENOENT: released */
-	}
-	for (line = strtok_r((char *)b.data, "\n", &save); line != NULL;
-	     line = strtok_r(NULL, "\n", &save)) {
-		if (strncmp(line, "volume=", 7) == 0)
-			snprintf(volume, sizeof(volume), "%s", line + 7);
-		else if (strncmp(line, "holder=", 7) == 0)
-			snprintf(holder, sizeof(holder), "%s", line + 7);
-		else if (strncmp(line, "created=", 8) == 0)
-			created = atoll(line + 8);
-	}
-	buf_free(&b);
-	if (strcmp(volume, ls->volume) != 0 ||
-	    (long long)time(NULL) - created > REPO_LOCK_STALE_SECONDS)
-		return 0;
-	snprintf(ls->other, sizeof(ls->other), "%s", id);
-	snprintf(ls->holder, sizeof(ls->holder), "%s", holder);
-	return EBUSY;
+	memcpy(key, DAMAGE_PREFIX, strlen(DAMAGE_PREFIX));
+	hex_encode(id, CODEC_ID_LEN, key + strlen(DAMAGE_PREFIX));
 }
 
-int repo_lock_volume(struct repo *r, const char *volume,
-		     char lock_id[CBTFS_UUID_LEN + 1])
+int repo_mark_damaged(struct repo *r, const unsigned char id[CODEC_ID_LEN],
+		      const char *why)
 {
-	struct lock_scan ls = { .repo = r, .volume = volume, .self = lock_id };
-	char key[16 + CBTFS_UUID_LEN], host[128] = "?", rec[1024];
-	int err, n;
+	char key[sizeof(DAMAGE_PREFIX) + CODEC_ID_HEX_LEN], rec[512];
+	struct proc_id self;
+	int n;
 
-	uuid_new(lock_id);
-	gethostname(host, sizeof(host) - 1);
-	n = snprintf(rec, sizeof(rec),
-		     "volume=%s\nholder=cbtfs-ingest pid %ld on %s\n"
-		     "created=%lld\n", volume, (long)getpid(), host,
-		     (long long)time(NULL));
-	snprintf(key, sizeof(key), "locks/%s", lock_id);
-	err = store_put(r->store, key, rec, (size_t)n);
-	if (err != 0)
-		return err;
-	err = store_list(r->store, "locks/", lock_scan_cb, &ls);
-	if (err == EBUSY)
-		log_error("volume '%s' is locked by another ingest (%s, "
-			  "object locks/%s); wait for it, or delete that "
-			  "object if that ingest is dead", volume, ls.holder,
-			  ls.other);
-	if (err != 0)
-		store_del(r->store, key);
+	damage_key(id, key);
+	proc_id_self(&self);
+	n = snprintf(rec, sizeof(rec), "why=%s\nfound=%lld\nhost=%s\n", why,
+		     (long long)time(NULL), self.host);
+	return store_put(r->store, key, rec, (size_t)n);
+}
+
+int repo_clear_damaged(struct repo *r, const unsigned char id[CODEC_ID_LEN])
+{
+	char key[sizeof(DAMAGE_PREFIX) + CODEC_ID_HEX_LEN];
+
+	damage_key(id, key);
+	return store_del(r->store, key);
+}
+
+struct list_damaged_ctx {
+	repo_damage_cb *cb;
+	void *arg;
+};
+
+static int list_damaged_cb(void *arg, const char *key, uint64_t size)
+{
+	struct list_damaged_ctx *ctx = arg;
+	unsigned char id[CODEC_ID_LEN];
+	const char *hex = key + strlen(DAMAGE_PREFIX);
+
+	if (strlen(hex) != CODEC_ID_HEX_LEN ||
+	    hex_decode(hex, id, CODEC_ID_LEN) != 0) {
+		log_warn("ignoring unexpected object %s", key);
+		return 0;
+	}
+	return ctx->cb(ctx->arg, id);
+}
+
+int repo_list_damaged(struct repo *r, repo_damage_cb *cb, void *arg)
+{
+	struct list_damaged_ctx ctx = { cb, arg };
+
+	return store_list(r->store, DAMAGE_PREFIX, list_damaged_cb, &ctx);
+}
+
+/* ---- locks ----------------------------------------------------------- */
+
+#define LOCK_PREFIX "locks/"
+#define LOCK_KEY_SIZE (sizeof(LOCK_PREFIX) + CBTFS_UUID_LEN)
+#define LOCK_MAX_RECORD 4096
+/* how long a starting ingest waits for others starting with it */
+#define LOCK_SETTLE_SECONDS 30
+
+struct repo_lock {
+	struct repo *repo;
+	struct repo_lock_info info;	/* our record, as last written */
+
+	/* guards info, last_ok and stop; held across record writes */
+	pthread_mutex_t lock;
+	pthread_cond_t wake;		/* stop was set */
+	bool stop;
+	double last_ok;			/* monotonic time of the last write */
+	pthread_t renewer;
+	bool renewing;
+};
+
+static unsigned lease_seconds(void)
+{
+	const char *s = getenv("CBTFS_LOCK_LEASE");
+	char *end;
+	unsigned long v;
+
+	if (s == NULL || *s == '\0')
+		return REPO_LOCK_LEASE_SECONDS;
+	v = strtoul(s, &end, 10);
+	if (*end != '\0' || v < 2 || v > 86400) {
+		log_warn("CBTFS_LOCK_LEASE=%s is not 2 to 86400 seconds; "
+			 "using %d", s, REPO_LOCK_LEASE_SECONDS);
+		return REPO_LOCK_LEASE_SECONDS;
+	}
+	return (unsigned)v;
+}
+
+const char *repo_lock_status_name(enum repo_lock_status s)
+{
+	static const char *const names[] = {
+		"live", "dead", "expired", "abandoned", "garbled"
+	};
+
+	return names[s];
+}
+
+const char *repo_lock_holder(const struct repo_lock_info *li, char *buf,
+			     size_t size)
+{
+	snprintf(buf, size, "cbtfs-ingest pid %ld on %s, making snapshot "
+		 "'%s', renewed %llds ago", li->holder.pid,
+		 li->holder.host[0] ? li->holder.host : "?", li->snapshot,
+		 (long long)time(NULL) - (long long)li->renewed);
+	return buf;
+}
+
+static int lock_format(const struct repo_lock_info *li, char *rec,
+		       size_t size)
+{
+	return snprintf(rec, size,
+			"volume=%s\nsnapshot=%s\nstate=%s\nhost=%s\n"
+			"boot_id=%s\npidns=%s\npid=%ld\nstart=%llu\n"
+			"created=%lld\nrenewed=%lld\nlease=%u\n",
+			li->volume, li->snapshot, li->state, li->holder.host,
+			li->holder.boot_id, li->holder.pidns, li->holder.pid,
+			li->holder.start, (long long)li->created,
+			(long long)li->renewed, li->lease);
+}
+
+/* Parses a decimal field; false if it is not one. */
+static bool parse_ll(const char *s, long long *v)
+{
+	char *end;
+
+	errno = 0;
+	*v = strtoll(s, &end, 10);
+	return *s != '\0' && *end == '\0' && errno == 0 && *v >= 0;
+}
+
+/* Parses a record (NUL-terminated, modified); EBADMSG if garbled. */
+static int lock_parse(char *text, struct repo_lock_info *li)
+{
+	long long pid = -1, start = -1, created = -1, renewed = -1;
+	long long lease = -1;
+	char *line, *save = NULL;
+
+	for (line = strtok_r(text, "\n", &save); line != NULL;
+	     line = strtok_r(NULL, "\n", &save)) {
+		char *eq = strchr(line, '=');
+		const char *k = line, *v;
+
+		if (eq == NULL)
+			return EBADMSG;
+		*eq = '\0';
+		v = eq + 1;
+		if (strcmp(k, "volume") == 0)
+			snprintf(li->volume, sizeof(li->volume), "%s", v);
+		else if (strcmp(k, "snapshot") == 0)
+			snprintf(li->snapshot, sizeof(li->snapshot), "%s", v);
+		else if (strcmp(k, "state") == 0)
+			snprintf(li->state, sizeof(li->state), "%s", v);
+		else if (strcmp(k, "host") == 0)
+			snprintf(li->holder.host, sizeof(li->holder.host),
+				 "%s", v);
+		else if (strcmp(k, "boot_id") == 0)
+			snprintf(li->holder.boot_id,
+				 sizeof(li->holder.boot_id), "%s", v);
+		else if (strcmp(k, "pidns") == 0)
+			snprintf(li->holder.pidns, sizeof(li->holder.pidns),
+				 "%s", v);
+		else if ((strcmp(k, "pid") == 0 && !parse_ll(v, &pid)) ||
+			 (strcmp(k, "start") == 0 && !parse_ll(v, &start)) ||
+			 (strcmp(k, "created") == 0 &&
+			  !parse_ll(v, &created)) ||
+			 (strcmp(k, "renewed") == 0 &&
+			  !parse_ll(v, &renewed)) ||
+			 (strcmp(k, "lease") == 0 && !parse_ll(v, &lease)))
+			return EBADMSG;
+	}
+	if (li->volume[0] == '\0' || created < 0 || renewed < 0 ||
+	    lease <= 0 || lease > 86400 ||
+	    (strcmp(li->state, "pending") != 0 &&
+	     strcmp(li->state, "held") != 0 &&
+	     strcmp(li->state, "abandoned") != 0))
+		return EBADMSG;
+	li->holder.pid = pid > 0 ? (long)pid : 0;
+	li->holder.start = start > 0 ? (unsigned long long)start : 0;
+	li->created = created;
+	li->renewed = renewed;
+	li->lease = (unsigned)lease;
+	return 0;
+}
+
+static enum repo_lock_status lock_judge(const struct repo_lock_info *li)
+{
+	if (strcmp(li->state, "abandoned") == 0)
+		return REPO_LOCK_ABANDONED;
+	if (proc_id_state(&li->holder) == PROC_DEAD)
+		return REPO_LOCK_DEAD;
+	if ((long long)time(NULL) > (long long)li->renewed + li->lease)
+		return REPO_LOCK_EXPIRED;
+	return REPO_LOCK_LIVE;
+}
+
+struct list_locks_ctx {
+	struct repo *repo;
+	repo_lock_cb *cb;
+	void *arg;
+};
+
+static int list_locks_cb(void *arg, const char *key, uint64_t size)
+{
+	struct list_locks_ctx *ctx = arg;
+	struct repo_lock_info li = { 0 };
+	struct buf b = { 0 };
+	int err;
+
+	snprintf(li.id, sizeof(li.id), "%s", key + strlen(LOCK_PREFIX));
+	if (!uuid_valid(li.id)) {
+		log_warn("ignoring unexpected object %s", key);
+		return 0;
+	}
+	err = size > LOCK_MAX_RECORD ? EFBIG
+				     : store_get(ctx->repo->store, key, 0,
+						 STORE_TO_END, &b);
+	if (err == ENOENT)
+		return 0;	/* released meanwhile */
+	if (err == 0)
+		err = buf_append(&b, "", 1);
+	if (err == 0 || err == EFBIG) {
+		if (err != 0 || memchr(b.data, '\0', b.len - 1) != NULL ||
+		    lock_parse((char *)b.data, &li) != 0)
+			li.status = REPO_LOCK_GARBLED;
+		else
+			li.status = lock_judge(&li);
+		err = ctx->cb(ctx->arg, &li);
+	}
+	buf_free(&b);
 	return err;
 }
 
-void repo_unlock(struct repo *r, const char *lock_id)
+int repo_list_locks(struct repo *r, repo_lock_cb *cb, void *arg)
 {
-	char key[16 + CBTFS_UUID_LEN];
+	struct list_locks_ctx ctx = { r, cb, arg };
 
-	snprintf(key, sizeof(key), "locks/%s", lock_id);
-	store_del(r->store, key);
+	return store_list(r->store, LOCK_PREFIX, list_locks_cb, &ctx);
+}
+
+int repo_remove_lock(struct repo *r, const char *id)
+{
+	char key[LOCK_KEY_SIZE];
+
+	snprintf(key, sizeof(key), LOCK_PREFIX "%s", id);
+	return store_del(r->store, key);
+}
+
+/* Writes l's record with a fresh renewal time; the caller holds l->lock. */
+static int lock_write(struct repo_lock *l)
+{
+	char key[LOCK_KEY_SIZE], rec[LOCK_MAX_RECORD];
+	double now = now_seconds();
+	int n, err;
+
+	l->info.renewed = (int64_t)time(NULL);
+	n = lock_format(&l->info, rec, sizeof(rec));
+	snprintf(key, sizeof(key), LOCK_PREFIX "%s", l->info.id);
+	err = store_put(l->repo->store, key, rec, (size_t)n);
+	if (err == 0)
+		l->last_ok = now;
+	return err;
+}
+
+static void *lock_renewer(void *arg)
+{
+	struct repo_lock *l = arg;
+	unsigned every = l->info.lease / 5 ? l->info.lease / 5 : 1;
+
+	pthread_mutex_lock(&l->lock);
+	while (!l->stop) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += every;
+		pthread_cond_timedwait(&l->wake, &l->lock, &ts);
+		if (l->stop)
+			break;
+		if (lock_write(l) != 0)
+			log_warn("cannot renew the lock of volume '%s' "
+				 "(locks/%s); trying again in %u s",
+				 l->info.volume, l->info.id, every);
+	}
+	pthread_mutex_unlock(&l->lock);
+	return NULL;
+}
+
+/* What a scan of the volume's other records found. */
+struct lock_scan {
+	struct repo_lock *self;
+	bool wait;			/* pending records after ours */
+	bool leftovers, same_name;
+	struct repo_lock_info blocker;	/* set when the scan returns EBUSY */
+};
+
+/* Whether a comes before b in the order of pending locks. */
+static bool lock_before(const struct repo_lock_info *a,
+			const struct repo_lock_info *b)
+{
+	if (a->created != b->created)
+		return a->created < b->created;
+	return strcmp(a->id, b->id) < 0;
+}
+
+static int lock_scan_cb(void *arg, const struct repo_lock_info *li)
+{
+	struct lock_scan *ls = arg;
+	const struct repo_lock_info *me = &ls->self->info;
+	char holder[512];
+
+	if (strcmp(li->id, me->id) == 0 ||
+	    (li->status != REPO_LOCK_GARBLED &&
+	     strcmp(li->volume, me->volume) != 0))
+		return 0;
+	switch (li->status) {
+	case REPO_LOCK_DEAD:
+	case REPO_LOCK_EXPIRED:
+	case REPO_LOCK_ABANDONED:
+		if (li->status == REPO_LOCK_ABANDONED)
+			log_info("volume '%s': an earlier ingest of snapshot "
+				 "'%s' stopped early (locks/%s); chunks it "
+				 "stored are not sent again", li->volume,
+				 li->snapshot, li->id);
+		else
+			log_warn("volume '%s': removing the lock locks/%s of "
+				 "an ingest that %s (%s)", li->volume, li->id,
+				 li->status == REPO_LOCK_DEAD
+					 ? "is no longer running"
+					 : "stopped renewing it",
+				 repo_lock_holder(li, holder,
+						  sizeof(holder)));
+		if (repo_remove_lock(ls->self->repo, li->id) != 0)
+			return EIO;	/* logged */
+		ls->leftovers = true;
+		if (strcmp(li->snapshot, me->snapshot) == 0)
+			ls->same_name = true;
+		return 0;
+	case REPO_LOCK_GARBLED:
+		ls->blocker = *li;
+		return EBUSY;
+	case REPO_LOCK_LIVE:
+		break;
+	}
+	if (strcmp(li->state, "held") == 0 || lock_before(li, me)) {
+		ls->blocker = *li;
+		return EBUSY;
+	}
+	ls->wait = true;
+	return 0;
+}
+
+static void lock_free(struct repo_lock *l)
+{
+	pthread_mutex_destroy(&l->lock);
+	pthread_cond_destroy(&l->wake);
+	free(l);
+}
+
+int repo_lock_volume(struct repo *r, const char *volume, const char *snapshot,
+		     struct repo_lock **lp, bool *leftovers,
+		     bool *predecessor_same_name)
+{
+	struct repo_lock *l = calloc(1, sizeof(*l));
+	struct lock_scan ls = { .self = l };
+	double deadline = now_seconds() + LOCK_SETTLE_SECONDS;
+	char holder[512];
+	int err;
+
+	*lp = NULL;
+	if (l == NULL)
+		return ENOMEM;
+	l->repo = r;
+	pthread_mutex_init(&l->lock, NULL);
+	pthread_cond_init(&l->wake, NULL);
+	uuid_new(l->info.id);
+	snprintf(l->info.volume, sizeof(l->info.volume), "%s", volume);
+	snprintf(l->info.snapshot, sizeof(l->info.snapshot), "%s", snapshot);
+	snprintf(l->info.state, sizeof(l->info.state), "pending");
+	proc_id_self(&l->info.holder);
+	l->info.created = (int64_t)time(NULL);
+	l->info.lease = lease_seconds();
+	if ((err = lock_write(l)) != 0) {
+		lock_free(l);
+		return err;
+	}
+	for (;;) {
+		ls.wait = false;
+		err = repo_list_locks(r, lock_scan_cb, &ls);
+		if (err != 0 || !ls.wait)
+			break;
+		if (now_seconds() > deadline) {
+			log_error("volume '%s': another ingest started at the "
+				  "same time and neither finished starting "
+				  "within %d s; try again", volume,
+				  LOCK_SETTLE_SECONDS);
+			err = EBUSY;
+			break;
+		}
+		sleep_ms(100 + backoff_ms(1, 100, 200), NULL);
+	}
+	if (err == EBUSY && ls.blocker.id[0] != '\0') {
+		if (ls.blocker.status == REPO_LOCK_GARBLED)
+			log_error("volume '%s' may be locked: the lock record "
+				  "locks/%s cannot be read; if no ingest of "
+				  "the volume runs, remove it with 'cbtfs-repo "
+				  "unlock --force'", volume, ls.blocker.id);
+		else
+			log_error("volume '%s' is locked by another ingest "
+				  "(%s; object locks/%s); wait for it to "
+				  "finish, or if it is dead, run 'cbtfs-repo "
+				  "unlock' (its lease ends %llds after its "
+				  "last renewal)", volume,
+				  repo_lock_holder(&ls.blocker, holder,
+						   sizeof(holder)),
+				  ls.blocker.id,
+				  (long long)ls.blocker.lease);
+	}
+	if (err == 0) {
+		snprintf(l->info.state, sizeof(l->info.state), "held");
+		err = lock_write(l);
+	}
+	if (err == 0 && pthread_create(&l->renewer, NULL, lock_renewer, l) ==
+			    0)
+		l->renewing = true;
+	else if (err == 0)
+		err = EAGAIN;
+	if (err != 0) {
+		repo_remove_lock(r, l->info.id);
+		lock_free(l);
+		return err;
+	}
+	if (leftovers != NULL)
+		*leftovers = ls.leftovers;
+	if (predecessor_same_name != NULL)
+		*predecessor_same_name = ls.same_name;
+	*lp = l;
+	return 0;
+}
+
+int repo_lock_confirm(struct repo_lock *l)
+{
+	double gap;
+	int err;
+
+	pthread_mutex_lock(&l->lock);
+	gap = now_seconds() - l->last_ok;
+	err = lock_write(l);
+	pthread_mutex_unlock(&l->lock);
+	if (err == 0 && gap > l->info.lease) {
+		log_error("the lock of volume '%s' (locks/%s) was not renewed "
+			  "for %.0f s, longer than its lease of %u s: another "
+			  "ingest may have taken the volume meanwhile",
+			  l->info.volume, l->info.id, gap, l->info.lease);
+		err = ESTALE;
+	}
+	return err;
+}
+
+void repo_unlock(struct repo_lock *l, bool clean)
+{
+	int err;
+
+	if (l == NULL)
+		return;
+	if (l->renewing) {
+		pthread_mutex_lock(&l->lock);
+		l->stop = true;
+		pthread_cond_signal(&l->wake);
+		pthread_mutex_unlock(&l->lock);
+		pthread_join(l->renewer, NULL);
+	}
+	if (clean) {
+		err = repo_remove_lock(l->repo, l->info.id);
+	} else {
+		snprintf(l->info.state, sizeof(l->info.state), "abandoned");
+		err = lock_write(l);
+	}
+	if (err != 0)
+		log_warn("could not release the lock of volume '%s' "
+			 "(locks/%s); it stops blocking other ingests when "
+			 "its lease ends, %u s from now", l->info.volume,
+			 l->info.id, l->info.lease);
+	lock_free(l);
 }

@@ -97,10 +97,16 @@ void repo_chunk_key(const unsigned char id[CODEC_ID_LEN], char *key);
 int repo_put_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 		   const void *data, uint64_t *stored);
 
+/* Sets *exists if the store holds chunk id (not checking its content).
+ * 0 or an errno (logged). */
+int repo_chunk_exists(struct repo *r, const unsigned char id[CODEC_ID_LEN],
+		      bool *exists);
+
 /*
  * Fetches and verifies a chunk into out: its chunk_size bytes start at
- * out->data + *off.  A chunk that is missing or fails verification is
- * logged with its key and gives EIO.
+ * out->data + *off.  Returns 0; ENOENT for a chunk missing from the store
+ * and EBADMSG for one that fails verification (both logged with its key;
+ * the caller may record the damage); or the store's errno (logged).
  */
 int repo_get_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 		   struct buf *out, size_t *off);
@@ -117,14 +123,102 @@ typedef int repo_snapshot_cb(void *arg, const char *id);
 int repo_list_manifests(struct repo *r, repo_snapshot_cb *cb, void *arg);
 
 /*
- * Takes the ingest lock for volume: writes locks/<uuid> naming the volume,
- * host and pid, then checks that no other lock on the volume younger than
- * REPO_LOCK_STALE_SECONDS exists.  EBUSY (logged, naming the other lock)
- * if one does.  lock_id receives the uuid for repo_unlock().
+ * Damage records: "damaged/<64 hex>" names a chunk found missing or corrupt
+ * (by verify, or by a read that failed verification).  The next ingest
+ * whose data holds that chunk uploads it again and removes the record;
+ * every host learns of it when its index syncs.
  */
-#define REPO_LOCK_STALE_SECONDS (24 * 3600)
-int repo_lock_volume(struct repo *r, const char *volume,
-		     char lock_id[CBTFS_UUID_LEN + 1]);
-void repo_unlock(struct repo *r, const char *lock_id);
+/* Writes the record; why is a short reason.  0 or an errno (logged). */
+int repo_mark_damaged(struct repo *r, const unsigned char id[CODEC_ID_LEN],
+		      const char *why);
+/* Removes the record (absent is fine).  0 or an errno (logged). */
+int repo_clear_damaged(struct repo *r, const unsigned char id[CODEC_ID_LEN]);
+/* Calls cb for the id of every damage record.  0, cb's non-zero return,
+ * or an errno (logged). */
+typedef int repo_damage_cb(void *arg, const unsigned char id[CODEC_ID_LEN]);
+int repo_list_damaged(struct repo *r, repo_damage_cb *cb, void *arg);
+
+/*
+ * Volume locks: "locks/<uuid>" text records, one per ingest, carrying the
+ * volume, the snapshot being made, the holder (struct proc_id), a state
+ * and a lease renewed by a thread while the lock is held.  A record is
+ *   live       held or pending, its holder not provably dead, its lease
+ *              not run out;
+ *   dead       its holder is gone (same host, boot and PID namespace);
+ *   expired    not renewed within its lease (the holder is on another
+ *              host, or hung);
+ *   abandoned  left by an ingest that failed after uploading chunks: it
+ *              blocks nothing and tells the next ingest of the volume to
+ *              look for chunks already stored;
+ *   garbled    unreadable: blocks until removed with 'unlock --force'.
+ * Dead, expired and abandoned records of a volume are removed by the next
+ * ingest of that volume, with a notice.
+ *
+ * Taking a lock: write a pending record, list the volume's records; go on
+ * when no other is live; give up when another is held, or pending and
+ * ordered before ours (created time, then id); wait while only pending
+ * records ordered after ours remain (they give up when they see ours).  So
+ * of ingests started at the same instant exactly one proceeds, on any
+ * store with read-after-write listings.
+ */
+#define REPO_LOCK_LEASE_SECONDS 300	/* CBTFS_LOCK_LEASE overrides */
+
+enum repo_lock_status {
+	REPO_LOCK_LIVE,
+	REPO_LOCK_DEAD,
+	REPO_LOCK_EXPIRED,
+	REPO_LOCK_ABANDONED,
+	REPO_LOCK_GARBLED,
+};
+
+struct repo_lock_info {
+	char id[CBTFS_UUID_LEN + 1];
+	char volume[520];
+	char snapshot[256];
+	char state[16];			/* pending, held, abandoned */
+	struct proc_id holder;
+	int64_t created, renewed;	/* Unix seconds */
+	unsigned lease;			/* seconds */
+	enum repo_lock_status status;	/* as judged now, from this host */
+};
+
+/* "live", "dead", ... */
+const char *repo_lock_status_name(enum repo_lock_status s);
+/* "pid 123 on host (started ...)" into buf; returns buf. */
+const char *repo_lock_holder(const struct repo_lock_info *li, char *buf,
+			     size_t size);
+
+/* Calls cb for every lock record.  0, cb's non-zero return, or an errno
+ * (logged). */
+typedef int repo_lock_cb(void *arg, const struct repo_lock_info *li);
+int repo_list_locks(struct repo *r, repo_lock_cb *cb, void *arg);
+/* Deletes locks/<id>.  0 or an errno (logged). */
+int repo_remove_lock(struct repo *r, const char *id);
+
+struct repo_lock;
+
+/*
+ * Takes the lock of volume for making snapshot.  *leftovers (may be NULL)
+ * is set when a dead, expired or abandoned record of the volume was
+ * removed: an earlier ingest stopped early, and chunks it stored may be
+ * in the repository without a manifest.  *predecessor_same_name is set
+ * when such a record was making the same snapshot.  Returns 0 with *lp
+ * set, EBUSY (logged, naming the holder) when another ingest holds it, or
+ * an errno (logged).
+ */
+int repo_lock_volume(struct repo *r, const char *volume, const char *snapshot,
+		     struct repo_lock **lp, bool *leftovers,
+		     bool *predecessor_same_name);
+
+/* Renews the lease now; ESTALE (logged) if it ran out since the last
+ * renewal, so another ingest may have taken the volume. */
+int repo_lock_confirm(struct repo_lock *l);
+
+/*
+ * Releases and frees l.  clean: nothing of this run is left behind (it
+ * committed, or stored nothing), so the record is deleted; otherwise it is
+ * marked abandoned.  A record that cannot be updated ends with its lease.
+ */
+void repo_unlock(struct repo_lock *l, bool clean);
 
 #endif

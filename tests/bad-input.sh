@@ -23,7 +23,7 @@ expect_fail "device $T/nope: cannot open: No such file or directory" \
 unchanged "missing device"
 
 # a directory is no device; neither is an empty file
-expect_fail "not a block device or regular file" \
+expect_fail "must be a block device or a regular file" \
 	ing --snapshot s2 --device "$T"
 touch "$T/empty"
 expect_fail "is empty" ing --snapshot s2 --device "$T/empty"

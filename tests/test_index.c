@@ -68,7 +68,7 @@ static void check_map(struct index *ix, const struct manifest *m,
 	struct chunk_map *map;
 	size_t i, n = strlen(expect);
 
-	CHECK_EQ(index_resolve_chain(ix, m->id, &map), 0);
+	CHECK_EQ(index_resolve_chain(ix, m->id, NULL, &map), 0);
 	CHECK_EQ(map->nchunks, (uint64_t)n);
 	CHECK_EQ(map->capacity, m->capacity);
 	for (i = 0; i < n; i++) {
@@ -129,7 +129,7 @@ static void test_concurrency(struct repo *r, const char *cache,
 	for (i = 0, whole = 0; i < 400; i++) {
 		struct chunk_map *map;
 
-		err = index_resolve_chain(ix, leaf->id, &map);
+		err = index_resolve_chain(ix, leaf->id, NULL, &map);
 		if (err == ENOENT)
 			continue;	/* never half: absent or whole */
 		CHECK_EQ(err, 0);
@@ -224,7 +224,7 @@ int main(void)
 		CHECK_EQ(index_chunk_known(ix, id, &known), 0);
 		CHECK(!known);
 	}
-	CHECK_EQ(index_resolve_chain(ix, "00000000-0000-0000-0000-000000000000",
+	CHECK_EQ(index_resolve_chain(ix, "00000000-0000-0000-0000-000000000000", NULL,
 				     &map), ENOENT);
 
 	test_concurrency(r, cache, ix, &g4, "ADE00000000F");
@@ -239,7 +239,7 @@ int main(void)
 	CHECK_EQ(index_sync(ix, &changed), 0);
 	CHECK(changed);
 	CHECK_EQ(index_find_snapshot(ix, "ns/pvc", "g2", &found), ENOENT);
-	CHECK_EQ(index_resolve_chain(ix, g4.id, &map), EIO);
+	CHECK_EQ(index_resolve_chain(ix, g4.id, NULL, &map), EIO);
 	check_map(ix, &g1, "AB000C0G00");
 
 	/* rebuild from scratch gives the same answers */
