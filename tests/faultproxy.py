@@ -10,8 +10,10 @@ time one is injected.
   faultproxy.py --upstream 127.0.0.1:7480 --port-file F [--error R]
                 [--reset R] [--truncate R] [--delay R --delay-ms MS]
                 [--seed N] [--stats FILE] [--tls-cert PEM --tls-key PEM]
+                [--deny METHOD:SUBSTRING]...
 
-With --tls-cert and --tls-key it serves HTTPS (the upstream stays HTTP).
+--deny answers 403 AccessDenied to every request of that method whose path
+contains SUBSTRING (e.g. DELETE:/locks/), always.  With --tls-cert and --tls-key it serves HTTPS (the upstream stays HTTP).
 """
 import argparse
 import http.client
@@ -41,12 +43,14 @@ def main():
     ap.add_argument("--stats")
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
+    ap.add_argument("--deny", action="append", default=[])
     args = ap.parse_args()
+    deny = [d.split(":", 1) for d in args.deny]
     up_host, up_port = args.upstream.rsplit(":", 1)
     rnd = random.Random(args.seed)
     lock = threading.Lock()
     stats = {"requests": 0, "error": 0, "reset": 0, "truncate": 0,
-             "delay": 0}
+             "delay": 0, "denied": 0}
 
     def draw():
         with lock:
@@ -107,6 +111,19 @@ def main():
             body = self.rfile.read(n) if n else None
             if self.headers.get("Expect", "").lower() == "100-continue":
                 pass  # the body was sent anyway by the time we read it
+            if any(self.command == m and sub in self.path
+                   for m, sub in deny):
+                count("denied")
+                msg = (b'<?xml version="1.0" encoding="UTF-8"?><Error>'
+                       b'<Code>AccessDenied</Code><Message>denied by the '
+                       b'test</Message></Error>')
+                self.send_response(403)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(msg)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(msg)
+                return
             kind = draw()
             if kind == "error":
                 count(kind)

@@ -289,6 +289,18 @@ CONF
 	s3_curl -X PUT "$S3_ENDPOINT/$S3_BUCKET" || fail "cannot create bucket"
 }
 
+# start_proxy NAME ARGS...: tests/faultproxy.py in front of the RGW of
+# start_rgw, with ARGS; sets PROXY_URL.
+start_proxy() {
+	local name=$1
+	shift
+	/usr/bin/python3 "$top_srcdir/tests/faultproxy.py" \
+		--upstream "${S3_ENDPOINT#http://}" --port-file "$T/$name.port" \
+		--stats "$T/$name.stats" "$@" 2>"$T/$name.log" &
+	_pids+=($!)
+	wait_for 10 test -s "$T/$name.port" || fail "proxy $name did not start"
+	PROXY_URL=http://127.0.0.1:$(cat "$T/$name.port")
+}
 # s3_curl ARGS...: curl signed as the test user (for fixtures, not cbtfs).
 s3_curl() {
 	curl -sSf --aws-sigv4 "aws:amz:${AWS_REGION:-us-east-1}:s3" \

@@ -8,17 +8,6 @@ requires_fuse
 requires /usr/bin/python3
 start_rgw
 
-# start_proxy NAME ARGS...: sets PROXY_URL
-start_proxy() {
-	local name=$1
-	shift
-	/usr/bin/python3 "$top_srcdir/tests/faultproxy.py" \
-		--upstream "${S3_ENDPOINT#http://}" --port-file "$T/$name.port" \
-		--stats "$T/$name.stats" "$@" 2>"$T/$name.log" &
-	_pids+=($!)
-	wait_for 10 test -s "$T/$name.port" || fail "proxy $name did not start"
-	PROXY_URL=http://127.0.0.1:$(cat "$T/$name.port")
-}
 stat_of() {
 	/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
 }
