@@ -881,6 +881,14 @@ int index_sync(struct index *ix, bool *changed)
 	ix->data_version = v;
 	pthread_mutex_unlock(&ix->lock);
 	err = sync_store(ix, changed);
+	if (err == EUCLEAN) {
+		log_warn("rebuilding the damaged index %s from the repository",
+			 ix->path);
+		err = index_rebuild(ix);
+		if (err == 0 && changed != NULL)
+			*changed = true;
+		return err;
+	}
 	return err == 0 ? sync_damaged(ix) : err;
 }
 

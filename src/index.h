@@ -49,9 +49,11 @@ void index_close(struct index *ix);
 const char *index_path(const struct index *ix);
 
 /*
- * Syncs with the store.  *changed (may be NULL) is set when snapshots were
- * added or dropped, by this sync or by another process (an ingest on this
- * host) since the last sync.  Manifests that cannot be read are logged and skipped.
+ * Syncs with the store: snapshots and damage records.  *changed (may be
+ * NULL) is set when snapshots were added or dropped, by this sync or by
+ * another process (an ingest on this host) since the last sync.  Manifests
+ * that cannot be read are logged and skipped (index_bad_manifests()).  An
+ * index found damaged on the way is rebuilt.  0 or an errno (logged).
  */
 int index_sync(struct index *ix, bool *changed);
 /* Empties the index and syncs it from the store.  0 or an errno
