@@ -91,10 +91,29 @@ static const char schema_sql[] =
 	"the local index is damaged; 'cbtfs-repo reindex REPO' rebuilds it " \
 	"from the repository (ingests rebuild it by themselves)"
 
+/*
+ * Whether a failed SQLite call means a damaged file.  Every statement here
+ * is fixed text that worked when the file was made, so an SQL error (a
+ * table or column gone) means the stored schema was damaged too; busy,
+ * memory, I/O, full-disk and permission errors say nothing of the file.
+ */
 static bool db_corrupt(int rc)
 {
-	rc &= 0xff;
-	return rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB;
+	switch (rc & 0xff) {
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+	case SQLITE_NOMEM:
+	case SQLITE_IOERR:
+	case SQLITE_FULL:
+	case SQLITE_CANTOPEN:
+	case SQLITE_READONLY:
+	case SQLITE_PERM:
+	case SQLITE_INTERRUPT:
+	case SQLITE_ABORT:
+		return false;
+	default:
+		return true;
+	}
 }
 
 /* Logs a failed SQLite call; EUCLEAN if it means a damaged file. */

@@ -91,6 +91,7 @@ check_reads() {
 		wait "$MOUNT_PID"
 		grep -q "index" "$T/mount.log" ||
 			fail "trial $1: the mount failed without naming the index: $(cat "$T/mount.log")"
+		note "trial $1: the mount refused: $(tail -1 "$T/mount.log")"
 		mount_errors=$((mount_errors + 1))
 		return
 	fi
