@@ -9,8 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <time.h>
+#include <unistd.h>
 #include <uuid/uuid.h>
 
 #include <openssl/evp.h>
@@ -328,4 +330,69 @@ double now_seconds(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Field 22 of /proc/<pid>/stat (start time); 0 if unreadable. */
+static unsigned long long proc_start_time(long pid)
+{
+	char path[64], *p;
+	unsigned long long start = 0;
+	struct buf b = { 0 };
+	int field;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+	if (file_read_small(path, 4096, &b) != 0)
+		return 0;
+	/* the command name (field 2) may hold spaces: skip past its ')' */
+	p = strrchr((char *)b.data, ')');
+	for (field = 2; p != NULL && field < 22; field++)
+		p = strchr(p + 1, ' ');
+	if (p != NULL)
+		start = strtoull(p + 1, NULL, 10);
+	buf_free(&b);
+	return start;
+}
+
+void proc_id_self(struct proc_id *p)
+{
+	char *boot, link[64];
+	ssize_t n;
+	int err;
+
+	memset(p, 0, sizeof(*p));
+	if (gethostname(p->host, sizeof(p->host) - 1) != 0)
+		p->host[0] = '\0';
+	boot = file_read_text("/proc/sys/kernel/random/boot_id", 64, &err);
+	if (boot != NULL)
+		snprintf(p->boot_id, sizeof(p->boot_id), "%s", boot);
+	free(boot);
+	/* "pid:[4026531836]" */
+	n = readlink("/proc/self/ns/pid", link, sizeof(link) - 1);
+	if (n > 0) {
+		char *lb, *rb;
+
+		link[n] = '\0';
+		lb = strchr(link, '[');
+		rb = strchr(link, ']');
+		if (lb != NULL && rb != NULL && rb > lb)
+			snprintf(p->pidns, sizeof(p->pidns), "%.*s",
+				 (int)(rb - lb - 1), lb + 1);
+	}
+	p->pid = (long)getpid();
+	p->start = proc_start_time(p->pid);
+}
+
+enum proc_state proc_id_state(const struct proc_id *p)
+{
+	struct proc_id self;
+
+	proc_id_self(&self);
+	if (p->host[0] == '\0' || p->boot_id[0] == '\0' ||
+	    p->pidns[0] == '\0' || p->pid <= 0 || p->start == 0 ||
+	    self.boot_id[0] == '\0' || self.pidns[0] == '\0' ||
+	    strcmp(p->host, self.host) != 0 ||
+	    strcmp(p->boot_id, self.boot_id) != 0 ||
+	    strcmp(p->pidns, self.pidns) != 0)
+		return PROC_UNKNOWN;
+	return proc_start_time(p->pid) == p->start ? PROC_ALIVE : PROC_DEAD;
 }

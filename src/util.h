@@ -78,4 +78,31 @@ bool uuid_valid(const char *s);
 
 double now_seconds(void);	/* monotonic */
 
+/*
+ * Who a process is, precisely enough to tell later, from the same host,
+ * whether it is still running: host name, boot id, PID namespace, pid and
+ * the process's start time (clock ticks after boot, /proc/PID/stat field
+ * 22, which a reused pid does not share).  Lock records and the names of
+ * temporary files carry one.
+ */
+struct proc_id {
+	char host[65];
+	char boot_id[37];
+	char pidns[24];		/* inode of /proc/self/ns/pid, decimal */
+	long pid;
+	unsigned long long start;
+};
+
+/* Fills p for the calling process; fields it cannot read stay empty or
+ * zero (such a record is never judged dead).  Logs nothing. */
+void proc_id_self(struct proc_id *p);
+
+enum proc_state {
+	PROC_ALIVE,
+	PROC_DEAD,	/* same host, boot and PID namespace; gone or reused */
+	PROC_UNKNOWN,	/* another host, boot or namespace: cannot tell */
+};
+/* Judges p from this process's point of view.  Logs nothing. */
+enum proc_state proc_id_state(const struct proc_id *p);
+
 #endif
