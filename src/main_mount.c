@@ -134,7 +134,7 @@ int main(int argc, char *argv[])
 				.retries = -1 };
 	struct mount_conf conf = { 0 };
 	uint64_t cache_bytes = 256u << 20;
-	char *fsname = NULL;
+	char *fsname = NULL, *mount_opts = NULL;
 	int status;
 
 	log_init(prog);
@@ -210,14 +210,22 @@ int main(int argc, char *argv[])
 	conf.store.addressing = o.addressing;
 	conf.store.ca_file = o.ca_file;
 
-	/* read-only, named after the repository in mount tables */
-	if (asprintf(&fsname, "-ofsname=cbtfs:%s,subtype=cbtfs,ro",
-		     o.repo) < 0 ||
-	    fuse_opt_add_arg(&args, fsname) != 0)
+	/*
+	 * Read-only, named after the repository in mount tables.  libfuse
+	 * splits -o values at ',' unless escaped by '\\', and re-escapes what
+	 * it passes on, so the escaped path stays one fsname: a path like
+	 * "/x,allow_other" cannot add mount options.
+	 */
+	if (asprintf(&fsname, "fsname=cbtfs:%s", o.repo) < 0 ||
+	    fuse_opt_add_opt_escaped(&mount_opts, fsname) != 0 ||
+	    fuse_opt_add_opt(&mount_opts, "subtype=cbtfs,ro") != 0 ||
+	    fuse_opt_add_arg(&args, "-o") != 0 ||
+	    fuse_opt_add_arg(&args, mount_opts) != 0)
 		goto out;
 	status = fuse_ops_main(&args, &conf);
 out:
 	free(fsname);
+	free(mount_opts);
 	free(o.repo);
 	free(o.cache_dir);
 	free(o.cache_size);

@@ -84,6 +84,8 @@ struct store_stats {
 struct store *store_open(const char *url, bool create,
 			 const struct store_opts *opts, int *errp);
 
+/* A directory store; opening one removes the temporary files its killed
+ * writers left behind (see store_dir.c). */
 struct store *store_dir_create(const char *path, bool create, int *errp);
 struct store *store_s3_create(const char *bucket, const char *prefix,
 			      const struct store_opts *opts, int *errp);

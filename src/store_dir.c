@@ -2,11 +2,20 @@
  * Local directory store: each key is a file below the root directory, its
  * '/'-separated components being subdirectories.
  *
- * put() writes "<dir>/.tmp.<name>.<random>", fsyncs it, renames it over the
- * final name and fsyncs the directory, so an object is either absent or
- * complete and durable.  Names beginning with ".tmp." are never listed;
- * ones left behind by a crash are harmless.  No state is shared between
- * calls, so there is no lock.
+ * Everything it creates is private to the owner: files 0600, directories
+ * 0700, set explicitly whatever the umask.  A root directory that exists
+ * already keeps its mode.
+ *
+ * put() writes a temporary file in "<root>/.tmp/", fsyncs it, renames it
+ * to the final name and fsyncs that directory, so an object is either
+ * absent or complete and durable.  A temporary's name says who wrote it:
+ * "HOSTHASH.BOOTID.PIDNS.PID.START.RANDOM" (HOSTHASH: 16 hex digits of the
+ * SHA-256 of the host name; the rest as in struct proc_id).  Opening the
+ * store removes the temporaries whose writer is provably dead (same host,
+ * boot and PID namespace, see proc_id_state()) and any older than a day
+ * whoever wrote them (a writer on another host sharing the directory).
+ * Names beginning with '.' are never listed, so ".tmp" holds no objects.
+ * No state is shared between calls, so there is no lock.
  */
 #include "config.h"
 
@@ -18,11 +27,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include "store.h"
+
+#define TMP_DIR ".tmp"
+#define TMP_MAX_AGE (24 * 3600)	/* seconds */
+/* HOSTHASH.BOOTID.PIDNS.PID.START.RANDOM; fits struct proc_id's fields */
+#define TMP_FORMAT "%s.%s.%s.%ld.%llu.%s"
+#define TMP_SCAN "%16[0-9a-f].%36[0-9a-f-].%23[0-9].%ld.%llu.%16[0-9a-f]"
 
 struct store_dir {
 	struct store st;	/* first: the vtable pointer */
@@ -119,26 +136,7 @@ static int dir_get(struct store *st, const char *key, uint64_t off,
 	return 0;
 }
 
-/* mkdir -p of every directory component of path (not its last one). */
-static int make_parents(char *path)
-{
-	char *p;
-
-	for (p = strchr(path + 1, '/'); p != NULL; p = strchr(p + 1, '/')) {
-		*p = '\0';
-		if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-			int err = errno;
-
-			log_error("%s: cannot create directory: %s", path,
-				  ERRSTR(err));
-			*p = '/';
-			return err;
-		}
-		*p = '/';
-	}
-	return 0;
-}
-
+/* fsyncs the directory holding path, so that its entry is durable. */
 static int fsync_dir_of(const char *path)
 {
 	char dir[PATH_MAX];
@@ -149,6 +147,8 @@ static int fsync_dir_of(const char *path)
 	slash = strrchr(dir, '/');
 	if (slash == NULL)
 		return 0;
+	if (slash == dir)
+		slash++;	/* "/x": the root directory */
 	*slash = '\0';
 	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0 || fsync(fd) != 0) {
@@ -158,6 +158,127 @@ static int fsync_dir_of(const char *path)
 	if (fd >= 0)
 		close(fd);
 	return err;
+}
+
+/* Creates directory path, mode 0700 whatever the umask; one that exists
+ * already is left as it is.  Returns 0 or an errno (logged). */
+static int make_dir(const char *path)
+{
+	int err;
+
+	if (mkdir(path, 0700) != 0) {
+		if (errno == EEXIST)
+			return 0;
+		err = errno;
+		log_error("%s: cannot create directory: %s", path,
+			  ERRSTR(err));
+		return err;
+	}
+	if (chmod(path, 0700) != 0) {
+		err = errno;
+		log_error("%s: cannot set mode 0700: %s", path, ERRSTR(err));
+		return err;
+	}
+	return fsync_dir_of(path);
+}
+
+/* mkdir -p of the directories between the root and path's last component. */
+static int make_parents(struct store_dir *sd, char *path)
+{
+	char *p;
+	int err;
+
+	for (p = strchr(path + strlen(sd->root) + 1, '/'); p != NULL;
+	     p = strchr(p + 1, '/')) {
+		*p = '\0';
+		err = make_dir(path);
+		*p = '/';
+		if (err != 0)
+			return err;
+	}
+	return 0;
+}
+
+/* 16 hex digits of the SHA-256 of a host name. */
+static void host_hash(const char *host, char out[17])
+{
+	unsigned char md[EVP_MAX_MD_SIZE] = { 0 };
+
+	EVP_Digest(host, strlen(host), md, NULL, EVP_sha256(), NULL);
+	hex_encode(md, 8, out);
+}
+
+/* A new temporary's path for this process, in tmp (PATH_MAX bytes). */
+static int tmp_path(struct store_dir *sd, char *tmp)
+{
+	struct proc_id self;
+	unsigned char rnd[8];
+	char hhex[17], rhex[17];
+
+	proc_id_self(&self);
+	host_hash(self.host, hhex);
+	RAND_bytes(rnd, sizeof(rnd));
+	hex_encode(rnd, sizeof(rnd), rhex);
+	if ((size_t)snprintf(tmp, PATH_MAX, "%s/" TMP_DIR "/" TMP_FORMAT,
+			     sd->root, hhex, self.boot_id, self.pidns,
+			     self.pid, self.start, rhex) >= PATH_MAX) {
+		log_error("%s: path too long for a temporary file", sd->root);
+		return ENAMETOOLONG;
+	}
+	return 0;
+}
+
+/* Whether the writer of temporary name is alive, dead or unknown. */
+static enum proc_state tmp_writer(const char *name)
+{
+	struct proc_id p = { 0 }, self;
+	char hhex[17], rhex[17], self_hhex[17];
+
+	if (sscanf(name, TMP_SCAN, hhex, p.boot_id, p.pidns, &p.pid, &p.start,
+		   rhex) != 6)
+		return PROC_UNKNOWN;
+	proc_id_self(&self);
+	host_hash(self.host, self_hhex);
+	if (strcmp(hhex, self_hhex) != 0)
+		return PROC_UNKNOWN;
+	memcpy(p.host, self.host, sizeof(p.host));
+	return proc_id_state(&p);
+}
+
+/*
+ * Removes the temporaries of dead writers and those older than a day.
+ * Best effort: what cannot be removed (by a reader without write access to
+ * the repository) stays, and nothing is logged but at debug level.
+ */
+static void clean_tmp(struct store_dir *sd)
+{
+	char path[PATH_MAX];
+	struct dirent *de;
+	time_t now = time(NULL);
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/" TMP_DIR, sd->root);
+	d = opendir(path);
+	if (d == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		struct stat sb;
+
+		if (de->d_name[0] == '.' ||
+		    fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) ||
+		    !S_ISREG(sb.st_mode))
+			continue;
+		if (now - sb.st_mtime <= TMP_MAX_AGE &&
+		    tmp_writer(de->d_name) != PROC_DEAD)
+			continue;
+		if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+			log_debug("%s/%s: removed a temporary file left by a "
+				  "killed or old writer", path, de->d_name);
+		else
+			log_debug("%s/%s: cannot remove: %s", path,
+				  de->d_name, ERRSTR(errno));
+	}
+	closedir(d);
 }
 
 static int write_all(int fd, const void *data, size_t len)
@@ -181,38 +302,41 @@ static int dir_put(struct store *st, const char *key, const void *data,
 		   size_t len)
 {
 	struct store_dir *sd = (struct store_dir *)st;
-	char path[PATH_MAX], tmp[PATH_MAX + 64];
-	unsigned char rnd[8];
-	char rhex[17];
-	const char *base;
+	char path[PATH_MAX], tmp[PATH_MAX];
 	int fd, err;
 
-	if ((err = dir_path(sd, key, path)) != 0)
+	if ((err = dir_path(sd, key, path)) != 0 ||
+	    (err = tmp_path(sd, tmp)) != 0)
 		return err;
-	base = strrchr(path, '/') + 1;
-	RAND_bytes(rnd, sizeof(rnd));
-	hex_encode(rnd, sizeof(rnd), rhex);
-	snprintf(tmp, sizeof(tmp), "%.*s.tmp.%s.%s", (int)(base - path), path,
-		 base, rhex);
-
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0 && errno == ENOENT) {
-		if ((err = make_parents(tmp)) != 0)
+		if ((err = make_parents(sd, tmp)) != 0)
 			return err;
-		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	}
 	if (fd < 0) {
 		err = errno;
 		log_error("%s: cannot create: %s", tmp, ERRSTR(err));
 		return err;
 	}
-	err = write_all(fd, data, len);
+	/* the umask may have taken the owner's bits too */
+	err = fchmod(fd, 0600) != 0 ? errno : 0;
+	if (err == 0)
+		err = write_all(fd, data, len);
 	if (err == 0 && fsync(fd) != 0)
 		err = errno;
 	if (close(fd) != 0 && err == 0)
 		err = errno;
-	if (err == 0 && rename(tmp, path) != 0)
+	if (err == 0 && rename(tmp, path) != 0) {
 		err = errno;
+		if (err == ENOENT) {
+			if ((err = make_parents(sd, path)) != 0) {
+				unlink(tmp);
+				return err;
+			}
+			err = rename(tmp, path) != 0 ? errno : 0;
+		}
+	}
 	if (err != 0) {
 		log_error("%s: cannot write: %s", path, ERRSTR(err));
 		unlink(tmp);
@@ -335,12 +459,8 @@ struct store *store_dir_create(const char *path, bool create, int *errp)
 	struct stat sb;
 	char *root;
 
-	if (create && mkdir(path, 0755) != 0 && errno != EEXIST) {
-		*errp = errno;
-		log_error("%s: cannot create directory: %s", path,
-			  ERRSTR(*errp));
+	if (create && (*errp = make_dir(path)) != 0)
 		return NULL;
-	}
 	if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
 		*errp = stat(path, &sb) != 0 ? errno : ENOTDIR;
 		log_error("%s: cannot open repository directory: %s", path,
@@ -359,5 +479,6 @@ struct store *store_dir_create(const char *path, bool create, int *errp)
 	}
 	sd->st.ops = &store_dir_ops;
 	sd->root = root;
+	clean_tmp(sd);
 	return &sd->st;
 }
