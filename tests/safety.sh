@@ -103,7 +103,7 @@ bad=$(not_private "$T/own" | grep -v " $T/own\$")
 
 # 3. --device that is no regular file or block device: refused at once,
 # naming it and saying what it must be, with the repository unchanged
-what='(must be|not) a (regular file or block|block device or regular file)'
+what='is a (directory|socket|FIFO); --device must be a block device or a regular file'
 R=$T/repo
 new_repo "$R"
 mkfifo "$T/fifo"
