@@ -1,14 +1,20 @@
 /*
- * Local index: a per-host SQLite database of the repository's snapshots and
- * their chunk entries.  Derived data: index_sync() brings it in line with
- * the store's snapshots/ (new manifests fetched, vanished ones dropped) and
- * index_rebuild() recreates it from scratch.  All SQL of cbtfs lives in
- * index.c.
+ * Local index: a per-host SQLite database of the repository's snapshots,
+ * their chunk entries and the chunks recorded as damaged.  Derived data,
+ * never an authority: index_sync() brings it in line with the store's
+ * snapshots/ and damaged/ (new manifests fetched, vanished ones dropped),
+ * index_rebuild() recreates it from scratch, and every chain it resolves
+ * is checked against digests of the verified manifests (see index.c).
+ * All SQL of cbtfs lives in index.c.
  *
- * Location: <cache_dir>/<repo id>/index.db, cache_dir defaulting to
- * $XDG_CACHE_HOME/cbtfs or ~/.cache/cbtfs.  WAL mode, so an ingest and a
- * mount on one host share it.  Every function is thread-safe (one mutex per
- * index; SQLite is only touched under it).
+ * Location: <cache_dir>/<repo id>/index.db (0600, in a 0700 directory),
+ * cache_dir defaulting to $XDG_CACHE_HOME/cbtfs or ~/.cache/cbtfs.  WAL
+ * mode, so an ingest and a mount on one host share it.  Every function is
+ * thread-safe (one mutex per index; SQLite is only touched under it).
+ *
+ * Functions return 0 or a positive errno and log what failed (naming the
+ * index file), unless their comment says otherwise.  EUCLEAN means the
+ * file is damaged; the message says how to repair it.
  */
 #ifndef CBTFS_INDEX_H
 #define CBTFS_INDEX_H
@@ -33,7 +39,8 @@ struct chunk_map {
 
 void chunk_map_free(struct chunk_map *map);
 
-/* Default cache directory (malloc'd), from XDG_CACHE_HOME or HOME. */
+/* Default cache directory (malloc'd; NULL if out of memory), from
+ * XDG_CACHE_HOME or HOME. */
 char *index_default_cache_dir(void);
 
 /*
@@ -64,12 +71,15 @@ int index_rebuild(struct index *ix);
 typedef int index_id_cb(void *arg, const char *id);
 int index_bad_manifests(struct index *ix, index_id_cb *cb, void *arg);
 
-/* Records a manifest just committed to the store. */
+/* Records a manifest just committed to the store (verified by its
+ * writer). */
 int index_add_manifest(struct index *ix, const struct manifest *m);
 
 /*
- * Looks a snapshot up by volume and name: *mp receives its manifest without
- * entries (n_entries 0), freed with manifest_free().  ENOENT if absent.
+ * Looks a snapshot up by volume and name: *mp receives its row as a
+ * manifest without entries (n_entries 0), freed with manifest_free().
+ * ENOENT (not logged) if absent.  The row is not verified: what matters
+ * (the chain, the handles) is taken from index_resolve_chain().
  */
 int index_find_snapshot(struct index *ix, const char *volume,
 			const char *name, struct manifest **mp);

@@ -230,109 +230,117 @@ static void print_summary(const struct ingest_conf *conf,
 	printf("\n");
 }
 
-int main(int argc, char *argv[])
-{
-	struct ingest_conf conf = { 0 };
-	struct store_opts sopts = { .retries = -1 };
-	bool jobs_set = false;
-	struct ingest_result res;
-	struct cbt_grpc_conf gconf = { .idle_timeout_s = 60, .retries = 5 };
-	struct cbt_k8s_conf kconf = { 0 };
-	const char *repo_url = NULL, *changes = "scan", *cache_dir = NULL;
-	const char *csi_endpoint = NULL, *cbt_address = NULL;
-	bool json = false, progress = isatty(STDERR_FILENO);
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	int c, err, verbose = 0;
-	long n;
+/* Everything the command line says. */
+struct options {
+	struct ingest_conf conf;
+	struct store_opts store;
+	struct cbt_grpc_conf grpc;
+	struct cbt_k8s_conf k8s;
+	const char *repo_url, *changes, *cache_dir;
+	const char *csi_endpoint, *cbt_address;
+	bool jobs_set, json, progress;
+	int verbose;
+};
 
-	log_init(prog);
-	conf.jobs = ncpu > 0 ? (unsigned)ncpu : 2;
+/* Parses argv into o: -1 to go on, else the exit status (--help, errors,
+ * reported). */
+static int parse_options(int argc, char *argv[], struct options *o)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN), n;
+	int c;
+
+	o->store.retries = -1;
+	o->grpc.idle_timeout_s = 60;
+	o->grpc.retries = 5;
+	o->changes = "scan";
+	o->progress = isatty(STDERR_FILENO);
+	o->conf.jobs = ncpu > 0 ? (unsigned)ncpu : 2;
 	while ((c = getopt_long(argc, argv, "r:s:d:b:c:j:vh", long_opts,
 				NULL)) != -1) {
 		switch (c) {
 		case 'r':
-			repo_url = optarg;
+			o->repo_url = optarg;
 			break;
 		case 'V':
-			conf.volume = optarg;
+			o->conf.volume = optarg;
 			break;
 		case 's':
-			conf.name = optarg;
+			o->conf.name = optarg;
 			break;
 		case 'd':
-			conf.device = optarg;
+			o->conf.device = optarg;
 			break;
 		case 'b':
-			conf.base = optarg;
+			o->conf.base = optarg;
 			break;
 		case 'c':
-			changes = optarg;
+			o->changes = optarg;
 			break;
 		case 'j':
 			if (cli_number(prog, "--jobs", optarg, 1, 256, &n) != 0)
 				return EXIT_USAGE;
-			conf.jobs = (unsigned)n;
-			jobs_set = true;
+			o->conf.jobs = (unsigned)n;
+			o->jobs_set = true;
 			break;
 		case OPT_CACHE_DIR:
-			cache_dir = optarg;
+			o->cache_dir = optarg;
 			break;
 		case OPT_CSI_ENDPOINT:
-			csi_endpoint = optarg;
+			o->csi_endpoint = optarg;
 			break;
 		case OPT_CBT_ADDRESS:
-			cbt_address = optarg;
+			o->cbt_address = optarg;
 			break;
 		case OPT_SNAPSHOT_ID:
-			gconf.snapshot_id = optarg;
+			o->grpc.snapshot_id = optarg;
 			break;
 		case OPT_BASE_SNAPSHOT_ID:
-			gconf.base_snapshot_id = optarg;
+			o->grpc.base_snapshot_id = optarg;
 			break;
 		case OPT_NAMESPACE:
-			gconf.namespace = optarg;
+			o->grpc.namespace = optarg;
 			break;
 		case OPT_TOKEN_FILE:
-			gconf.token_file = optarg;
+			o->grpc.token_file = optarg;
 			break;
 		case OPT_TLS_SERVER_NAME:
-			gconf.server_name = optarg;
+			o->grpc.server_name = optarg;
 			break;
 		case OPT_NO_FALLBACK:
-			gconf.no_fallback = true;
+			o->grpc.no_fallback = true;
 			break;
 		case OPT_KUBECONFIG:
-			kconf.kubeconfig = optarg;
+			o->k8s.kubeconfig = optarg;
 			break;
 		case OPT_SERVICE_ACCOUNT:
-			kconf.service_account = optarg;
+			o->k8s.service_account = optarg;
 			break;
 		case OPT_MAX_RESULTS:
 			if (cli_number(prog, "--max-results", optarg, 0, 100000,
 				       &n) != 0)
 				return EXIT_USAGE;
-			gconf.max_results = (int)n;
+			o->grpc.max_results = (int)n;
 			break;
 		case OPT_CBT_TIMEOUT:
 			if (cli_number(prog, "--cbt-timeout", optarg, 1, 3600,
 				       &n) != 0)
 				return EXIT_USAGE;
-			gconf.idle_timeout_s = (int)n;
+			o->grpc.idle_timeout_s = (int)n;
 			break;
 		case OPT_CBT_RETRIES:
 			if (cli_number(prog, "--cbt-retries", optarg, 0, 3600,
 				       &n) != 0)
 				return EXIT_USAGE;
-			gconf.retries = (int)n;
+			o->grpc.retries = (int)n;
 			break;
 		case OPT_JSON:
-			json = true;
+			o->json = true;
 			break;
 		case OPT_NO_PROGRESS:
-			progress = false;
+			o->progress = false;
 			break;
 		case 'v':
-			verbose++;
+			o->verbose++;
 			break;
 		case 'h':
 			usage();
@@ -341,92 +349,106 @@ int main(int argc, char *argv[])
 			cli_version(prog);
 			return EXIT_OK;
 		default:
-			if (cli_store_option(prog, c, optarg, &sopts) != 0)
+			if (cli_store_option(prog, c, optarg, &o->store) != 0)
 				return EXIT_USAGE;
 		}
 	}
-	log_set_verbose(verbose);
 	if (optind < argc)
 		return cli_usage_error(prog, "unexpected argument '%s'",
 				       argv[optind]);
-	if (repo_url == NULL || conf.volume == NULL || conf.name == NULL ||
-	    conf.device == NULL)
+	if (o->repo_url == NULL || o->conf.volume == NULL ||
+	    o->conf.name == NULL || o->conf.device == NULL)
 		return cli_usage_error(prog, "--repo, --volume, --snapshot and "
 				       "--device are required");
-	if (conf.base != NULL && strcmp(conf.base, conf.name) == 0)
+	if (o->conf.base != NULL && strcmp(o->conf.base, o->conf.name) == 0)
 		return cli_usage_error(prog, "--base must name an earlier "
 				       "snapshot, not the new one");
-
-	if (repo_check_volume_name(conf.volume) != 0 ||
-	    repo_check_snapshot_name(conf.name) != 0 ||
-	    (conf.base != NULL && repo_check_snapshot_name(conf.base) != 0))
+	if (repo_check_volume_name(o->conf.volume) != 0 ||
+	    repo_check_snapshot_name(o->conf.name) != 0 ||
+	    (o->conf.base != NULL &&
+	     repo_check_snapshot_name(o->conf.base) != 0))
 		return EXIT_USAGE;
+	/* uploads wait on the network, not the CPU: keep more in flight */
+	if (!o->jobs_set && strncmp(o->repo_url, "s3://", 5) == 0)
+		o->conf.jobs = 8;
+	o->store.connections = o->conf.jobs;
+	o->conf.progress = o->progress;
+	return -1;
+}
 
-	gconf.snapshot_name = conf.name;
-	gconf.verbose = verbose > 1;
-	if (strcmp(changes, "csi") == 0) {
-		gconf.api = CBT_API_CSI;
-		gconf.target = csi_endpoint;
-		gconf.tls = sopts.ca_file != NULL;
-		gconf.ca_file = sopts.ca_file;
-		conf.changes = cbt_grpc_create(&gconf, &err);
-		conf.csi_handle = gconf.snapshot_id;
-	} else if (strcmp(changes, "sidecar") == 0) {
-		gconf.api = CBT_API_SIDECAR;
-		gconf.target = cbt_address;
-		gconf.tls = true;
-		gconf.ca_file = sopts.ca_file;
-		conf.changes = cbt_grpc_create(&gconf, &err);
-		conf.csi_handle = gconf.snapshot_id;
-	} else if (strcmp(changes, "k8s") == 0) {
-		if (csi_endpoint || gconf.snapshot_id || gconf.token_file)
+/* Makes the change source --changes names into o->conf.changes: -1 to go
+ * on, else the exit status (reported). */
+static int make_change_source(struct options *o)
+{
+	struct cbt_grpc_conf *g = &o->grpc;
+	int err;
+
+	g->snapshot_name = o->conf.name;
+	g->verbose = o->verbose > 1;
+	if (strcmp(o->changes, "csi") == 0 ||
+	    strcmp(o->changes, "sidecar") == 0) {
+		bool csi = strcmp(o->changes, "csi") == 0;
+
+		g->api = csi ? CBT_API_CSI : CBT_API_SIDECAR;
+		g->target = csi ? o->csi_endpoint : o->cbt_address;
+		g->tls = !csi || o->store.ca_file != NULL;
+		g->ca_file = o->store.ca_file;
+		o->conf.changes = cbt_grpc_create(g, &err);
+		o->conf.csi_handle = g->snapshot_id;
+	} else if (strcmp(o->changes, "k8s") == 0) {
+		if (o->csi_endpoint || g->snapshot_id || g->token_file)
 			return cli_usage_error(prog, "--changes k8s finds the "
 					       "address, handles and token "
 					       "itself: no --csi-endpoint, "
 					       "--snapshot-id or --token-file");
-		kconf.base_name = conf.base;
-		kconf.sidecar = gconf;
-		kconf.sidecar.target = cbt_address;
-		conf.changes = cbt_k8s_create(&kconf, &err);
-	} else if (kconf.kubeconfig || kconf.service_account) {
+		o->k8s.base_name = o->conf.base;
+		o->k8s.sidecar = *g;
+		o->k8s.sidecar.target = o->cbt_address;
+		o->conf.changes = cbt_k8s_create(&o->k8s, &err);
+	} else if (o->k8s.kubeconfig || o->k8s.service_account) {
 		return cli_usage_error(prog, "--kubeconfig and --service-account "
 				       "need --changes k8s");
-	} else if (csi_endpoint || cbt_address || gconf.snapshot_id ||
-		   gconf.base_snapshot_id || gconf.namespace ||
-		   gconf.token_file) {
+	} else if (o->csi_endpoint || o->cbt_address || g->snapshot_id ||
+		   g->base_snapshot_id || g->namespace || g->token_file) {
 		return cli_usage_error(prog, "--csi-endpoint, --cbt-address, "
 				       "--snapshot-id, --base-snapshot-id, "
 				       "--namespace and --token-file need "
 				       "--changes csi, sidecar or k8s");
 	} else {
-		conf.changes = cbt_source_create(changes, &err);
+		o->conf.changes = cbt_source_create(o->changes, &err);
 	}
-	if (conf.changes == NULL)
-		return EXIT_USAGE;
-	conf.progress = progress;
-	/* Ctrl-C or a Job's deadline: stop, commit nothing, release the lock */
-	{
-		struct sigaction sa = { .sa_handler = on_signal };
+	return o->conf.changes == NULL ? EXIT_USAGE : -1;
+}
 
-		sigemptyset(&sa.sa_mask);
-		sigaction(SIGINT, &sa, NULL);
-		sigaction(SIGTERM, &sa, NULL);
-		sigaction(SIGHUP, &sa, NULL);
-		conf.interrupted = &interrupted;
-	}
-	/* uploads wait on the network, not the CPU: keep more in flight */
-	if (!jobs_set && strncmp(repo_url, "s3://", 5) == 0)
-		conf.jobs = 8;
-	sopts.connections = conf.jobs;
-	err = cli_open_repo(repo_url, &sopts, cache_dir, &conf.repo,
-			    &conf.index);
+int main(int argc, char *argv[])
+{
+	struct options o = { 0 };
+	struct ingest_result res;
+	struct sigaction sa = { .sa_handler = on_signal };
+	int status, err;
+
+	log_init(prog);
+	if ((status = parse_options(argc, argv, &o)) >= 0)
+		return status;
+	log_set_verbose(o.verbose);
+	if ((status = make_change_source(&o)) >= 0)
+		return status;
+	/* Ctrl-C or a Job's deadline: stop, commit nothing, release the lock */
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	o.conf.interrupted = &interrupted;
+
+	err = cli_open_repo(o.repo_url, &o.store, o.cache_dir, &o.conf.repo,
+			    &o.conf.index);
 	if (err == 0) {
-		err = ingest_run(&conf, &res);
+		err = ingest_run(&o.conf, &res);
 		if (err == 0)
-			print_summary(&conf, &res, json);
-		index_close(conf.index);
-		repo_close(conf.repo);
+			print_summary(&o.conf, &res, o.json);
+		index_close(o.conf.index);
+		repo_close(o.conf.repo);
 	}
-	cbt_source_destroy(conf.changes);
+	cbt_source_destroy(o.conf.changes);
 	return err == 0 ? EXIT_OK : EXIT_FAIL;
 }

@@ -1,14 +1,19 @@
 /*
- * Repository: the config, chunk objects, snapshot manifests and locks of
- * one repository in one store.  The only code that knows object names and
- * the protobuf messages; everything above works with the plain structs here.
+ * Repository: the config, chunk objects, snapshot manifests, locks and
+ * damage records of one repository in one store.  The only code that knows
+ * object names and the protobuf messages; everything above works with the
+ * plain structs here.
  *
  * Object names: "config", "chunks/<2 hex>/<64 hex>", "snapshots/<uuid>",
- * "locks/<uuid>".  A snapshot exists once its manifest exists (the commit
- * point); callers put every chunk before the manifest that refers to it.
+ * "locks/<uuid>", "damaged/<64 hex>".  A snapshot exists once its manifest
+ * exists (the commit point); callers put every chunk before the manifest
+ * that refers to it.
  *
- * All functions are thread-safe: a struct repo is immutable after
- * repo_open() and the store is thread-safe.
+ * Conventions: functions return 0 or a positive errno, and log what failed
+ * (with the object's key) before returning it, unless their comment says
+ * otherwise; the store's errors are logged by the store.  All functions
+ * are thread-safe: a struct repo is immutable after repo_open() and the
+ * store is thread-safe; a struct repo_lock has its own mutex.
  */
 #ifndef CBTFS_REPO_H
 #define CBTFS_REPO_H
@@ -71,17 +76,23 @@ void manifest_free(struct manifest *m);
 int repo_check_volume_name(const char *volume);
 int repo_check_snapshot_name(const char *name);
 
-/* Checks a chunk size: a power of two from 64 KiB to 16 MiB. */
+/* Checks a chunk size: a power of two from 64 KiB to 16 MiB; EINVAL
+ * (logged) if not. */
 int repo_check_chunk_size(uint64_t chunk_size);
 
 /*
- * Creates a repository at url (a directory that is missing or empty).
- * chunk_size: a power of two within the limits above.
+ * Creates a repository at url (a directory that is missing or empty, or an
+ * empty S3 prefix).  chunk_size: a power of two within the limits above.
+ * id_out (CBTFS_UUID_LEN + 1 bytes) receives the new repository's id.
+ * EEXIST (logged) if url is a repository already or not empty.
  */
 int repo_init(const char *url, const struct store_opts *opts,
 	      uint32_t chunk_size, char *id_out);
 
-/* Opens an existing repository.  NULL with *errp set (logged). */
+/* Opens an existing repository: reads and checks its config.  NULL with
+ * *errp set (logged): ENOENT for no config, EBADMSG for a garbled one,
+ * ENOTSUP for a version or feature this cbtfs cannot read.  The caller
+ * frees it with repo_close(). */
 struct repo *repo_open(const char *url, const struct store_opts *opts,
 		       int *errp);
 void repo_close(struct repo *r);
@@ -91,8 +102,8 @@ void repo_close(struct repo *r);
 void repo_chunk_key(const unsigned char id[CODEC_ID_LEN], char *key);
 
 /*
- * Encodes and stores one chunk of chunk_size bytes whose id is id.
- * *stored receives the encoded size.
+ * Encodes and stores one chunk of chunk_size bytes whose id is id
+ * (overwriting a damaged copy).  *stored receives the encoded size.
  */
 int repo_put_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 		   const void *data, uint64_t *stored);
@@ -111,14 +122,21 @@ int repo_chunk_exists(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 int repo_get_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 		   struct buf *out, size_t *off);
 
-/* Writes the manifest object (the commit point); *stored receives its
- * encoded size. */
+/* Writes the manifest object (the commit point); *stored (may be NULL)
+ * receives its encoded size. */
 int repo_put_manifest(struct repo *r, const struct manifest *m,
 		      uint64_t *stored);
-/* Reads and verifies snapshots/<id>; *mp is freed with manifest_free(). */
+/*
+ * Reads and verifies snapshots/<id>: its digest, fields and entries.
+ * *mp is freed with manifest_free().  ENOENT (not logged) if there is no
+ * such object; EBADMSG or ENOTSUP (logged, naming it) for one that cannot
+ * be read.
+ */
 int repo_get_manifest(struct repo *r, const char *id, struct manifest **mp);
 
-/* Calls cb for the id of every manifest in the store. */
+/* Calls cb for the id of every manifest in the store (other keys under
+ * snapshots/ are logged and skipped).  0, cb's non-zero return, or the
+ * store's errno. */
 typedef int repo_snapshot_cb(void *arg, const char *id);
 int repo_list_manifests(struct repo *r, repo_snapshot_cb *cb, void *arg);
 

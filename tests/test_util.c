@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "tests.h"
@@ -61,6 +62,46 @@ static void test_file_read_text(void)
 	CHECK_EQ(err, ENOENT);
 }
 
+/* A process is alive while it runs, dead once reaped, and unknown to a
+ * judge on another host, boot or PID namespace. */
+static void test_proc_id(void)
+{
+	struct proc_id self, child, other;
+	pid_t pid;
+	int status;
+
+	proc_id_self(&self);
+	CHECK(self.host[0] != '\0' && self.boot_id[0] != '\0' &&
+	      self.pidns[0] != '\0' && self.start > 0);
+	CHECK_EQ(self.pid, (long)getpid());
+	CHECK_EQ(proc_id_state(&self), PROC_ALIVE);
+
+	pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0)
+		_exit(0);
+	child = self;
+	child.pid = pid;
+	CHECK_EQ(waitpid(pid, &status, 0), pid);
+	CHECK_EQ(proc_id_state(&child), PROC_DEAD);	/* gone */
+	child = self;
+	child.start = self.start + 1;			/* pid reused */
+	CHECK_EQ(proc_id_state(&child), PROC_DEAD);
+
+	other = self;
+	snprintf(other.host, sizeof(other.host), "elsewhere");
+	CHECK_EQ(proc_id_state(&other), PROC_UNKNOWN);
+	other = self;
+	other.boot_id[0] ^= 1;
+	CHECK_EQ(proc_id_state(&other), PROC_UNKNOWN);
+	other = self;
+	snprintf(other.pidns, sizeof(other.pidns), "1");
+	CHECK_EQ(proc_id_state(&other), PROC_UNKNOWN);
+	other = self;
+	other.start = 0;				/* unreadable */
+	CHECK_EQ(proc_id_state(&other), PROC_UNKNOWN);
+}
+
 static void test_backoff(void)
 {
 	unsigned a;
@@ -87,6 +128,7 @@ int main(void)
 	test_base64();
 	test_file_read_text();
 	test_backoff();
+	test_proc_id();
 	printf("test_util: ok\n");
 	return 0;
 }
