@@ -792,7 +792,8 @@ static int sync_damaged(struct index *ix)
 						sizeof(*store.v)) != 0))) {
 		err = db_exec(ix, "BEGIN IMMEDIATE");
 		if (err == 0)
-			err = db_exec(ix, "DELETE FROM damaged WHERE local = 0");
+			err = db_exec(ix, "DELETE FROM damaged "
+				      "WHERE local = 0");
 		for (i = 0; i < store.n && err == 0; i++)
 			err = damaged_insert(ix, store.v[i], 0);
 		if (err == 0)
@@ -1181,7 +1182,8 @@ static int read_link(struct index *ix, sqlite3_stmt *row_st,
 	if ((err = manifest_digest(ix->repo->id, m, digest)) != 0)
 		return err;
 	if (sqlite3_column_bytes(row_st, 17) != CODEC_ID_LEN ||
-	    memcmp(sqlite3_column_blob(row_st, 17), digest, CODEC_ID_LEN) != 0 ||
+	    memcmp(sqlite3_column_blob(row_st, 17), digest,
+		   CODEC_ID_LEN) != 0 ||
 	    strcmp(m->id, id) != 0 || m->chunk_size != ix->repo->chunk_size ||
 	    m->capacity == 0) {
 		log_error("index %s: snapshot %s does not match the manifest "

@@ -61,7 +61,8 @@ struct ingest {
 	int err;			/* first error, stops everybody */
 	struct manifest_stats stats;
 	uint64_t chunks_healed;		/* damaged chunks stored again */
-	uint64_t chunks_found;		/* left in the store by a stopped run */
+	uint64_t chunks_found;		/* left in the store by a stopped
+					 * run */
 	bool uploaded;			/* some chunk was put */
 	struct claim_set claimed;
 };
@@ -411,7 +412,8 @@ static int stopped_cb(void *arg, const struct repo_lock_info *li)
 {
 	const struct ingest_conf *conf = arg;
 
-	if ((li->status == REPO_LOCK_DEAD || li->status == REPO_LOCK_EXPIRED) &&
+	if ((li->status == REPO_LOCK_DEAD ||
+	     li->status == REPO_LOCK_EXPIRED) &&
 	    strcmp(li->volume, conf->volume) == 0 &&
 	    strcmp(li->snapshot, conf->name) == 0)
 		return EEXIST;
@@ -459,8 +461,8 @@ static int find_base(const struct ingest_conf *conf, struct manifest **basep,
 	err = index_find_snapshot(conf->index, conf->volume, conf->base, &row);
 	if (err == ENOENT)
 		log_error("base snapshot '%s' of volume '%s' is not in the "
-			  "repository; 'cbtfs-repo snapshots REPO --volume %s' "
-			  "lists the snapshots", conf->base, conf->volume,
+			  "repository; 'cbtfs-repo snapshots REPO --volume "
+			  "%s' lists the snapshots", conf->base, conf->volume,
 			  conf->volume);
 	if (err != 0)
 		return err;
@@ -471,8 +473,8 @@ static int find_base(const struct ingest_conf *conf, struct manifest **basep,
 	if (err == 0 && (strcmp((*basep)->volume, conf->volume) != 0 ||
 			 strcmp((*basep)->name, conf->base) != 0)) {
 		log_error("index %s: the row of snapshot '%s' names another "
-			  "snapshot than its manifest", index_path(conf->index),
-			  conf->base);
+			  "snapshot than its manifest",
+			  index_path(conf->index), conf->base);
 		err = EUCLEAN;
 	}
 	if (err != 0) {

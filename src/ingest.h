@@ -40,9 +40,9 @@ struct ingest_result {
 	char id[CBTFS_UUID_LEN + 1];
 	uint64_t capacity;
 	bool full_fallback;		/* --base given, but a full backup made */
-	bool already_committed;		/* an earlier, killed run committed it */
+	bool already_committed;		/* a killed run had committed it */
 	uint64_t chunks_healed;		/* damaged chunks stored again */
-	uint64_t chunks_found;		/* stored by a run that stopped early */
+	uint64_t chunks_found;		/* stored by a run that stopped */
 	struct manifest_stats stats;
 	uint64_t chunks_total;		/* chunks in the volume */
 	uint64_t manifest_bytes;	/* encoded size of the manifest */

@@ -223,7 +223,8 @@ static void print_summary(const struct ingest_conf *conf,
 		printf("; %" PRIu64 " found stored by an earlier run",
 		       res->chunks_found);
 	if (res->chunks_healed > 0)
-		printf("; %" PRIu64 " damaged stored again", res->chunks_healed);
+		printf("; %" PRIu64 " damaged stored again",
+		       res->chunks_healed);
 	if (res->store.requests > 0)
 		printf("; %" PRIu64 " requests, %" PRIu64 " retries",
 		       res->store.requests, res->store.retries);

@@ -612,7 +612,7 @@ struct repo_lock {
 	pthread_mutex_t lock;
 	pthread_cond_t wake;		/* stop was set */
 	bool stop;
-	double last_ok;			/* monotonic time of the last write */
+	double last_ok;			/* monotonic time of last write */
 	pthread_t renewer;
 	bool renewing;
 };
@@ -837,7 +837,7 @@ struct lock_scan {
 	struct repo_lock *self;
 	bool wait;			/* pending records after ours */
 	bool leftovers, same_name;
-	struct repo_lock_info blocker;	/* set when the scan returns EBUSY */
+	struct repo_lock_info blocker;	/* set when the scan gives EBUSY */
 };
 
 /* Whether a comes before b in the order of pending locks. */
@@ -949,8 +949,9 @@ int repo_lock_volume(struct repo *r, const char *volume, const char *snapshot,
 		if (ls.blocker.status == REPO_LOCK_GARBLED)
 			log_error("volume '%s' may be locked: the lock record "
 				  "locks/%s cannot be read; if no ingest of "
-				  "the volume runs, remove it with 'cbtfs-repo "
-				  "unlock --force'", volume, ls.blocker.id);
+				  "the volume runs, remove it with "
+				  "'cbtfs-repo unlock --force'", volume,
+				  ls.blocker.id);
 		else
 			log_error("volume '%s' is locked by another ingest "
 				  "(%s; object locks/%s); wait for it to "

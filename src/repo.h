@@ -197,7 +197,7 @@ struct repo_lock_info {
 	struct proc_id holder;
 	int64_t created, renewed;	/* Unix seconds */
 	unsigned lease;			/* seconds */
-	enum repo_lock_status status;	/* as judged now, from this host */
+	enum repo_lock_status status;	/* as judged now, from here */
 };
 
 /* "live", "dead", ... */

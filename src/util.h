@@ -88,7 +88,7 @@ double now_seconds(void);	/* monotonic */
 struct proc_id {
 	char host[65];
 	char boot_id[37];
-	char pidns[24];		/* inode of /proc/self/ns/pid, decimal */
+	char pidns[24];		/* inode of /proc/self/ns/pid */
 	long pid;
 	unsigned long long start;
 };
@@ -99,7 +99,8 @@ void proc_id_self(struct proc_id *p);
 
 enum proc_state {
 	PROC_ALIVE,
-	PROC_DEAD,	/* same host, boot and PID namespace; gone or reused */
+	PROC_DEAD,	/* same host, boot and PID namespace; gone or
+			 * the pid reused */
 	PROC_UNKNOWN,	/* another host, boot or namespace: cannot tell */
 };
 /* Judges p from this process's point of view.  Logs nothing. */
