@@ -811,10 +811,9 @@ out:
 int index_mark_damaged(struct index *ix, const unsigned char *id,
 		       const char *why)
 {
-	int err;
-
 	sqlite3_stmt *st = NULL;
-	bool known = false;
+	bool known = false, stored;
+	int err;
 
 	pthread_mutex_lock(&ix->lock);
 	err = db_prepare(ix, "SELECT 1 FROM damaged WHERE chunk_id = ?", &st);
@@ -823,13 +822,21 @@ int index_mark_damaged(struct index *ix, const unsigned char *id,
 		known = sqlite3_step(st) == SQLITE_ROW;
 	}
 	sqlite3_finalize(st);
-	if (err == 0 && !known)
-		err = damaged_insert(ix, id, 1);
 	pthread_mutex_unlock(&ix->lock);
-	/* tell the other hosts, where the credentials allow it */
-	if (err == 0 && !known && repo_mark_damaged(ix->repo, id, why) != 0)
+	if (err != 0 || known)
+		return err;
+	/*
+	 * Tell the other hosts, where the credentials allow it; the row is
+	 * then the store's, dropped by a sync once an ingest anywhere has
+	 * healed the chunk.  Otherwise this host remembers it alone.
+	 */
+	stored = repo_mark_damaged(ix->repo, id, why) == 0;
+	if (!stored)
 		log_warn("could not record the damaged chunk in the "
 			 "repository; this host's index remembers it");
+	pthread_mutex_lock(&ix->lock);
+	err = damaged_insert(ix, id, stored ? 0 : 1);
+	pthread_mutex_unlock(&ix->lock);
 	return err;
 }
 
