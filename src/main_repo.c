@@ -1,5 +1,5 @@
 /*
- * cbtfs-repo: create, list and maintain repositories.
+ * cbtfs-repo: create, list, verify and maintain repositories.
  */
 #include "config.h"
 
@@ -10,8 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "array.h"
 #include "cli.h"
+#include "verify.h"
 
 static const char prog[] = "cbtfs-repo";
 
@@ -28,15 +31,35 @@ static void usage(void)
 "        (default 1M)\n"
 "  snapshots REPO [--volume VOLUME] [--json]\n"
 "        list snapshots: volume, name, parent, capacity, creation time and\n"
-"        bytes stored by each\n"
+"        bytes stored by each; a manifest that cannot be read is listed\n"
+"        as UNREADABLE, with its id, and makes the exit status 1\n"
+"  verify REPO [--volume VOLUME] [--read-data [--subset PCT]] [--jobs N]\n"
+"         [--json]\n"
+"        check the repository from its objects alone: every manifest\n"
+"        decodes, every chain of parents is complete, every chunk the\n"
+"        snapshots use exists; with --read-data, fetch and verify the\n"
+"        chunks too.  Each problem is reported with the snapshots and\n"
+"        byte ranges it damages; damaged chunks are recorded, so that the\n"
+"        next ingest of their data stores them again\n"
+"  unlock REPO [--volume VOLUME] [--force]\n"
+"        remove the lock records of ingests that are dead, expired or\n"
+"        abandoned; refuse live and unreadable ones unless --force\n"
 "  reindex REPO\n"
 "        rebuild the local index of REPO from the repository\n"
 "\n"
 "Options:\n"
-"      --chunk-size SIZE  chunk size for init (e.g. 256K, 1M)\n"
-"      --volume VOLUME    only this volume's snapshots\n"
-"      --json             machine-readable output\n"
-"      --cache-dir DIR    where the local index lives\n"
+"      --chunk-size SIZE  init: chunk size (e.g. 256K, 1M)\n"
+"      --volume VOLUME    snapshots, verify, unlock: only this volume's\n"
+"                         snapshots or locks\n"
+"      --json             snapshots, verify: machine-readable output\n"
+"      --read-data        verify: fetch every chunk and verify its content\n"
+"      --subset PCT       verify --read-data: only PCT percent (1-100) of\n"
+"                         the chunks, chosen at random\n"
+"  -j, --jobs N           verify: chunks fetched in parallel (default: CPUs\n"
+"                         for a directory, 8 for S3)\n"
+"      --force            unlock: remove live and unreadable lock records\n"
+"                         too\n"
+"      --cache-dir DIR    snapshots, reindex: where the local index lives\n"
 "                         (default $XDG_CACHE_HOME/cbtfs or ~/.cache/cbtfs)\n"
 "  -v, --verbose          more messages\n"
 "  -h, --help             show this help and exit\n"
@@ -44,18 +67,35 @@ static void usage(void)
 "\n"
 CLI_STORE_HELP
 "\n"
-"Exit status: 0 on success, 1 on failure, 2 on a usage error.\n"
+"Exit status: 0 on success; 1 on failure, or when verify finds a problem,\n"
+"snapshots an unreadable manifest, or unlock a live lock it may not\n"
+"remove; 2 on a usage error.\n"
 "See cbtfs-repo(1) and cbtfs-repository(5).\n");
 }
 
-enum { OPT_CHUNK_SIZE = 256, OPT_VOLUME, OPT_JSON, OPT_CACHE_DIR,
-       OPT_VERSION };
+/* Options of some commands only; each has a bit in struct command. */
+enum {
+	OPT_CHUNK_SIZE = 256,
+	OPT_VOLUME,
+	OPT_JSON,
+	OPT_CACHE_DIR,
+	OPT_READ_DATA,
+	OPT_SUBSET,
+	OPT_JOBS,
+	OPT_FORCE,
+	OPT_VERSION,	/* every command */
+};
+#define OPT_BIT(opt) (1u << ((opt) - OPT_CHUNK_SIZE))
 
 static const struct option long_opts[] = {
 	{ "chunk-size", required_argument, NULL, OPT_CHUNK_SIZE },
 	{ "volume", required_argument, NULL, OPT_VOLUME },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "cache-dir", required_argument, NULL, OPT_CACHE_DIR },
+	{ "read-data", no_argument, NULL, OPT_READ_DATA },
+	{ "subset", required_argument, NULL, OPT_SUBSET },
+	{ "jobs", required_argument, NULL, OPT_JOBS },
+	{ "force", no_argument, NULL, OPT_FORCE },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
@@ -65,19 +105,24 @@ static const struct option long_opts[] = {
 
 struct opts {
 	const char *repo;
+	unsigned given;		/* OPT_BIT()s of the options given */
 	uint64_t chunk_size;
-	bool chunk_size_set;
 	const char *volume;
 	bool json;
 	const char *cache_dir;
+	bool read_data;
+	unsigned subset;
+	unsigned jobs;
+	bool force;
 	struct store_opts store;
 };
 
 static int cmd_init(const struct opts *o)
 {
 	char id[CBTFS_UUID_LEN + 1];
-	uint64_t cs = o->chunk_size_set ? o->chunk_size
-					: REPO_DEFAULT_CHUNK_SIZE;
+	uint64_t cs = o->given & OPT_BIT(OPT_CHUNK_SIZE)
+			      ? o->chunk_size
+			      : REPO_DEFAULT_CHUNK_SIZE;
 	int err;
 
 	if (repo_check_chunk_size(cs) != 0)
@@ -90,37 +135,53 @@ static int cmd_init(const struct opts *o)
 	return EXIT_OK;
 }
 
-/* All snapshots, gathered so parents can be named. */
+/* ---- snapshots ---------------------------------------------------------- */
+
+/* All snapshots, gathered so parents can be named, and the manifests the
+ * index could not read. */
 struct snap_list {
-	struct manifest *v;
-	size_t n, cap;
+	struct {
+		struct manifest **v;
+		size_t n, cap;
+	} snaps;
+	struct {
+		char (*v)[CBTFS_UUID_LEN + 1];
+		size_t n, cap;
+	} bad;
 };
 
 static int gather(void *arg, const struct manifest *m)
 {
 	struct snap_list *l = arg;
 	struct manifest *c;
+	int err;
 
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? 2 * l->cap : 32;
-		void *p = realloc(l->v, cap * sizeof(*l->v));
-
-		if (p == NULL)
-			return ENOMEM;
-		l->v = p;
-		l->cap = cap;
-	}
-	c = &l->v[l->n];
-	*c = *m;
+	if ((err = ARRAY_GROW(&l->snaps)) != 0)
+		return err;
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return ENOMEM;
+	l->snaps.v[l->snaps.n++] = c;
+	*c = *m;	/* without entries */
 	c->volume = strdup(m->volume);
 	c->name = strdup(m->name);
 	c->csi_handle = strdup(m->csi_handle);
 	c->csi_driver = strdup(m->csi_driver);
 	c->changes = strdup(m->changes);
-	l->n++;
 	if (!c->volume || !c->name || !c->csi_handle || !c->csi_driver ||
 	    !c->changes)
 		return ENOMEM;
+	return 0;
+}
+
+static int gather_bad(void *arg, const char *id)
+{
+	struct snap_list *l = arg;
+	int err;
+
+	if ((err = ARRAY_GROW(&l->bad)) != 0)
+		return err;
+	snprintf(l->bad.v[l->bad.n++], sizeof(*l->bad.v), "%s", id);
 	return 0;
 }
 
@@ -131,9 +192,9 @@ static const char *parent_name(const struct snap_list *l,
 
 	if (m->parent_id[0] == '\0')
 		return NULL;
-	for (i = 0; i < l->n; i++)
-		if (strcmp(l->v[i].id, m->parent_id) == 0)
-			return l->v[i].name;
+	for (i = 0; i < l->snaps.n; i++)
+		if (strcmp(l->snaps.v[i]->id, m->parent_id) == 0)
+			return l->snaps.v[i]->name;
 	return "?";
 }
 
@@ -141,14 +202,10 @@ static void snap_list_free(struct snap_list *l)
 {
 	size_t i;
 
-	for (i = 0; i < l->n; i++) {
-		free(l->v[i].volume);
-		free(l->v[i].name);
-		free(l->v[i].csi_handle);
-		free(l->v[i].csi_driver);
-		free(l->v[i].changes);
-	}
-	free(l->v);
+	for (i = 0; i < l->snaps.n; i++)
+		manifest_free(l->snaps.v[i]);
+	free(l->snaps.v);
+	free(l->bad.v);
 }
 
 static void print_table(const struct snap_list *l)
@@ -157,8 +214,8 @@ static void print_table(const struct snap_list *l)
 
 	printf("%-24s %-20s %-20s %12s  %-20s %12s\n", "VOLUME", "NAME",
 	       "PARENT", "CAPACITY", "CREATED", "STORED");
-	for (i = 0; i < l->n; i++) {
-		const struct manifest *m = &l->v[i];
+	for (i = 0; i < l->snaps.n; i++) {
+		const struct manifest *m = l->snaps.v[i];
 		const char *parent = parent_name(l, m);
 		time_t t = (time_t)m->created;
 		char when[32];
@@ -169,6 +226,9 @@ static void print_table(const struct snap_list *l)
 		       m->name, parent ? parent : "-", HUMAN(m->capacity), when,
 		       HUMAN(m->stats.bytes_stored));
 	}
+	for (i = 0; i < l->bad.n; i++)
+		printf("%-24s snapshots/%s: its manifest cannot be read; see "
+		       "'cbtfs-repo verify'\n", "UNREADABLE", l->bad.v[i]);
 }
 
 static void print_json(const struct snap_list *l)
@@ -176,8 +236,8 @@ static void print_json(const struct snap_list *l)
 	struct json_object *arr = json_object_new_array();
 	size_t i;
 
-	for (i = 0; i < l->n; i++) {
-		const struct manifest *m = &l->v[i];
+	for (i = 0; i < l->snaps.n; i++) {
+		const struct manifest *m = l->snaps.v[i];
 		const char *parent = parent_name(l, m);
 		struct json_object *o = json_object_new_object();
 
@@ -207,6 +267,15 @@ static void print_json(const struct snap_list *l)
 		cli_json_stats(o, &m->stats);
 		json_object_array_add(arr, o);
 	}
+	for (i = 0; i < l->bad.n; i++) {
+		struct json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "id",
+				       json_object_new_string(l->bad.v[i]));
+		json_object_object_add(o, "unreadable",
+				       json_object_new_boolean(1));
+		json_object_array_add(arr, o);
+	}
 	cli_print_json(arr);
 }
 
@@ -221,19 +290,251 @@ static int cmd_snapshots(const struct opts *o)
 		return EXIT_USAGE;
 	if (cli_open_repo(o->repo, &o->store, o->cache_dir, &r, &ix) != 0)
 		return EXIT_FAIL;
-	/* a parent is always of the same volume, so l can name it */
+	/* a parent is always of the same volume, so l can name it; an
+	 * unreadable manifest's volume is unknown, so it is always shown */
 	err = index_sync(ix, NULL);
 	if (err == 0)
 		err = index_list_snapshots(ix, o->volume, gather, &l);
+	if (err == 0)
+		err = index_bad_manifests(ix, gather_bad, &l);
+	if (err == ENOMEM)
+		log_error("listing snapshots: out of memory");
 	if (err == 0 && o->json)
 		print_json(&l);
 	else if (err == 0)
 		print_table(&l);
+	if (err == 0 && l.bad.n > 0)
+		err = EBADMSG;	/* logged by the sync */
 	snap_list_free(&l);
 	index_close(ix);
 	repo_close(r);
 	return err == 0 ? EXIT_OK : EXIT_FAIL;
 }
+
+/* ---- verify ------------------------------------------------------------- */
+
+/* {"volume":.., "name":.., "id":.., "ranges":[[off,len],...]} */
+static struct json_object *json_damaged(const struct verify_snapshot *s)
+{
+	struct json_object *o = json_object_new_object();
+	struct json_object *ranges = json_object_new_array();
+	size_t i;
+
+	json_object_object_add(o, "volume", json_object_new_string(s->volume));
+	json_object_object_add(o, "name", json_object_new_string(s->name));
+	json_object_object_add(o, "id", json_object_new_string(s->id));
+	for (i = 0; i < s->ranges.n; i++) {
+		struct json_object *r = json_object_new_array();
+
+		json_object_array_add(r, json_object_new_int64(
+					      (int64_t)s->ranges.v[i].off));
+		json_object_array_add(r, json_object_new_int64(
+					      (int64_t)s->ranges.v[i].len));
+		json_object_array_add(ranges, r);
+	}
+	json_object_object_add(o, "ranges", ranges);
+	return o;
+}
+
+static void print_verify_json(const struct verify_report *rep)
+{
+	struct json_object *o = json_object_new_object();
+	struct json_object *probs = json_object_new_array();
+	size_t i, j;
+
+	json_object_object_add(o, "ok",
+			       json_object_new_boolean(rep->problems.n == 0));
+#define VERIFY_COUNTER_JSON(f)                                            \
+	json_object_object_add(o, #f, json_object_new_int64((int64_t)rep->f));
+	VERIFY_COUNTERS(VERIFY_COUNTER_JSON)
+#undef VERIFY_COUNTER_JSON
+	json_object_object_add(o, "seconds",
+			       json_object_new_double(rep->seconds));
+	for (i = 0; i < rep->problems.n; i++) {
+		const struct verify_problem *p = &rep->problems.v[i];
+		struct json_object *jp = json_object_new_object();
+		struct json_object *snaps = json_object_new_array();
+
+		json_object_object_add(jp, "kind", json_object_new_string(
+						   verify_kind_name(p->kind)));
+		json_object_object_add(jp, "object",
+				       json_object_new_string(p->object));
+		json_object_object_add(jp, "why",
+				       json_object_new_string(p->why));
+		for (j = 0; j < p->snapshots.n; j++) {
+			const struct verify_snapshot *s = &p->snapshots.v[j];
+
+			json_object_array_add(snaps, json_damaged(s));
+		}
+		json_object_object_add(jp, "snapshots", snaps);
+		json_object_array_add(probs, jp);
+	}
+	json_object_object_add(o, "problems", probs);
+	cli_print_json(o);
+}
+
+static void print_verify(const struct verify_report *rep)
+{
+	double mbps = rep->seconds > 0 ? rep->bytes_read / rep->seconds / 1e6
+				       : 0.0;
+	size_t i, j, k;
+
+	for (i = 0; i < rep->problems.n; i++) {
+		const struct verify_problem *p = &rep->problems.v[i];
+
+		printf("%s %s: %s\n", verify_kind_name(p->kind), p->object,
+		       p->why);
+		if (p->snapshots.n == 0)
+			printf("  no other snapshot depends on it\n");
+		for (j = 0; j < p->snapshots.n; j++) {
+			const struct verify_snapshot *s = &p->snapshots.v[j];
+
+			printf("  %s %s: bytes", s->volume, s->name);
+			for (k = 0; k < s->ranges.n; k++)
+				printf("%s %" PRIu64 "+%" PRIu64,
+				       k > 0 ? "," : "", s->ranges.v[k].off,
+				       s->ranges.v[k].len);
+			printf("\n");
+		}
+	}
+	printf("verify: %" PRIu64 " manifests, %" PRIu64 " chunks checked",
+	       rep->manifests, rep->chunks_checked);
+	if (rep->chunks_read > 0)
+		printf(", %" PRIu64 " read (%s, %.1f MB/s)", rep->chunks_read,
+		       HUMAN(rep->bytes_read), mbps);
+	printf(" in %.1f s: ", rep->seconds);
+	if (rep->problems.n == 0)
+		printf("no problems");
+	else
+		printf("%zu problem%s", rep->problems.n,
+		       rep->problems.n == 1 ? "" : "s");
+	if (rep->damage_marked > 0)
+		printf("; %" PRIu64 " damaged chunk%s recorded",
+		       rep->damage_marked, rep->damage_marked == 1 ? "" : "s");
+	if (rep->damage_cleared > 0)
+		printf("; %" PRIu64 " damage record%s removed",
+		       rep->damage_cleared,
+		       rep->damage_cleared == 1 ? "" : "s");
+	printf("\n");
+}
+
+static int cmd_verify(const struct opts *o)
+{
+	struct verify_conf conf = {
+		.volume = o->volume,
+		.read_data = o->read_data,
+		.subset = o->subset,
+		.jobs = o->jobs,
+		.progress = isatty(STDERR_FILENO),
+	};
+	struct store_opts sopts = o->store;
+	struct verify_report rep;
+	int err;
+
+	if (o->volume != NULL && repo_check_volume_name(o->volume) != 0)
+		return EXIT_USAGE;
+	sopts.connections = o->jobs;
+	conf.repo = repo_open(o->repo, &sopts, &err);
+	if (conf.repo == NULL)
+		return EXIT_FAIL;
+	err = verify_run(&conf, &rep);
+	if (err != 0)
+		log_error("verify of %s stopped before the end (see above); "
+			  "what it did not reach is unchecked: run it again",
+			  o->repo);
+	else if (o->json)
+		print_verify_json(&rep);
+	else
+		print_verify(&rep);
+	if (err == 0 && rep.problems.n > 0)
+		err = EBADMSG;
+	verify_report_free(&rep);
+	repo_close(conf.repo);
+	return err == 0 ? EXIT_OK : EXIT_FAIL;
+}
+
+/* ---- unlock ------------------------------------------------------------- */
+
+struct lock_list {
+	struct repo_lock_info *v;
+	size_t n, cap;
+};
+
+static int gather_lock(void *arg, const struct repo_lock_info *li)
+{
+	struct lock_list *l = arg;
+	int err;
+
+	if ((err = ARRAY_GROW(l)) != 0)
+		return err;
+	l->v[l->n++] = *li;
+	return 0;
+}
+
+static int cmd_unlock(const struct opts *o)
+{
+	struct lock_list l = { 0 };
+	size_t i, removed = 0, refused = 0, failed = 0;
+	struct repo *r;
+	int err;
+
+	if (o->volume != NULL && repo_check_volume_name(o->volume) != 0)
+		return EXIT_USAGE;
+	r = repo_open(o->repo, &o->store, &err);
+	if (r == NULL)
+		return EXIT_FAIL;
+	err = repo_list_locks(r, gather_lock, &l);
+	if (err == ENOMEM)
+		log_error("listing locks: out of memory");
+	for (i = 0; i < l.n && err == 0; i++) {
+		const struct repo_lock_info *li = &l.v[i];
+		bool garbled = li->status == REPO_LOCK_GARBLED;
+		char holder[512];
+
+		/* a garbled record may be of any volume, and blocks all */
+		if (o->volume != NULL && !garbled &&
+		    strcmp(li->volume, o->volume) != 0)
+			continue;
+		if (garbled)
+			snprintf(holder, sizeof(holder), "a record that "
+				 "cannot be read");
+		else
+			repo_lock_holder(li, holder, sizeof(holder));
+		if ((garbled || li->status == REPO_LOCK_LIVE) && !o->force) {
+			if (garbled)
+				log_error("not removing locks/%s: the record "
+					  "cannot be read; if no ingest is "
+					  "running, remove it with --force",
+					  li->id);
+			else
+				log_error("not removing locks/%s of volume "
+					  "'%s': it is live (%s); if that "
+					  "ingest is gone, remove it with "
+					  "--force, or wait until its lease "
+					  "of %u s runs out", li->id,
+					  li->volume, holder, li->lease);
+			refused++;
+			continue;
+		}
+		if (repo_remove_lock(r, li->id) != 0) {
+			failed++;	/* logged */
+			continue;
+		}
+		printf("removed locks/%s (%s, %s, %s)\n", li->id,
+		       repo_lock_status_name(li->status),
+		       garbled ? "volume unknown" : li->volume, holder);
+		removed++;
+	}
+	if (err == 0 && removed + refused + failed == 0)
+		printf("no lock records%s%s%s to remove\n",
+		       o->volume ? " of volume '" : "",
+		       o->volume ? o->volume : "", o->volume ? "'" : "");
+	free(l.v);
+	repo_close(r);
+	return err == 0 && refused + failed == 0 ? EXIT_OK : EXIT_FAIL;
+}
+
+/* ---- reindex, and the commands ----------------------------------------- */
 
 static int cmd_reindex(const struct opts *o)
 {
@@ -251,21 +552,53 @@ static int cmd_reindex(const struct opts *o)
 	return err == 0 ? EXIT_OK : EXIT_FAIL;
 }
 
+static const struct command {
+	const char *name;
+	int (*run)(const struct opts *o);
+	unsigned options;	/* OPT_BIT()s of the options that apply */
+} commands[] = {
+	{ "init", cmd_init, OPT_BIT(OPT_CHUNK_SIZE) },
+	{ "snapshots", cmd_snapshots,
+	  OPT_BIT(OPT_VOLUME) | OPT_BIT(OPT_JSON) | OPT_BIT(OPT_CACHE_DIR) },
+	{ "verify", cmd_verify,
+	  OPT_BIT(OPT_VOLUME) | OPT_BIT(OPT_JSON) | OPT_BIT(OPT_READ_DATA) |
+		  OPT_BIT(OPT_SUBSET) | OPT_BIT(OPT_JOBS) },
+	{ "unlock", cmd_unlock, OPT_BIT(OPT_VOLUME) | OPT_BIT(OPT_FORCE) },
+	{ "reindex", cmd_reindex, OPT_BIT(OPT_CACHE_DIR) },
+};
+
+/* "--volume" for OPT_VOLUME. */
+static const char *opt_name(int opt)
+{
+	const struct option *lo;
+
+	for (lo = long_opts; lo->name != NULL; lo++)
+		if (lo->val == opt)
+			return lo->name;
+	return "?";
+}
+
 int main(int argc, char *argv[])
 {
-	struct opts o = { .store.retries = -1 };
-	const char *cmd = NULL;
-	int c, verbose = 0;
+	struct opts o = { .store.retries = -1, .subset = 100 };
+	const struct command *cmd = NULL;
+	const char *cmd_name = NULL;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN), n;
+	int c, verbose = 0, opt;
+	size_t i;
 
 	log_init(prog);
-	while ((c = getopt_long(argc, argv, "vh", long_opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "j:vh", long_opts, NULL)) != -1) {
+		if (c == 'j')
+			c = OPT_JOBS;
+		if (c >= OPT_CHUNK_SIZE && c < OPT_VERSION)
+			o.given |= OPT_BIT(c);
 		switch (c) {
 		case OPT_CHUNK_SIZE:
 			if (parse_size(optarg, &o.chunk_size) != 0)
 				return cli_usage_error(prog, "--chunk-size: "
 						       "invalid size '%s'",
 						       optarg);
-			o.chunk_size_set = true;
 			break;
 		case OPT_VOLUME:
 			o.volume = optarg;
@@ -275,6 +608,24 @@ int main(int argc, char *argv[])
 			break;
 		case OPT_CACHE_DIR:
 			o.cache_dir = optarg;
+			break;
+		case OPT_READ_DATA:
+			o.read_data = true;
+			break;
+		case OPT_SUBSET:
+			if (cli_number(prog, "--subset", optarg, 1, 100, &n) !=
+			    0)
+				return EXIT_USAGE;
+			o.subset = (unsigned)n;
+			break;
+		case OPT_JOBS:
+			if (cli_number(prog, "--jobs", optarg, 1, 256, &n) !=
+			    0)
+				return EXIT_USAGE;
+			o.jobs = (unsigned)n;
+			break;
+		case OPT_FORCE:
+			o.force = true;
 			break;
 		case 'v':
 			verbose++;
@@ -292,29 +643,32 @@ int main(int argc, char *argv[])
 	}
 	log_set_verbose(verbose);
 	if (optind < argc)
-		cmd = argv[optind++];
+		cmd_name = argv[optind++];
 	if (optind < argc)
 		o.repo = argv[optind++];
-	if (cmd == NULL)
+	if (cmd_name == NULL)
 		return cli_usage_error(prog, "no command given");
 	if (optind < argc)
 		return cli_usage_error(prog, "unexpected argument '%s'",
 				       argv[optind]);
-	if (strcmp(cmd, "init") != 0 && strcmp(cmd, "snapshots") != 0 &&
-	    strcmp(cmd, "reindex") != 0)
-		return cli_usage_error(prog, "unknown command '%s'", cmd);
+	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (strcmp(cmd_name, commands[i].name) == 0)
+			cmd = &commands[i];
+	if (cmd == NULL)
+		return cli_usage_error(prog, "unknown command '%s'", cmd_name);
 	if (o.repo == NULL)
-		return cli_usage_error(prog, "%s: no repository given", cmd);
-	if (o.chunk_size_set && strcmp(cmd, "init") != 0)
-		return cli_usage_error(prog, "--chunk-size applies to init "
-				       "only");
-	if ((o.volume || o.json) && strcmp(cmd, "snapshots") != 0)
-		return cli_usage_error(prog, "--volume and --json apply to "
-				       "snapshots only");
-
-	if (strcmp(cmd, "init") == 0)
-		return cmd_init(&o);
-	if (strcmp(cmd, "snapshots") == 0)
-		return cmd_snapshots(&o);
-	return cmd_reindex(&o);
+		return cli_usage_error(prog, "%s: no repository given",
+				       cmd->name);
+	for (opt = OPT_CHUNK_SIZE; opt < OPT_VERSION; opt++)
+		if ((o.given & OPT_BIT(opt)) && !(cmd->options & OPT_BIT(opt)))
+			return cli_usage_error(prog, "--%s does not apply to "
+					       "%s", opt_name(opt), cmd->name);
+	if ((o.given & OPT_BIT(OPT_SUBSET)) && !o.read_data)
+		return cli_usage_error(prog, "--subset needs --read-data");
+	/* fetches wait on the network, not the CPU: keep more in flight */
+	if (!(o.given & OPT_BIT(OPT_JOBS)))
+		o.jobs = strncmp(o.repo, "s3://", 5) == 0 ? 8
+			 : ncpu > 0			 ? (unsigned)ncpu
+							 : 2;
+	return cmd->run(&o);
 }
