@@ -319,7 +319,11 @@ int repo_get_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 			why = "wrong length";
 			err = EBADMSG;
 		}
-		if (err != 0) {
+		if (err == ENOMEM) {
+			log_error("chunk %s: out of memory decoding it", key);
+			out->len = 0;
+		} else if (err != 0) {
+			/* ENOTSUP: a frame this repository never writes */
 			log_error("chunk %s is corrupt: %s", key,
 				  why ? why : ERRSTR(err));
 			out->len = 0;
