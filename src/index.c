@@ -40,6 +40,7 @@
 #include <openssl/evp.h>
 #include <sqlite3.h>
 
+#include "array.h"
 #include "index.h"
 
 #define INDEX_SCHEMA "2"
@@ -531,15 +532,8 @@ static int id_set_add(void *arg, const char *id)
 {
 	struct id_set *s = arg;
 
-	if (s->n == s->cap) {
-		size_t cap = s->cap ? 2 * s->cap : 64;
-		void *p = realloc(s->v, cap * sizeof(*s->v));
-
-		if (p == NULL)
-			return ENOMEM;
-		s->v = p;
-		s->cap = cap;
-	}
+	if (ARRAY_GROW(s) != 0)
+		return ENOMEM;
 	snprintf(s->v[s->n++], CBTFS_UUID_LEN + 1, "%s", id);
 	return 0;
 }
@@ -712,15 +706,8 @@ static int chunk_ids_add(void *arg, const unsigned char id[CODEC_ID_LEN])
 {
 	struct chunk_ids *s = arg;
 
-	if (s->n == s->cap) {
-		size_t cap = s->cap ? 2 * s->cap : 16;
-		void *p = realloc(s->v, cap * sizeof(*s->v));
-
-		if (p == NULL)
-			return ENOMEM;
-		s->v = p;
-		s->cap = cap;
-	}
+	if (ARRAY_GROW(s) != 0)
+		return ENOMEM;
 	memcpy(s->v[s->n++], id, CODEC_ID_LEN);
 	return 0;
 }
@@ -940,16 +927,9 @@ static int fetch_manifest(void *arg, const char *id)
 		return 0;	/* deleted meanwhile */
 	if (err != 0)
 		return err;
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? 2 * l->cap : 64;
-		void *p = realloc(l->v, cap * sizeof(*l->v));
-
-		if (p == NULL) {
-			manifest_free(m);
-			return ENOMEM;
-		}
-		l->v = p;
-		l->cap = cap;
+	if (ARRAY_GROW(l) != 0) {
+		manifest_free(m);
+		return ENOMEM;
 	}
 	l->v[l->n++] = m;
 	return 0;
@@ -1166,15 +1146,9 @@ static int read_link(struct index *ix, sqlite3_stmt *row_st,
 	while ((rc = sqlite3_step(ent_st)) == SQLITE_ROW) {
 		struct manifest_entry *e;
 
-		if (m->n_entries == cap) {
-			void *p;
-
-			cap = cap ? 2 * cap : 64;
-			p = realloc(m->entries, cap * sizeof(*m->entries));
-			if (p == NULL)
-				return ENOMEM;
-			m->entries = p;
-		}
+		if (array_reserve(&m->entries, &cap, m->n_entries + 1,
+				  sizeof(*m->entries)) != 0)
+			return ENOMEM;
 		e = &m->entries[m->n_entries++];
 		e->index = (uint64_t)sqlite3_column_int64(ent_st, 0);
 		memset(e->id, 0, CODEC_ID_LEN);
@@ -1227,16 +1201,9 @@ static int resolve_locked(struct index *ix, const char *snap_id,
 			      "WHERE sid = ?1 ORDER BY idx", &ent_st)) != 0)
 		goto out;
 	while (cur[0] != '\0') {
-		if (n == cap) {
-			void *p;
-
-			cap = cap ? 2 * cap : 16;
-			p = realloc(chain, cap * sizeof(*chain));
-			if (p == NULL) {
-				err = ENOMEM;
-				goto out;
-			}
-			chain = p;
+		if (array_reserve(&chain, &cap, n + 1, sizeof(*chain)) != 0) {
+			err = ENOMEM;
+			goto out;
 		}
 		memset(&chain[n], 0, sizeof(chain[n]));
 		err = read_link(ix, row_st, ent_st, cur, &chain[n++]);
