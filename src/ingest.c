@@ -595,6 +595,27 @@ static int take_answer(const struct ingest_conf *conf,
 	return 0;
 }
 
+/*
+ * Checks, under the volume's lock, that the base found while planning is
+ * still there: a snapshot forgotten meanwhile must not become a parent.
+ */
+static int check_base_kept(const struct ingest_conf *conf,
+			   const struct manifest *base)
+{
+	struct manifest *now = NULL;
+	int err;
+
+	err = index_find_snapshot(conf->index, conf->volume, conf->base, &now);
+	if (err == ENOENT || (err == 0 && strcmp(now->id, base->id) != 0)) {
+		log_error("base snapshot '%s' of volume '%s' was removed from "
+			  "the repository meanwhile; nothing was stored, run "
+			  "the ingest again", conf->base, conf->volume);
+		err = ENOENT;
+	}
+	manifest_free(now);
+	return err;
+}
+
 /* What one attempt of ingest_run() works with. */
 struct plan {
 	struct manifest *base;		/* verified, or NULL */
@@ -748,6 +769,8 @@ static int ingest_once(const struct ingest_conf *conf,
 				    &lock, &leftovers, &predecessor)) != 0 ||
 	    (err = index_sync(conf->index, NULL)) != 0 ||
 	    (err = check_name_free(conf, predecessor, existing)) != 0)
+		goto out;
+	if (p.base != NULL && (err = check_base_kept(conf, p.base)) != 0)
 		goto out;
 	if (existing[0] != '\0') {
 		log_info("snapshot '%s' of volume '%s' was committed by an "
