@@ -24,6 +24,11 @@ void codec_chunk_id(const void *data, size_t len,
 	EVP_Digest(data, len, id, &n, EVP_sha256(), NULL);
 }
 
+int codec_id_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, CODEC_ID_LEN);
+}
+
 bool codec_is_zero(const void *data, size_t len)
 {
 	const unsigned char *p = data;

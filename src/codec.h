@@ -48,6 +48,8 @@ void codec_chunk_id(const void *data, size_t len,
 		    unsigned char id[CODEC_ID_LEN]);
 
 bool codec_is_zero(const void *data, size_t len);
+/* memcmp() of two ids, for qsort() and bsearch(). */
+int codec_id_cmp(const void *a, const void *b);
 bool codec_id_is_zero(const unsigned char id[CODEC_ID_LEN]);
 
 /*

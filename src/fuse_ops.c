@@ -483,9 +483,8 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 		err = index_resolve_chain(fs->index, snap_id, &leaf, &map);
 		if (err == 0 && !leaf_matches(leaf, path, size)) {
 			log_error("index %s: %s is listed under the name "
-				  "of another snapshot (%s/%s); the local "
-				  "index is damaged: 'cbtfs-repo reindex "
-				  "REPO' rebuilds it", index_path(fs->index),
+				  "of another snapshot (%s/%s): "
+				  INDEX_REPAIR_HINT, index_path(fs->index),
 				  path, leaf->volume, leaf->name);
 			err = EUCLEAN;
 		}

@@ -88,32 +88,27 @@ static const char schema_sql[] =
 	"chunks_changed, chunks_new, chunks_reused, chunks_zero, "        \
 	"bytes_stored, digest"
 
-#define REPAIR_HINT                                                         \
-	"the local index is damaged; 'cbtfs-repo reindex REPO' rebuilds it " \
-	"from the repository (ingests rebuild it by themselves)"
+#define REPAIR_HINT INDEX_REPAIR_HINT
 
 /*
- * Whether a failed SQLite call means a damaged file.  Every statement here
- * is fixed text that worked when the file was made, so an SQL error (a
- * table or column gone) means the stored schema was damaged too; busy,
- * memory, I/O, full-disk and permission errors say nothing of the file.
+ * Whether a failed SQLite call means a damaged file: SQLite says so, or a
+ * statement of ours (fixed text that worked when the file was made) no
+ * longer fits the stored schema, or a row breaks a constraint of it.
+ * Busy, protocol, memory, I/O, full-disk and permission errors say
+ * nothing of the file.
  */
 static bool db_corrupt(int rc)
 {
 	switch (rc & 0xff) {
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED:
-	case SQLITE_NOMEM:
-	case SQLITE_IOERR:
-	case SQLITE_FULL:
-	case SQLITE_CANTOPEN:
-	case SQLITE_READONLY:
-	case SQLITE_PERM:
-	case SQLITE_INTERRUPT:
-	case SQLITE_ABORT:
-		return false;
-	default:
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+	case SQLITE_ERROR:
+	case SQLITE_CONSTRAINT:
+	case SQLITE_MISMATCH:
+	case SQLITE_FORMAT:
 		return true;
+	default:
+		return false;
 	}
 }
 
@@ -545,7 +540,7 @@ static int id_cmp(const void *a, const void *b)
 
 static bool id_set_has(const struct id_set *s, const char *id)
 {
-	return bsearch(id, s->v, s->n, sizeof(*s->v), id_cmp) != NULL;
+	return array_find(id, s->v, s->n, sizeof(*s->v), id_cmp) != NULL;
 }
 
 /* The ids of every indexed snapshot, sorted. */
@@ -563,7 +558,7 @@ static int index_ids(struct index *ix, struct id_set *ids)
 	if (err == 0 && rc != SQLITE_DONE)
 		err = db_error(ix, "list snapshots");
 	sqlite3_finalize(st);
-	qsort(ids->v, ids->n, sizeof(*ids->v), id_cmp);
+	array_sort(ids->v, ids->n, sizeof(*ids->v), id_cmp);
 	return err;
 }
 
@@ -595,7 +590,7 @@ static int drop_snapshot(struct index *ix, const char *id)
 static void mark_bad(struct index *ix, const char *id)
 {
 	if (id_set_add(&ix->bad, id) == 0)
-		qsort(ix->bad.v, ix->bad.n, sizeof(*ix->bad.v), id_cmp);
+		array_sort(ix->bad.v, ix->bad.n, sizeof(*ix->bad.v), id_cmp);
 }
 
 /*
@@ -619,7 +614,7 @@ static int sync_store(struct index *ix, bool *changed)
 		goto out;
 	if ((err = repo_list_manifests(ix->repo, id_set_add, &store_ids)) != 0)
 		goto out;
-	qsort(store_ids.v, store_ids.n, sizeof(*store_ids.v), id_cmp);
+	array_sort(store_ids.v, store_ids.n, sizeof(*store_ids.v), id_cmp);
 
 	/* drop snapshots whose manifest vanished from the store, at once */
 	pthread_mutex_lock(&ix->lock);
@@ -712,11 +707,6 @@ static int chunk_ids_add(void *arg, const unsigned char id[CODEC_ID_LEN])
 	return 0;
 }
 
-static int chunk_id_cmp(const void *a, const void *b)
-{
-	return memcmp(a, b, CODEC_ID_LEN);
-}
-
 /* The damaged ids recorded (local < 0: all; else only those with that
  * origin), sorted. */
 static int damaged_rows(struct index *ix, int local, struct chunk_ids *ids)
@@ -738,7 +728,8 @@ static int damaged_rows(struct index *ix, int local, struct chunk_ids *ids)
 	return err;
 }
 
-/* Records id as damaged (local: found on this host); lock held. */
+/* Records id as damaged (local: known on this host only, the store has
+ * no record of it); lock held. */
 static int damaged_insert(struct index *ix, const unsigned char *id,
 			  int local)
 {
@@ -746,8 +737,7 @@ static int damaged_insert(struct index *ix, const unsigned char *id,
 	int err;
 
 	if ((err = db_prepare(ix, "INSERT OR REPLACE INTO damaged "
-			      "VALUES(?, MAX(?, COALESCE((SELECT local FROM "
-			      "damaged WHERE chunk_id = ?1), 0)))", &st)) != 0)
+			      "VALUES(?, ?)", &st)) != 0)
 		return err;
 	sqlite3_bind_blob(st, 1, id, CODEC_ID_LEN, SQLITE_STATIC);
 	sqlite3_bind_int(st, 2, local);
@@ -771,7 +761,7 @@ static int sync_damaged(struct index *ix)
 
 	if ((err = repo_list_damaged(ix->repo, chunk_ids_add, &store)) != 0)
 		goto out;
-	qsort(store.v, store.n, sizeof(*store.v), chunk_id_cmp);
+	array_sort(store.v, store.n, sizeof(*store.v), codec_id_cmp);
 	pthread_mutex_lock(&ix->lock);
 	err = damaged_rows(ix, 0, &known);
 	if (err == 0 && (known.n != store.n ||
@@ -798,6 +788,7 @@ out:
 int index_mark_damaged(struct index *ix, const unsigned char *id,
 		       const char *why)
 {
+	char key[REPO_CHUNK_KEY_LEN + 1];
 	sqlite3_stmt *st = NULL;
 	bool known = false, stored;
 	int err;
@@ -817,10 +808,11 @@ int index_mark_damaged(struct index *ix, const unsigned char *id,
 	 * then the store's, dropped by a sync once an ingest anywhere has
 	 * healed the chunk.  Otherwise this host remembers it alone.
 	 */
+	repo_chunk_key(id, key);
 	stored = repo_mark_damaged(ix->repo, id, why) == 0;
 	if (!stored)
-		log_warn("could not record the damaged chunk in the "
-			 "repository; this host's index remembers it");
+		log_warn("could not record chunk %s as damaged in the "
+			 "repository; this host's index remembers it", key);
 	pthread_mutex_lock(&ix->lock);
 	err = damaged_insert(ix, id, stored ? 0 : 1);
 	pthread_mutex_unlock(&ix->lock);
@@ -964,8 +956,9 @@ int index_rebuild(struct index *ix)
 	size_t i;
 	int err;
 
-	pthread_mutex_lock(&ix->lock);
+	/* the downloads take long: opens of images go on meanwhile */
 	err = repo_list_manifests(ix->repo, fetch_manifest, &l);
+	pthread_mutex_lock(&ix->lock);
 	if (err == 0)
 		err = replace_rows(ix, &l);
 	if (err == EUCLEAN) {
@@ -978,7 +971,7 @@ int index_rebuild(struct index *ix)
 	if (err == 0) {
 		free(ix->bad.v);
 		ix->bad = l.bad;
-		qsort(ix->bad.v, ix->bad.n, sizeof(*ix->bad.v), id_cmp);
+		array_sort(ix->bad.v, ix->bad.n, sizeof(*ix->bad.v), id_cmp);
 		memset(&l.bad, 0, sizeof(l.bad));
 		ix->data_version = data_version(ix);
 	}
@@ -1108,9 +1101,8 @@ int index_chunk_known(struct index *ix, const unsigned char *id, bool *known)
 	int err, rc;
 
 	pthread_mutex_lock(&ix->lock);
-	err = db_prepare(ix, "SELECT 1 FROM entries WHERE chunk_id = ?1 AND "
-			 "NOT EXISTS (SELECT 1 FROM damaged WHERE "
-			 "chunk_id = ?1) LIMIT 1", &st);
+	err = db_prepare(ix, "SELECT 1 FROM entries WHERE chunk_id = ? LIMIT 1",
+			 &st);
 	if (err == 0) {
 		sqlite3_bind_blob(st, 1, id, CODEC_ID_LEN, SQLITE_STATIC);
 		rc = sqlite3_step(st);
@@ -1209,7 +1201,10 @@ static int resolve_locked(struct index *ix, const char *snap_id,
 		err = read_link(ix, row_st, ent_st, cur, &chain[n++]);
 		if (err == ENOENT && n > 1) {
 			log_error("snapshot %s: its ancestor %s is missing "
-				  "from the repository", snap_id, cur);
+				  "from the index %s (deleted from the "
+				  "repository, or unreadable: 'cbtfs-repo "
+				  "verify REPO' tells)", snap_id, cur,
+				  ix->path);
 			err = EIO;
 		}
 		if (err != 0)

@@ -26,6 +26,11 @@
 
 struct index;
 
+/* What every message about a damaged index ends with. */
+#define INDEX_REPAIR_HINT                                                   \
+	"the local index is damaged; 'cbtfs-repo reindex REPO' rebuilds it " \
+	"from the repository (ingests rebuild it by themselves)"
+
 /*
  * The chunk ids of one snapshot, resolved through its chain: ids[i] is the
  * id of chunk i, codec_zero_id for a zero chunk.  Immutable once built.
@@ -91,8 +96,9 @@ typedef int index_snapshot_cb(void *arg, const struct manifest *m);
 int index_list_snapshots(struct index *ix, const char *volume,
 			 index_snapshot_cb *cb, void *arg);
 
-/* Sets *known if some indexed manifest refers to chunk id and the chunk
- * is not recorded as damaged.  0 or an errno (logged). */
+/* Sets *known if some indexed manifest refers to chunk id (whether it is
+ * recorded as damaged is the caller's to check: index_damaged_ids()).
+ * 0 or an errno (logged). */
 int index_chunk_known(struct index *ix, const unsigned char *id,
 		      bool *known);
 

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "ingest.h"
 
 enum verdict { V_UNCHANGED = 0, V_ENTRY = 1 };
@@ -64,6 +65,7 @@ struct ingest {
 	uint64_t chunks_found;		/* left in the store by a stopped
 					 * run */
 	bool uploaded;			/* some chunk was put */
+	char manifest_id[CBTFS_UUID_LEN + 1];	/* of the snapshot made */
 	struct claim_set claimed;
 };
 
@@ -139,25 +141,19 @@ static int read_chunk(struct ingest *ing, uint64_t idx, unsigned char *buf,
 	return 0;
 }
 
-static int id_cmp(const void *a, const void *b)
-{
-	return memcmp(a, b, CODEC_ID_LEN);
-}
-
 /* Whether chunk id is recorded as damaged. */
 static bool is_damaged(const struct ingest *ing, const unsigned char *id)
 {
-	return ing->n_damaged > 0 &&
-	       bsearch(id, ing->damaged, ing->n_damaged, CODEC_ID_LEN,
-		       id_cmp) != NULL;
+	return array_find(id, ing->damaged, ing->n_damaged, CODEC_ID_LEN,
+			  codec_id_cmp) != NULL;
 }
 
 /*
  * Uploads chunk id unless the repository has it: the index knows every
- * chunk a committed snapshot uses, whichever host wrote it; after a run
- * that stopped early (check_store), chunks it does not know are looked
- * for in the store, so that what the stopped run stored is not sent
- * again.  A chunk recorded as damaged is uploaded again and its record
+ * chunk a committed snapshot uses, whichever host wrote it, and the store
+ * confirms it is there; after a run that stopped early (check_store),
+ * chunks the index does not know are looked for in the store too, so that
+ * what the stopped run stored is not sent again.  A chunk recorded as damaged is uploaded again and its record
  * removed.  entry: the chunk is an entry of the new manifest (else it is
  * the base's, uploaded only to heal it).
  */
@@ -166,22 +162,30 @@ static int store_chunk(struct ingest *ing, const unsigned char *id,
 {
 	const struct ingest_conf *conf = ing->conf;
 	bool damaged = is_damaged(ing, id), exists = false, found = false;
+	char key[REPO_CHUNK_KEY_LEN + 1];
 	uint64_t stored = 0;
 	int err = 0;
 
+	repo_chunk_key(id, key);
 	if (!damaged) {
 		err = index_chunk_known(conf->index, id, &exists);
-		if (err == 0 && !exists && ing->check_store) {
+		/* the store is the truth: what the index knows must be there
+		 * (one HEAD per chunk deduplicated), and after a stopped run
+		 * what it does not know may be */
+		if (err == 0 && (exists || ing->check_store)) {
+			bool known = exists;
+
 			err = repo_chunk_exists(conf->repo, id, &exists);
-			found = exists;
+			found = exists && !known;
+			if (err == 0 && known && !exists)
+				log_warn("chunk %s, used by snapshots in the "
+					 "index, is missing from the "
+					 "repository; storing it again", key);
 		}
 	}
 	if (err == 0 && !exists)
 		err = repo_put_chunk(conf->repo, id, buf, &stored);
 	if (err == 0 && damaged) {
-		char key[REPO_CHUNK_KEY_LEN + 1];
-
-		repo_chunk_key(id, key);
 		log_info("stored chunk %s again: it was recorded as damaged",
 			 key);
 		err = index_clear_damaged(conf->index, id);
@@ -309,14 +313,14 @@ static int run_workers(struct ingest *ing, unsigned jobs, bool progress)
 		return ENOMEM;
 	pthread_mutex_lock(&ing->lock);
 	for (i = 0; i < jobs; i++) {
-		if (pthread_create(&tids[i], NULL, worker, ing) != 0)
+		if ((err = pthread_create(&tids[i], NULL, worker, ing)) != 0)
 			break;
 		started++;
 		ing->running++;
 	}
 	if (started == 0) {
-		ing->err = EAGAIN;
-		log_error("cannot start worker threads");
+		ing->err = err;
+		log_error("cannot start worker threads: %s", ERRSTR(err));
 	}
 	while (ing->running > 0) {
 		if (progress) {
@@ -406,47 +410,64 @@ static int open_device(const char *path, int *fdp, uint64_t *sizep)
 	return 0;
 }
 
-/* Finds, among the lock records, one of an ingest of this snapshot
- * that stopped without releasing it. */
+/* Looks, among the lock records, for one of an ingest that stopped
+ * after it began to store this snapshot, meaning to commit manifest id. */
+struct stopped_scan {
+	const struct ingest_conf *conf;
+	const char *id;
+};
+
 static int stopped_cb(void *arg, const struct repo_lock_info *li)
 {
-	const struct ingest_conf *conf = arg;
+	const struct stopped_scan *ss = arg;
 
-	if ((li->status == REPO_LOCK_DEAD ||
-	     li->status == REPO_LOCK_EXPIRED) &&
-	    strcmp(li->volume, conf->volume) == 0 &&
-	    strcmp(li->snapshot, conf->name) == 0)
+	if (li->status != REPO_LOCK_LIVE && li->status != REPO_LOCK_GARBLED &&
+	    strcmp(li->state, "pending") != 0 &&
+	    strcmp(li->volume, ss->conf->volume) == 0 &&
+	    strcmp(li->snapshot, ss->conf->name) == 0 &&
+	    strcmp(li->manifest, ss->id) == 0)
 		return EEXIST;
 	return 0;
 }
 
 /*
  * Checks that no snapshot of that name exists.  *existing receives the id
- * of one that does, if an ingest of it was killed after committing it
- * (stopped: its lock record was found, by this call or by the caller): a
- * plain re-run then has nothing to do.  EEXIST (logged) for a name in use.
+ * of one that does if an ingest of it stopped right after committing it: a
+ * plain re-run then has nothing to do.  That is so when the stopped run's
+ * lock record (found here, or by the caller taking the lock: predecessor,
+ * "" if not) names the manifest the name has, and that manifest is there
+ * and verifies.  EEXIST (logged) for a name in use.
  */
-static int check_name_free(const struct ingest_conf *conf, bool stopped,
+static int check_name_free(const struct ingest_conf *conf,
+			   const char *predecessor,
 			   char existing[CBTFS_UUID_LEN + 1])
 {
-	struct manifest *m;
+	struct stopped_scan ss = { conf, NULL };
+	struct manifest *m, *stored = NULL;
 	int err;
 
 	existing[0] = '\0';
 	err = index_find_snapshot(conf->index, conf->volume, conf->name, &m);
 	if (err != 0)
 		return err == ENOENT ? 0 : err;
-	err = stopped ? EEXIST
-		      : repo_list_locks(conf->repo, stopped_cb, (void *)conf);
-	if (err == EEXIST) {
+	ss.id = m->id;
+	if (predecessor[0] != '\0')
+		err = strcmp(predecessor, m->id) == 0 ? EEXIST : 0;
+	else
+		err = repo_list_locks(conf->repo, stopped_cb, &ss);
+	if (err == EEXIST &&
+	    repo_get_manifest(conf->repo, m->id, &stored) == 0 &&
+	    strcmp(stored->volume, conf->volume) == 0 &&
+	    strcmp(stored->name, conf->name) == 0) {
 		snprintf(existing, CBTFS_UUID_LEN + 1, "%s", m->id);
 		err = 0;
-	} else if (err == 0) {
+	} else if (err == 0 || err == EEXIST) {
 		log_error("snapshot '%s' of volume '%s' already exists in the "
 			  "repository (id %s); choose another name", conf->name,
 			  conf->volume, m->id);
 		err = EEXIST;
 	}
+	manifest_free(stored);
 	manifest_free(m);
 	return err;
 }
@@ -493,7 +514,7 @@ static int build_manifest(struct ingest *ing, const struct manifest *base,
 	const struct ingest_conf *conf = ing->conf;
 	size_t k, n = 0;
 
-	uuid_new(m->id);
+	snprintf(m->id, sizeof(m->id), "%s", ing->manifest_id);
 	m->volume = (char *)conf->volume;
 	m->name = (char *)conf->name;
 	snprintf(m->parent_id, sizeof(m->parent_id), "%s",
@@ -521,29 +542,30 @@ static int build_manifest(struct ingest *ing, const struct manifest *base,
 	return 0;
 }
 
-/* Inserts chunk index idx into the sorted list *todop unless there. */
-static int todo_add(uint64_t **todop, size_t *np, uint64_t idx)
+/* Merges the sorted chunk indices extra into the sorted list *todop,
+ * each index once. */
+static int todo_merge(uint64_t **todop, size_t *np, const uint64_t *extra,
+		      size_t n_extra)
 {
-	size_t lo = 0, hi = *np;
-	uint64_t *p;
+	const uint64_t *todo = *todop;
+	size_t i = 0, j = 0, n = 0;
+	uint64_t *out;
 
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if ((*todop)[mid] < idx)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo < *np && (*todop)[lo] == idx)
+	if (n_extra == 0)
 		return 0;
-	p = realloc(*todop, (*np + 1) * sizeof(*p));
-	if (p == NULL)
+	out = malloc((*np + n_extra) * sizeof(*out));
+	if (out == NULL)
 		return ENOMEM;
-	memmove(p + lo + 1, p + lo, (*np - lo) * sizeof(*p));
-	p[lo] = idx;
-	*todop = p;
-	(*np)++;
+	while (i < *np || j < n_extra) {
+		uint64_t next = j == n_extra || (i < *np && todo[i] < extra[j])
+					? todo[i++] : extra[j++];
+
+		if (n == 0 || out[n - 1] != next)
+			out[n++] = next;
+	}
+	free(*todop);
+	*todop = out;
+	*np = n;
 	return 0;
 }
 
@@ -558,16 +580,25 @@ static int add_forced_chunks(const struct ingest *ing, uint64_t **todop,
 			     size_t *np)
 {
 	const struct chunk_map *base = ing->base;
-	uint64_t b = base->capacity / base->chunk_size, i;
+	uint64_t last = base->capacity / base->chunk_size, i;
+	bool grown = base->capacity % base->chunk_size != 0 &&
+		     ing->capacity > base->capacity;
+	struct { uint64_t *v; size_t n, cap; } extra = { 0 };
 	int err = 0;
 
-	if (base->capacity % base->chunk_size != 0 &&
-	    ing->capacity > base->capacity)
-		err = todo_add(todop, np, b);
-	for (i = 0; err == 0 && ing->n_damaged > 0 && i < base->nchunks &&
-		    i * ing->chunk_size < ing->capacity; i++)
-		if (is_damaged(ing, base->ids[i]))
-			err = todo_add(todop, np, i);
+	if (!grown && ing->n_damaged == 0)
+		return 0;
+	for (i = 0; err == 0 && i < base->nchunks &&
+		    i * ing->chunk_size < ing->capacity; i++) {
+		if ((grown && i == last) || is_damaged(ing, base->ids[i])) {
+			err = ARRAY_GROW(&extra);
+			if (err == 0)
+				extra.v[extra.n++] = i;
+		}
+	}
+	if (err == 0)
+		err = todo_merge(todop, np, extra.v, extra.n);
+	free(extra.v);
 	return err;
 }
 
@@ -647,7 +678,7 @@ static int plan_ingest(const struct ingest_conf *conf, struct ingest *ing,
 	int err;
 
 	if ((err = index_sync(conf->index, NULL)) != 0 ||
-	    (err = check_name_free(conf, false, existing)) != 0 ||
+	    (err = check_name_free(conf, "", existing)) != 0 ||
 	    (err = index_damaged_ids(conf->index, &p->damaged,
 				     &p->n_damaged)) != 0)
 		return err;
@@ -704,6 +735,24 @@ static int plan_ingest(const struct ingest_conf *conf, struct ingest *ing,
 	return 0;
 }
 
+/* After the sync under the lock: the damage records as they are now. */
+static int reload_damaged(const struct ingest_conf *conf, struct ingest *ing,
+			  struct plan *p)
+{
+	int err;
+
+	free(p->damaged);
+	p->damaged = NULL;
+	p->n_damaged = 0;
+	ing->n_damaged = 0;
+	err = index_damaged_ids(conf->index, &p->damaged, &p->n_damaged);
+	if (err != 0)
+		return err;
+	ing->damaged = (const unsigned char (*)[CODEC_ID_LEN])p->damaged;
+	ing->n_damaged = p->n_damaged;
+	return 0;
+}
+
 /* Writes the manifest (the commit point) and records it in the index. */
 static int commit(struct ingest *ing, struct plan *p, struct repo_lock *lock,
 		  struct ingest_result *res)
@@ -744,7 +793,9 @@ static int ingest_once(const struct ingest_conf *conf,
 	struct ingest ing = { 0 };
 	struct repo_lock *lock = NULL;
 	char existing[CBTFS_UUID_LEN + 1] = "";
-	bool leftovers = false, predecessor = false;
+	struct repo_lock_request req = { conf->volume, conf->name,
+					 ing.manifest_id, conf->interrupted };
+	struct repo_lock_found found = { 0 };
 	double start = now_seconds();
 	int err;
 
@@ -754,6 +805,7 @@ static int ingest_once(const struct ingest_conf *conf,
 	pthread_cond_init(&ing.cond, NULL);
 	ing.conf = conf;
 	ing.chunk_size = conf->repo->chunk_size;
+	uuid_new(ing.manifest_id);	/* named in the lock record */
 
 	/* 1. check every input before writing anything */
 	if ((err = repo_check_volume_name(conf->volume)) != 0 ||
@@ -765,10 +817,10 @@ static int ingest_once(const struct ingest_conf *conf,
 		goto out;
 
 	/* 2. lock the volume; the name may have been taken meanwhile */
-	if ((err = repo_lock_volume(conf->repo, conf->volume, conf->name,
-				    &lock, &leftovers, &predecessor)) != 0 ||
+	if ((err = repo_lock_volume(conf->repo, &req, &lock, &found)) != 0 ||
 	    (err = index_sync(conf->index, NULL)) != 0 ||
-	    (err = check_name_free(conf, predecessor, existing)) != 0)
+	    (err = check_name_free(conf, found.predecessor, existing)) != 0 ||
+	    (err = reload_damaged(conf, &ing, &p)) != 0)
 		goto out;
 	if (p.base != NULL && (err = check_base_kept(conf, p.base)) != 0)
 		goto out;
@@ -780,8 +832,8 @@ static int ingest_once(const struct ingest_conf *conf,
 		res->already_committed = true;
 		goto out;
 	}
-	ing.check_store = leftovers;
-	if (leftovers)
+	ing.check_store = found.leftovers;
+	if (found.leftovers)
 		log_info("looking in the repository for chunks an earlier "
 			 "ingest of volume '%s' stored before it stopped",
 			 conf->volume);
@@ -804,8 +856,9 @@ out:
 			  "chunks of %" PRIu32 ")", ing.capacity, ing.chunk_size);
 	res->seconds = now_seconds() - start;
 	store_get_stats(conf->repo->store, &res->store);
-	/* a run that stored chunks and did not commit tells the next one */
-	repo_unlock(lock, err == 0 || !ing.uploaded);
+	/* a run that did not commit tells the next one of what it stored,
+	 * and of what stopped runs before it had stored */
+	repo_unlock(lock, err == 0 || (!ing.uploaded && !found.leftovers));
 	if (ing.fd >= 0)
 		close(ing.fd);
 	free(ing.verdict);

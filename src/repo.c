@@ -607,19 +607,31 @@ int repo_list_damaged(struct repo *r, repo_damage_cb *cb, void *arg)
 #define LOCK_MAX_RECORD 4096
 /* how long a starting ingest waits for others starting with it */
 #define LOCK_SETTLE_SECONDS 30
+/* records of cbtfs before leases expire this long after their creation */
+#define LOCK_LEGACY_SECONDS (24 * 3600)
 
 struct repo_lock {
 	struct repo *repo;
 	struct repo_lock_info info;	/* our record, as last written */
 
-	/* guards info, last_ok and stop; held across record writes */
+	/* guards info, last_ok, lost and stop; held across record writes */
 	pthread_mutex_t lock;
-	pthread_cond_t wake;		/* stop was set */
+	pthread_cond_t wake;		/* stop was set (CLOCK_MONOTONIC) */
 	bool stop;
-	double last_ok;			/* monotonic time of last write */
+	bool lost;			/* a renewal came too late */
+	double last_ok;			/* boot_seconds() of the last write */
 	pthread_t renewer;
 	bool renewing;
 };
+
+/* Seconds on a clock that also counts time suspended. */
+static double boot_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 static unsigned lease_seconds(void)
 {
@@ -661,13 +673,14 @@ static int lock_format(const struct repo_lock_info *li, char *rec,
 		       size_t size)
 {
 	return snprintf(rec, size,
-			"volume=%s\nsnapshot=%s\nstate=%s\nhost=%s\n"
-			"boot_id=%s\npidns=%s\npid=%ld\nstart=%llu\n"
+			"volume=%s\nsnapshot=%s\nmanifest=%s\nstate=%s\n"
+			"host=%s\nboot_id=%s\npidns=%s\npid=%ld\nstart=%llu\n"
 			"created=%lld\nrenewed=%lld\nlease=%u\n",
-			li->volume, li->snapshot, li->state, li->holder.host,
-			li->holder.boot_id, li->holder.pidns, li->holder.pid,
-			li->holder.start, (long long)li->created,
-			(long long)li->renewed, li->lease);
+			li->volume, li->snapshot, li->manifest, li->state,
+			li->holder.host, li->holder.boot_id, li->holder.pidns,
+			li->holder.pid, li->holder.start,
+			(long long)li->created, (long long)li->renewed,
+			li->lease);
 }
 
 /* Parses a decimal field; false if it is not one. */
@@ -680,11 +693,19 @@ static bool parse_ll(const char *s, long long *v)
 	return *s != '\0' && *end == '\0' && errno == 0 && *v >= 0;
 }
 
-/* Parses a record (NUL-terminated, modified); EBADMSG if garbled. */
+/* Copies the value v of a text field into dst of size n. */
+#define LOCK_TEXT(dst, v) snprintf((dst), sizeof(dst), "%s", (v))
+
+/*
+ * Parses a record (NUL-terminated, modified); EBADMSG if garbled.  A
+ * record of cbtfs before leases (holder= and created=, no state=) is read
+ * as held, with a lease ending LOCK_LEGACY_SECONDS after its creation.
+ */
 static int lock_parse(char *text, struct repo_lock_info *li)
 {
 	long long pid = -1, start = -1, created = -1, renewed = -1;
 	long long lease = -1;
+	bool legacy = false;
 	char *line, *save = NULL;
 
 	for (line = strtok_r(text, "\n", &save); line != NULL;
@@ -697,20 +718,21 @@ static int lock_parse(char *text, struct repo_lock_info *li)
 		*eq = '\0';
 		v = eq + 1;
 		if (strcmp(k, "volume") == 0)
-			snprintf(li->volume, sizeof(li->volume), "%s", v);
+			LOCK_TEXT(li->volume, v);
 		else if (strcmp(k, "snapshot") == 0)
-			snprintf(li->snapshot, sizeof(li->snapshot), "%s", v);
+			LOCK_TEXT(li->snapshot, v);
+		else if (strcmp(k, "manifest") == 0)
+			LOCK_TEXT(li->manifest, v);
 		else if (strcmp(k, "state") == 0)
-			snprintf(li->state, sizeof(li->state), "%s", v);
+			LOCK_TEXT(li->state, v);
 		else if (strcmp(k, "host") == 0)
-			snprintf(li->holder.host, sizeof(li->holder.host),
-				 "%s", v);
+			LOCK_TEXT(li->holder.host, v);
 		else if (strcmp(k, "boot_id") == 0)
-			snprintf(li->holder.boot_id,
-				 sizeof(li->holder.boot_id), "%s", v);
+			LOCK_TEXT(li->holder.boot_id, v);
 		else if (strcmp(k, "pidns") == 0)
-			snprintf(li->holder.pidns, sizeof(li->holder.pidns),
-				 "%s", v);
+			LOCK_TEXT(li->holder.pidns, v);
+		else if (strcmp(k, "holder") == 0)
+			legacy = true;
 		else if ((strcmp(k, "pid") == 0 && !parse_ll(v, &pid)) ||
 			 (strcmp(k, "start") == 0 && !parse_ll(v, &start)) ||
 			 (strcmp(k, "created") == 0 &&
@@ -720,8 +742,15 @@ static int lock_parse(char *text, struct repo_lock_info *li)
 			 (strcmp(k, "lease") == 0 && !parse_ll(v, &lease)))
 			return EBADMSG;
 	}
+	if (legacy && li->state[0] == '\0' && created >= 0) {
+		LOCK_TEXT(li->state, "held");
+		LOCK_TEXT(li->snapshot, "?");
+		renewed = created;
+		lease = LOCK_LEGACY_SECONDS;
+	}
 	if (li->volume[0] == '\0' || created < 0 || renewed < 0 ||
 	    lease <= 0 || lease > 86400 ||
+	    (li->manifest[0] != '\0' && !uuid_valid(li->manifest)) ||
 	    (strcmp(li->state, "pending") != 0 &&
 	     strcmp(li->state, "held") != 0 &&
 	     strcmp(li->state, "abandoned") != 0))
@@ -736,11 +765,14 @@ static int lock_parse(char *text, struct repo_lock_info *li)
 
 static enum repo_lock_status lock_judge(const struct repo_lock_info *li)
 {
+	long long now = (long long)time(NULL);
+
 	if (strcmp(li->state, "abandoned") == 0)
 		return REPO_LOCK_ABANDONED;
 	if (proc_id_state(&li->holder) == PROC_DEAD)
 		return REPO_LOCK_DEAD;
-	if ((long long)time(NULL) > (long long)li->renewed + li->lease)
+	/* renewed in the future beyond its lease: a wrong clock */
+	if (li->renewed > now + li->lease || now > li->renewed + li->lease)
 		return REPO_LOCK_EXPIRED;
 	return REPO_LOCK_LIVE;
 }
@@ -758,7 +790,7 @@ static int list_locks_cb(void *arg, const char *key, uint64_t size)
 	struct buf b = { 0 };
 	int err;
 
-	snprintf(li.id, sizeof(li.id), "%s", key + strlen(LOCK_PREFIX));
+	LOCK_TEXT(li.id, key + strlen(LOCK_PREFIX));
 	if (!uuid_valid(li.id)) {
 		log_warn("ignoring unexpected object %s", key);
 		return 0;
@@ -797,13 +829,28 @@ int repo_remove_lock(struct repo *r, const char *id)
 	return store_del(r->store, key);
 }
 
-/* Writes l's record with a fresh renewal time; the caller holds l->lock. */
+/*
+ * Writes l's record with a fresh renewal time; the caller holds l->lock.
+ * A write later than the lease after the last one would bring back a
+ * record others may have judged expired: the lock is lost instead
+ * (ESTALE, logged once), and never written again.
+ */
 static int lock_write(struct repo_lock *l)
 {
 	char key[LOCK_KEY_SIZE], rec[LOCK_MAX_RECORD];
-	double now = now_seconds();
+	double now = boot_seconds();
 	int n, err;
 
+	if (!l->lost && l->last_ok > 0 && now - l->last_ok > l->info.lease) {
+		log_error("the lock of volume '%s' (locks/%s) was not renewed "
+			  "for %.0f s, longer than its lease of %u s: another "
+			  "ingest may have taken the volume, so this one "
+			  "will commit nothing", l->info.volume, l->info.id,
+			  now - l->last_ok, l->info.lease);
+		l->lost = true;
+	}
+	if (l->lost)
+		return ESTALE;
 	l->info.renewed = (int64_t)time(NULL);
 	n = lock_format(&l->info, rec, sizeof(rec));
 	snprintf(key, sizeof(key), LOCK_PREFIX "%s", l->info.id);
@@ -813,21 +860,24 @@ static int lock_write(struct repo_lock *l)
 	return err;
 }
 
+static unsigned renew_every(const struct repo_lock *l)
+{
+	return l->info.lease / 5 ? l->info.lease / 5 : 1;
+}
+
 static void *lock_renewer(void *arg)
 {
 	struct repo_lock *l = arg;
-	unsigned every = l->info.lease / 5 ? l->info.lease / 5 : 1;
+	unsigned every = renew_every(l);
 
 	pthread_mutex_lock(&l->lock);
-	while (!l->stop) {
+	while (!l->stop && !l->lost) {
 		struct timespec ts;
 
-		clock_gettime(CLOCK_REALTIME, &ts);
+		clock_gettime(CLOCK_MONOTONIC, &ts);
 		ts.tv_sec += every;
 		pthread_cond_timedwait(&l->wake, &l->lock, &ts);
-		if (l->stop)
-			break;
-		if (lock_write(l) != 0)
+		if (!l->stop && lock_write(l) != 0 && !l->lost)
 			log_warn("cannot renew the lock of volume '%s' "
 				 "(locks/%s); trying again in %u s",
 				 l->info.volume, l->info.id, every);
@@ -840,7 +890,7 @@ static void *lock_renewer(void *arg)
 struct lock_scan {
 	struct repo_lock *self;
 	bool wait;			/* pending records after ours */
-	bool leftovers, same_name;
+	struct repo_lock_found *found;
 	struct repo_lock_info blocker;	/* set when the scan gives EBUSY */
 };
 
@@ -853,11 +903,38 @@ static bool lock_before(const struct repo_lock_info *a,
 	return strcmp(a->id, b->id) < 0;
 }
 
+/* Removes a record that blocks nothing, noting what it tells. */
+static int lock_clear_stopped(struct lock_scan *ls,
+			      const struct repo_lock_info *li)
+{
+	const struct repo_lock_info *me = &ls->self->info;
+	char holder[512];
+
+	if (li->status == REPO_LOCK_ABANDONED)
+		log_info("volume '%s': an earlier ingest of snapshot '%s' "
+			 "stopped early (locks/%s); chunks it stored are not "
+			 "sent again", li->volume, li->snapshot, li->id);
+	else
+		log_warn("volume '%s': removing the lock locks/%s of an "
+			 "ingest that %s (%s)", li->volume, li->id,
+			 li->status == REPO_LOCK_DEAD ? "is no longer running"
+						      : "stopped renewing it",
+			 repo_lock_holder(li, holder, sizeof(holder)));
+	if (repo_remove_lock(ls->self->repo, li->id) != 0)
+		return EIO;	/* logged */
+	/* a pending record never reached the point of storing anything */
+	if (strcmp(li->state, "pending") == 0)
+		return 0;
+	ls->found->leftovers = true;
+	if (strcmp(li->snapshot, me->snapshot) == 0 && li->manifest[0])
+		LOCK_TEXT(ls->found->predecessor, li->manifest);
+	return 0;
+}
+
 static int lock_scan_cb(void *arg, const struct repo_lock_info *li)
 {
 	struct lock_scan *ls = arg;
 	const struct repo_lock_info *me = &ls->self->info;
-	char holder[512];
 
 	if (strcmp(li->id, me->id) == 0 ||
 	    (li->status != REPO_LOCK_GARBLED &&
@@ -867,25 +944,7 @@ static int lock_scan_cb(void *arg, const struct repo_lock_info *li)
 	case REPO_LOCK_DEAD:
 	case REPO_LOCK_EXPIRED:
 	case REPO_LOCK_ABANDONED:
-		if (li->status == REPO_LOCK_ABANDONED)
-			log_info("volume '%s': an earlier ingest of snapshot "
-				 "'%s' stopped early (locks/%s); chunks it "
-				 "stored are not sent again", li->volume,
-				 li->snapshot, li->id);
-		else
-			log_warn("volume '%s': removing the lock locks/%s of "
-				 "an ingest that %s (%s)", li->volume, li->id,
-				 li->status == REPO_LOCK_DEAD
-					 ? "is no longer running"
-					 : "stopped renewing it",
-				 repo_lock_holder(li, holder,
-						  sizeof(holder)));
-		if (repo_remove_lock(ls->self->repo, li->id) != 0)
-			return EIO;	/* logged */
-		ls->leftovers = true;
-		if (strcmp(li->snapshot, me->snapshot) == 0)
-			ls->same_name = true;
-		return 0;
+		return lock_clear_stopped(ls, li);
 	case REPO_LOCK_GARBLED:
 		ls->blocker = *li;
 		return EBUSY;
@@ -896,6 +955,10 @@ static int lock_scan_cb(void *arg, const struct repo_lock_info *li)
 		ls->blocker = *li;
 		return EBUSY;
 	}
+	if (!ls->wait)
+		log_debug("volume '%s': another ingest is starting at the same "
+			  "time (locks/%s); waiting for it to give way",
+			  me->volume, li->id);
 	ls->wait = true;
 	return 0;
 }
@@ -907,104 +970,139 @@ static void lock_free(struct repo_lock *l)
 	free(l);
 }
 
-int repo_lock_volume(struct repo *r, const char *volume, const char *snapshot,
-		     struct repo_lock **lp, bool *leftovers,
-		     bool *predecessor_same_name)
+static void lock_log_blocker(const struct repo_lock_info *b)
+{
+	char holder[512];
+
+	if (b->status == REPO_LOCK_GARBLED)
+		log_error("volume '%s' may be locked: the lock record "
+			  "locks/%s cannot be read; if no ingest of the "
+			  "volume runs, remove it with 'cbtfs-repo unlock "
+			  "REPO --force'", b->volume[0] ? b->volume : "?",
+			  b->id);
+	else
+		log_error("volume '%s' is locked by another ingest (%s; "
+			  "object locks/%s); wait for it to finish; if you "
+			  "know it is dead, 'cbtfs-repo unlock REPO --volume "
+			  "%s --force' removes the lock, which otherwise ends "
+			  "%us after its last renewal", b->volume,
+			  repo_lock_holder(b, holder, sizeof(holder)), b->id,
+			  b->volume, b->lease);
+}
+
+/*
+ * Lists the volume's records until no other is live (0), one blocks
+ * (EBUSY, logged), or the wait for pending ones ordered after ours ends
+ * (EBUSY or EINTR, logged); renews our pending record meanwhile.  The
+ * caller holds l->lock.
+ */
+static int lock_settle(struct repo_lock *l, struct lock_scan *ls,
+		       volatile sig_atomic_t *stop)
+{
+	double limit = l->info.lease / 2.0 < LOCK_SETTLE_SECONDS
+			       ? l->info.lease / 2.0
+			       : LOCK_SETTLE_SECONDS;
+	double deadline = boot_seconds() + limit;
+	int err;
+
+	for (;;) {
+		ls->wait = false;
+		err = repo_list_locks(l->repo, lock_scan_cb, ls);
+		if (err == EBUSY)
+			lock_log_blocker(&ls->blocker);
+		if (err != 0 || !ls->wait)
+			return err;
+		if (stop != NULL && *stop) {
+			log_error("interrupted while waiting for the lock of "
+				  "volume '%s'", l->info.volume);
+			return EINTR;
+		}
+		if (boot_seconds() > deadline) {
+			log_error("volume '%s': another ingest started at the "
+				  "same time and neither finished starting "
+				  "within %.0f s; try again", l->info.volume,
+				  limit);
+			return EBUSY;
+		}
+		sleep_ms(100 + backoff_ms(1, 100, 200), stop);
+		if (boot_seconds() - l->last_ok >= renew_every(l) &&
+		    (err = lock_write(l)) != 0)
+			return err;
+	}
+}
+
+int repo_lock_volume(struct repo *r, const struct repo_lock_request *req,
+		     struct repo_lock **lp, struct repo_lock_found *found)
 {
 	struct repo_lock *l = calloc(1, sizeof(*l));
-	struct lock_scan ls = { .self = l };
-	double deadline = now_seconds() + LOCK_SETTLE_SECONDS;
-	char holder[512];
+	struct lock_scan ls = { .self = l, .found = found };
+	pthread_condattr_t ca;
 	int err;
 
 	*lp = NULL;
+	memset(found, 0, sizeof(*found));
 	if (l == NULL)
 		return ENOMEM;
 	l->repo = r;
 	pthread_mutex_init(&l->lock, NULL);
-	pthread_cond_init(&l->wake, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&l->wake, &ca);
+	pthread_condattr_destroy(&ca);
 	uuid_new(l->info.id);
-	snprintf(l->info.volume, sizeof(l->info.volume), "%s", volume);
-	snprintf(l->info.snapshot, sizeof(l->info.snapshot), "%s", snapshot);
-	snprintf(l->info.state, sizeof(l->info.state), "pending");
+	LOCK_TEXT(l->info.volume, req->volume);
+	LOCK_TEXT(l->info.snapshot, req->snapshot);
+	LOCK_TEXT(l->info.manifest, req->manifest ? req->manifest : "");
+	LOCK_TEXT(l->info.state, "pending");
 	proc_id_self(&l->info.holder);
 	l->info.created = (int64_t)time(NULL);
 	l->info.lease = lease_seconds();
-	if ((err = lock_write(l)) != 0) {
-		lock_free(l);
-		return err;
-	}
-	for (;;) {
-		ls.wait = false;
-		err = repo_list_locks(r, lock_scan_cb, &ls);
-		if (err != 0 || !ls.wait)
-			break;
-		if (now_seconds() > deadline) {
-			log_error("volume '%s': another ingest started at the "
-				  "same time and neither finished starting "
-				  "within %d s; try again", volume,
-				  LOCK_SETTLE_SECONDS);
-			err = EBUSY;
-			break;
-		}
-		sleep_ms(100 + backoff_ms(1, 100, 200), NULL);
-	}
-	if (err == EBUSY && ls.blocker.id[0] != '\0') {
-		if (ls.blocker.status == REPO_LOCK_GARBLED)
-			log_error("volume '%s' may be locked: the lock record "
-				  "locks/%s cannot be read; if no ingest of "
-				  "the volume runs, remove it with "
-				  "'cbtfs-repo unlock --force'", volume,
-				  ls.blocker.id);
-		else
-			log_error("volume '%s' is locked by another ingest "
-				  "(%s; object locks/%s); wait for it to "
-				  "finish, or if it is dead, run 'cbtfs-repo "
-				  "unlock' (its lease ends %llds after its "
-				  "last renewal)", volume,
-				  repo_lock_holder(&ls.blocker, holder,
-						   sizeof(holder)),
-				  ls.blocker.id,
-				  (long long)ls.blocker.lease);
-	}
+
+	pthread_mutex_lock(&l->lock);
+	err = lock_write(l);
+	if (err == 0)
+		err = lock_settle(l, &ls, req->stop);
 	if (err == 0) {
-		snprintf(l->info.state, sizeof(l->info.state), "held");
+		LOCK_TEXT(l->info.state, "held");
 		err = lock_write(l);
 	}
-	if (err == 0 && pthread_create(&l->renewer, NULL, lock_renewer, l) ==
-			    0)
-		l->renewing = true;
-	else if (err == 0)
-		err = EAGAIN;
+	pthread_mutex_unlock(&l->lock);
+	if (err == 0) {
+		err = pthread_create(&l->renewer, NULL, lock_renewer, l);
+		if (err != 0)
+			log_error("cannot start the thread renewing the lock "
+				  "of volume '%s': %s", req->volume,
+				  ERRSTR(err));
+		l->renewing = err == 0;
+	}
 	if (err != 0) {
 		repo_remove_lock(r, l->info.id);
 		lock_free(l);
 		return err;
 	}
-	if (leftovers != NULL)
-		*leftovers = ls.leftovers;
-	if (predecessor_same_name != NULL)
-		*predecessor_same_name = ls.same_name;
 	*lp = l;
 	return 0;
 }
 
 int repo_lock_confirm(struct repo_lock *l)
 {
-	double gap;
+	char key[LOCK_KEY_SIZE];
 	int err;
 
 	pthread_mutex_lock(&l->lock);
-	gap = now_seconds() - l->last_ok;
-	err = lock_write(l);
-	pthread_mutex_unlock(&l->lock);
-	if (err == 0 && gap > l->info.lease) {
-		log_error("the lock of volume '%s' (locks/%s) was not renewed "
-			  "for %.0f s, longer than its lease of %u s: another "
-			  "ingest may have taken the volume meanwhile",
-			  l->info.volume, l->info.id, gap, l->info.lease);
+	snprintf(key, sizeof(key), LOCK_PREFIX "%s", l->info.id);
+	err = l->lost ? ESTALE : store_head(l->repo->store, key, NULL);
+	if (err == ENOENT) {
+		log_error("the lock of volume '%s' (locks/%s) was removed by "
+			  "someone else: another ingest may have taken the "
+			  "volume, so this one commits nothing",
+			  l->info.volume, l->info.id);
+		l->lost = true;
 		err = ESTALE;
 	}
+	if (err == 0)
+		err = lock_write(l);
+	pthread_mutex_unlock(&l->lock);
 	return err;
 }
 
@@ -1021,10 +1119,14 @@ void repo_unlock(struct repo_lock *l, bool clean)
 		pthread_mutex_unlock(&l->lock);
 		pthread_join(l->renewer, NULL);
 	}
+	if (l->lost) {
+		lock_free(l);	/* the record is not ours to touch */
+		return;
+	}
 	if (clean) {
 		err = repo_remove_lock(l->repo, l->info.id);
 	} else {
-		snprintf(l->info.state, sizeof(l->info.state), "abandoned");
+		LOCK_TEXT(l->info.state, "abandoned");
 		err = lock_write(l);
 	}
 	if (err != 0)

@@ -18,6 +18,7 @@
 #ifndef CBTFS_REPO_H
 #define CBTFS_REPO_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -169,15 +170,21 @@ int repo_list_damaged(struct repo *r, repo_damage_cb *cb, void *arg);
  *              blocks nothing and tells the next ingest of the volume to
  *              look for chunks already stored;
  *   garbled    unreadable: blocks until removed with 'unlock --force'.
+ * A record of cbtfs before leases (volume=, holder=, created=) is held
+ * and expires 24 hours after it was created.  A record renewed in the
+ * future by more than its lease (a wrong clock) counts as expired.
  * Dead, expired and abandoned records of a volume are removed by the next
  * ingest of that volume, with a notice.
  *
  * Taking a lock: write a pending record, list the volume's records; go on
  * when no other is live; give up when another is held, or pending and
  * ordered before ours (created time, then id); wait while only pending
- * records ordered after ours remain (they give up when they see ours).  So
- * of ingests started at the same instant exactly one proceeds, on any
- * store with read-after-write listings.
+ * records ordered after ours remain (they give up when they see ours),
+ * renewing ours.  So of ingests started at the same instant exactly one
+ * proceeds, on any store with read-after-write listings.  A holder whose
+ * renewals stopped for longer than its lease (a stalled network, a paused
+ * process) has lost the lock: it stops renewing, and repo_lock_confirm()
+ * refuses its commit.
  */
 #define REPO_LOCK_LEASE_SECONDS 300	/* CBTFS_LOCK_LEASE overrides */
 
@@ -193,6 +200,8 @@ struct repo_lock_info {
 	char id[CBTFS_UUID_LEN + 1];
 	char volume[520];
 	char snapshot[256];
+	char manifest[CBTFS_UUID_LEN + 1];	/* the manifest it commits,
+						 * "" if unknown */
 	char state[16];			/* pending, held, abandoned */
 	struct proc_id holder;
 	int64_t created, renewed;	/* Unix seconds */
@@ -215,27 +224,48 @@ int repo_remove_lock(struct repo *r, const char *id);
 
 struct repo_lock;
 
-/*
- * Takes the lock of volume for making snapshot.  *leftovers (may be NULL)
- * is set when a dead, expired or abandoned record of the volume was
- * removed: an earlier ingest stopped early, and chunks it stored may be
- * in the repository without a manifest.  *predecessor_same_name is set
- * when such a record was making the same snapshot.  Returns 0 with *lp
- * set, EBUSY (logged, naming the holder) when another ingest holds it, or
- * an errno (logged).
- */
-int repo_lock_volume(struct repo *r, const char *volume, const char *snapshot,
-		     struct repo_lock **lp, bool *leftovers,
-		     bool *predecessor_same_name);
+/* What an ingest asks a volume lock for. */
+struct repo_lock_request {
+	const char *volume;
+	const char *snapshot;		/* the snapshot it makes */
+	const char *manifest;		/* the id its manifest will have */
+	volatile sig_atomic_t *stop;	/* set: give up waiting (may be
+					 * NULL) */
+};
 
-/* Renews the lease now; ESTALE (logged) if it ran out since the last
- * renewal, so another ingest may have taken the volume. */
+/* What taking a lock found of earlier ingests of the volume. */
+struct repo_lock_found {
+	/* a stopped ingest held the volume: chunks it stored may be in
+	 * the repository without a manifest */
+	bool leftovers;
+	/* the manifest a stopped ingest of the same snapshot was about to
+	 * commit, "" if none: if it exists, that ingest committed */
+	char predecessor[CBTFS_UUID_LEN + 1];
+};
+
+/*
+ * Takes the lock of req->volume: removes the dead, expired and abandoned
+ * records of the volume (with a notice, reported in *found), then follows
+ * the protocol above.  Returns 0 with *lp set; EBUSY (logged, naming the
+ * holder) when another ingest holds the volume; EINTR if *req->stop was
+ * set while waiting; or an errno (logged).
+ */
+int repo_lock_volume(struct repo *r, const struct repo_lock_request *req,
+		     struct repo_lock **lp, struct repo_lock_found *found);
+
+/*
+ * Renews the lease now, after checking that the record is still there and
+ * that no renewal came later than the lease: ESTALE (logged) otherwise,
+ * as another ingest may then have taken the volume.  Call it right before
+ * committing.
+ */
 int repo_lock_confirm(struct repo_lock *l);
 
 /*
  * Releases and frees l.  clean: nothing of this run is left behind (it
- * committed, or stored nothing), so the record is deleted; otherwise it is
- * marked abandoned.  A record that cannot be updated ends with its lease.
+ * committed, or stored nothing and found nothing stopped runs stored), so
+ * the record is deleted; otherwise it is marked abandoned.  A record that
+ * cannot be updated ends with its lease.
  */
 void repo_unlock(struct repo_lock *l, bool clean);
 

@@ -38,12 +38,14 @@
 #define TMP_DIR ".tmp"
 #define TMP_MAX_AGE (24 * 3600)	/* seconds */
 /* HOSTHASH.BOOTID.PIDNS.PID.START.RANDOM; fits struct proc_id's fields */
-#define TMP_FORMAT "%s.%s.%s.%ld.%llu.%s"
 #define TMP_SCAN "%16[0-9a-f].%36[0-9a-f-].%23[0-9].%ld.%llu.%16[0-9a-f]"
 
 struct store_dir {
 	struct store st;	/* first: the vtable pointer */
 	char *root;		/* absolute path, no trailing '/' */
+	char tmp_prefix[160];	/* this writer's part of temporary names */
+	pid_t prefix_pid;	/* whose: a forked child (a daemonized mount)
+				 * makes its own */
 };
 
 static const struct store_ops store_dir_ops;
@@ -208,20 +210,33 @@ static void host_hash(const char *host, char out[17])
 	hex_encode(md, 8, out);
 }
 
-/* A new temporary's path for this process, in tmp (PATH_MAX bytes). */
-static int tmp_path(struct store_dir *sd, char *tmp)
+/* "HOSTHASH.BOOTID.PIDNS.PID.START" of this process, into prefix. */
+static void tmp_prefix(char *prefix, size_t size)
 {
 	struct proc_id self;
-	unsigned char rnd[8];
-	char hhex[17], rhex[17];
+	char hhex[17];
 
 	proc_id_self(&self);
 	host_hash(self.host, hhex);
+	snprintf(prefix, size, "%s.%s.%s.%ld.%llu", hhex, self.boot_id,
+		 self.pidns, self.pid, self.start);
+}
+
+/* A new temporary's path for this process, in tmp (PATH_MAX bytes). */
+static int tmp_path(struct store_dir *sd, char *tmp)
+{
+	unsigned char rnd[8];
+	char rhex[17], forked[sizeof(sd->tmp_prefix)];
+	const char *prefix = sd->tmp_prefix;
+
+	if (getpid() != sd->prefix_pid) {
+		tmp_prefix(forked, sizeof(forked));
+		prefix = forked;
+	}
 	RAND_bytes(rnd, sizeof(rnd));
 	hex_encode(rnd, sizeof(rnd), rhex);
-	if ((size_t)snprintf(tmp, PATH_MAX, "%s/" TMP_DIR "/" TMP_FORMAT,
-			     sd->root, hhex, self.boot_id, self.pidns,
-			     self.pid, self.start, rhex) >= PATH_MAX) {
+	if ((size_t)snprintf(tmp, PATH_MAX, "%s/" TMP_DIR "/%s.%s", sd->root,
+			     prefix, rhex) >= PATH_MAX) {
 		log_error("%s: path too long for a temporary file", sd->root);
 		return ENAMETOOLONG;
 	}
@@ -479,6 +494,8 @@ struct store *store_dir_create(const char *path, bool create, int *errp)
 	}
 	sd->st.ops = &store_dir_ops;
 	sd->root = root;
+	tmp_prefix(sd->tmp_prefix, sizeof(sd->tmp_prefix));
+	sd->prefix_pid = getpid();
 	clean_tmp(sd);
 	return &sd->st;
 }

@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -332,25 +333,32 @@ double now_seconds(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* Field 22 of /proc/<pid>/stat (start time); 0 if unreadable. */
-static unsigned long long proc_start_time(long pid)
+/*
+ * Field 22 of /proc/<pid>/stat (start time) into *start: 0, ESRCH if the
+ * process is gone, or another errno if it cannot be told (a /proc mounted
+ * with hidepid, no memory).
+ */
+static int proc_start_time(long pid, unsigned long long *start)
 {
 	char path[64], *p;
-	unsigned long long start = 0;
 	struct buf b = { 0 };
-	int field;
+	int field, err;
 
 	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-	if (file_read_small(path, 4096, &b) != 0)
-		return 0;
+	err = file_read_small(path, 4096, &b);
+	if (err == ENOENT)
+		/* hidepid=2 hides processes of others: ask the kernel */
+		return kill((pid_t)pid, 0) != 0 && errno == ESRCH ? ESRCH
+								   : EPERM;
+	if (err != 0)
+		return err;
 	/* the command name (field 2) may hold spaces: skip past its ')' */
 	p = strrchr((char *)b.data, ')');
 	for (field = 2; p != NULL && field < 22; field++)
 		p = strchr(p + 1, ' ');
-	if (p != NULL)
-		start = strtoull(p + 1, NULL, 10);
+	*start = p != NULL ? strtoull(p + 1, NULL, 10) : 0;
 	buf_free(&b);
-	return start;
+	return *start != 0 ? 0 : EINVAL;
 }
 
 void proc_id_self(struct proc_id *p)
@@ -379,11 +387,13 @@ void proc_id_self(struct proc_id *p)
 				 (int)(rb - lb - 1), lb + 1);
 	}
 	p->pid = (long)getpid();
-	p->start = proc_start_time(p->pid);
+	if (proc_start_time(p->pid, &p->start) != 0)
+		p->start = 0;
 }
 
 enum proc_state proc_id_state(const struct proc_id *p)
 {
+	unsigned long long start = 0;
 	struct proc_id self;
 
 	proc_id_self(&self);
@@ -394,5 +404,12 @@ enum proc_state proc_id_state(const struct proc_id *p)
 	    strcmp(p->boot_id, self.boot_id) != 0 ||
 	    strcmp(p->pidns, self.pidns) != 0)
 		return PROC_UNKNOWN;
-	return proc_start_time(p->pid) == p->start ? PROC_ALIVE : PROC_DEAD;
+	switch (proc_start_time(p->pid, &start)) {
+	case 0:
+		return start == p->start ? PROC_ALIVE : PROC_DEAD;
+	case ESRCH:
+		return PROC_DEAD;
+	default:
+		return PROC_UNKNOWN;	/* cannot tell: never judged dead */
+	}
 }

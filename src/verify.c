@@ -608,16 +608,12 @@ static int check_chains(struct verify *v)
 
 /* ---- chunks ----------------------------------------------------------- */
 
-static int chunk_cmp(const void *a, const void *b)
-{
-	return memcmp(a, b, CODEC_ID_LEN);
-}
 
 static struct vchunk *find_chunk(const struct verify *v,
 				 const unsigned char *id)
 {
 	return array_find(id, v->chunks.v, v->chunks.n,
-			  sizeof(*v->chunks.v), chunk_cmp);
+			  sizeof(*v->chunks.v), codec_id_cmp);
 }
 
 /* Sorts chunks and drops duplicates. */
@@ -625,7 +621,7 @@ static void chunks_dedupe(struct verify *v)
 {
 	size_t i, n = 0;
 
-	array_sort(v->chunks.v, v->chunks.n, sizeof(*v->chunks.v), chunk_cmp);
+	array_sort(v->chunks.v, v->chunks.n, sizeof(*v->chunks.v), codec_id_cmp);
 	for (i = 0; i < v->chunks.n; i++)
 		if (n == 0 || memcmp(v->chunks.v[n - 1].id, v->chunks.v[i].id,
 				     CODEC_ID_LEN) != 0)

@@ -126,11 +126,20 @@ grep -q "interrupted: no snapshot was committed" "$T/int.out" ||
 [ "$(ls "$R/snapshots")" = "$snaps" ] || fail "interrupted ingest committed"
 # what it leaves is an abandoned record: it blocks nothing, and tells the
 # next ingest of the volume to look for the chunks already stored
+n=0
 for f in "$R"/locks/*; do
-	[ -e "$f" ] || continue
+	[ -e "$f" ] || fail "the interrupted ingest left no record"
 	grep -qx "state=abandoned" "$f" ||
 		fail "interrupted ingest left a live lock: $(cat "$f")"
+	n=$((n + 1))
 done
+[ $n = 1 ] || fail "$n lock records left"
+# the next ingest of the volume looks for what it stored, and removes it
+out=$("$INGEST" --repo "$R" --volume ns/pvc --snapshot afterint \
+	--device "$img" 2>&1) || fail "ingest after the interruption: $out"
+grep -q "an earlier ingest of snapshot 'big' stopped early" <<<"$out" ||
+	fail "the abandoned record was not taken into account: $out"
+[ -z "$(ls "$R/locks")" ] || fail "the abandoned record remains"
 rm "$T/big"
 
 # an empty ranges file is a valid empty delta: nothing read, nothing stored

@@ -116,7 +116,8 @@ crash_rounds() {
 		case $R in
 		s3://*) ;;
 		*)
-			leftover=$(find "$R" -name '.tmp*' -type f | head -3)
+			leftover=$(find "$R/.tmp" -type f 2>/dev/null | head -3)
+			leftover+=$(find "$R" -name '.tmp.*' -type f | head -3)
 			[ -z "$leftover" ] ||
 				fail "$label round $i: temporary files remain: $leftover"
 			;;
