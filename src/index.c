@@ -1079,11 +1079,7 @@ int index_list_snapshots(struct index *ix, const char *volume,
 		err = row_to_manifest(st, &m);
 		if (err == 0)
 			err = cb(arg, &m);
-		free(m.volume);
-		free(m.name);
-		free(m.csi_handle);
-		free(m.csi_driver);
-		free(m.changes);
+		manifest_clear(&m);
 		if (err != 0)
 			goto out;
 	}
@@ -1253,7 +1249,7 @@ static int resolve_locked(struct index *ix, const char *snap_id,
 			err = ENOMEM;
 			goto out;
 		}
-		**leafp = chain[0];
+		**leafp = chain[0];	/* the strings move to the leaf */
 		free(chain[0].entries);
 		(*leafp)->entries = NULL;
 		(*leafp)->n_entries = 0;
@@ -1262,14 +1258,8 @@ static int resolve_locked(struct index *ix, const char *snap_id,
 out:
 	sqlite3_finalize(row_st);
 	sqlite3_finalize(ent_st);
-	for (i = 0; i < n; i++) {
-		free(chain[i].volume);
-		free(chain[i].name);
-		free(chain[i].csi_handle);
-		free(chain[i].csi_driver);
-		free(chain[i].changes);
-		free(chain[i].entries);
-	}
+	for (i = 0; i < n; i++)
+		manifest_clear(&chain[i]);
 	free(chain);
 	if (err != 0) {
 		chunk_map_free(map);

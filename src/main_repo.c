@@ -158,19 +158,10 @@ static int gather(void *arg, const struct manifest *m)
 
 	if ((err = ARRAY_GROW(&l->snaps)) != 0)
 		return err;
-	c = calloc(1, sizeof(*c));
+	c = manifest_dup_header(m);
 	if (c == NULL)
 		return ENOMEM;
 	l->snaps.v[l->snaps.n++] = c;
-	*c = *m;	/* without entries */
-	c->volume = strdup(m->volume);
-	c->name = strdup(m->name);
-	c->csi_handle = strdup(m->csi_handle);
-	c->csi_driver = strdup(m->csi_driver);
-	c->changes = strdup(m->changes);
-	if (!c->volume || !c->name || !c->csi_handle || !c->csi_driver ||
-	    !c->changes)
-		return ENOMEM;
 	return 0;
 }
 

@@ -21,17 +21,45 @@
 #define MAX_CONFIG_SIZE (1u << 20)
 #define MAX_MANIFEST_SIZE (4ull << 30)
 
-void manifest_free(struct manifest *m)
+void manifest_clear(struct manifest *m)
 {
-	if (m == NULL)
-		return;
 	free(m->volume);
 	free(m->name);
 	free(m->csi_handle);
 	free(m->csi_driver);
 	free(m->changes);
 	free(m->entries);
+	memset(m, 0, sizeof(*m));
+}
+
+void manifest_free(struct manifest *m)
+{
+	if (m == NULL)
+		return;
+	manifest_clear(m);
 	free(m);
+}
+
+struct manifest *manifest_dup_header(const struct manifest *m)
+{
+	struct manifest *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	*c = *m;
+	c->entries = NULL;
+	c->n_entries = 0;
+	c->volume = strdup(m->volume);
+	c->name = strdup(m->name);
+	c->csi_handle = strdup(m->csi_handle);
+	c->csi_driver = strdup(m->csi_driver);
+	c->changes = strdup(m->changes);
+	if (!c->volume || !c->name || !c->csi_handle || !c->csi_driver ||
+	    !c->changes) {
+		manifest_free(c);
+		return NULL;
+	}
+	return c;
 }
 
 static bool name_char_ok(char c)

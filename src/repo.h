@@ -70,7 +70,13 @@ struct manifest {
 	struct manifest_entry *entries;	/* sorted by index, unique */
 };
 
+/* The one copy/free pair for manifests: manifest_clear() frees what m
+ * owns (strings, entries) and zeroes it; manifest_free() frees m too;
+ * manifest_dup_header() copies m without its entries (NULL if out of
+ * memory). */
+void manifest_clear(struct manifest *m);
 void manifest_free(struct manifest *m);
+struct manifest *manifest_dup_header(const struct manifest *m);
 
 /* Checks a volume name ("ns/pvc") or snapshot name; on failure logs why
  * and returns EINVAL. */
