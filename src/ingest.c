@@ -1,16 +1,13 @@
 /*
  * Ingest: see ingest.h.
  *
- * Work distribution: the chunk indices to read form one array; workers take
- * the next position from a shared cursor, so each chunk is handled by
- * exactly one worker, and write their verdict into that position of the
- * result arrays.  The manifest is assembled from those arrays in order once
- * every worker has finished.
+ * Work distribution: the chunk indices to read form one array; a worker
+ * pool (pool.h) hands each position to exactly one worker, which writes
+ * its verdict into that position of the result arrays.  The manifest is
+ * assembled from those arrays in order once every worker has finished.
  *
- * Locking: ing->lock guards the cursor, the statistics, the set of chunk
- * ids claimed by this run, the error and the count of running workers;
- * ing->cond is signalled when a worker finishes.  Workers never hold the
- * lock during I/O.
+ * Locking: ing->lock guards the statistics and the set of chunk ids
+ * claimed by this run.  Workers never hold it during I/O.
  */
 #include "config.h"
 
@@ -29,6 +26,7 @@
 
 #include "array.h"
 #include "ingest.h"
+#include "pool.h"
 
 enum verdict { V_UNCHANGED = 0, V_ENTRY = 1 };
 
@@ -54,12 +52,9 @@ struct ingest {
 	const unsigned char (*damaged)[CODEC_ID_LEN];	/* sorted */
 	size_t n_damaged;
 
+	double start;			/* of the workers, for progress */
+
 	pthread_mutex_t lock;
-	pthread_cond_t cond;		/* a worker finished */
-	size_t next;			/* cursor into todo */
-	size_t done;
-	unsigned running;
-	int err;			/* first error, stops everybody */
 	struct manifest_stats stats;
 	uint64_t chunks_healed;		/* damaged chunks stored again */
 	uint64_t chunks_found;		/* left in the store by a stopped
@@ -253,50 +248,30 @@ static int process_chunk(struct ingest *ing, size_t k, unsigned char *buf)
 	return store_chunk(ing, id, buf, !same);
 }
 
-static void *worker(void *arg)
+/* pool_task: the chunk at todo position k, read into scratch. */
+static int chunk_task(void *arg, size_t k, struct buf *scratch)
 {
 	struct ingest *ing = arg;
-	unsigned char *buf = malloc(ing->chunk_size);
-	int err = buf == NULL ? ENOMEM : 0;
 
-	for (;;) {
-		size_t k;
-
-		pthread_mutex_lock(&ing->lock);
-		if (err != 0 && ing->err == 0)
-			ing->err = err;
-		if (ing->err == 0 && ing->conf->interrupted != NULL &&
-		    *ing->conf->interrupted)
-			ing->err = EINTR;
-		if (ing->err != 0 || ing->next == ing->n_todo) {
-			ing->running--;
-			pthread_cond_signal(&ing->cond);
-			pthread_mutex_unlock(&ing->lock);
-			break;
-		}
-		k = ing->next++;
-		pthread_mutex_unlock(&ing->lock);
-
-		err = process_chunk(ing, k, buf);
-
-		pthread_mutex_lock(&ing->lock);
-		ing->done++;
-		pthread_mutex_unlock(&ing->lock);
-	}
-	free(buf);
-	return NULL;
+	if (buf_reserve(scratch, ing->chunk_size) != 0)
+		return ENOMEM;
+	return process_chunk(ing, k, scratch->data);
 }
 
-static void draw_progress(struct ingest *ing, double start, bool final)
+/* pool_tick: the progress line. */
+static void draw_progress(void *arg, size_t done, bool final)
 {
-	double secs = now_seconds() - start;
-	double pct = ing->n_todo ? 100.0 * ing->done / ing->n_todo : 100.0;
+	struct ingest *ing = arg;
+	double secs = now_seconds() - ing->start;
+	double pct = ing->n_todo ? 100.0 * done / ing->n_todo : 100.0;
 
-	fprintf(stderr, "\r%5.1f%%  %" PRIu64 "/%zu chunks  read %s  "
-		"%.1f MB/s  new %" PRIu64 "  ", pct, (uint64_t)ing->done,
-		ing->n_todo, HUMAN(ing->stats.bytes_read),
+	pthread_mutex_lock(&ing->lock);
+	fprintf(stderr, "\r%5.1f%%  %zu/%zu chunks  read %s  %.1f MB/s  "
+		"new %" PRIu64 "  ", pct, done, ing->n_todo,
+		HUMAN(ing->stats.bytes_read),
 		secs > 0 ? ing->stats.bytes_read / secs / 1e6 : 0.0,
 		ing->stats.chunks_new);
+	pthread_mutex_unlock(&ing->lock);
 	if (final)
 		fputc('\n', stderr);
 }
@@ -304,49 +279,17 @@ static void draw_progress(struct ingest *ing, double start, bool final)
 /* Runs the workers over ing->todo; returns the first error. */
 static int run_workers(struct ingest *ing, unsigned jobs, bool progress)
 {
-	pthread_t *tids = calloc(jobs, sizeof(*tids));
-	double start = now_seconds();
-	unsigned i, started = 0;
-	int err = 0;
+	struct pool_conf pc = {
+		.n = ing->n_todo, .jobs = jobs, .task = chunk_task,
+		.tick = progress ? draw_progress : NULL, .arg = ing,
+		.stop = ing->conf->interrupted,
+	};
+	int err;
 
-	if (tids == NULL)
-		return ENOMEM;
-	pthread_mutex_lock(&ing->lock);
-	for (i = 0; i < jobs; i++) {
-		if ((err = pthread_create(&tids[i], NULL, worker, ing)) != 0)
-			break;
-		started++;
-		ing->running++;
-	}
-	if (started == 0) {
-		ing->err = err;
-		log_error("cannot start worker threads: %s", ERRSTR(err));
-	}
-	while (ing->running > 0) {
-		if (progress) {
-			struct timespec ts;
-
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 500000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
-			pthread_cond_timedwait(&ing->cond, &ing->lock, &ts);
-			draw_progress(ing, start, false);
-		} else {
-			pthread_cond_wait(&ing->cond, &ing->lock);
-		}
-	}
-	if (progress)
-		draw_progress(ing, start, true);
-	err = ing->err;
+	ing->start = now_seconds();
+	err = pool_run(&pc);
 	if (err == EINTR)
 		log_error("interrupted: no snapshot was committed");
-	pthread_mutex_unlock(&ing->lock);
-	for (i = 0; i < started; i++)
-		pthread_join(tids[i], NULL);
-	free(tids);
 	return err;
 }
 
@@ -802,7 +745,6 @@ static int ingest_once(const struct ingest_conf *conf,
 	memset(res, 0, sizeof(*res));
 	ing.fd = -1;
 	pthread_mutex_init(&ing.lock, NULL);
-	pthread_cond_init(&ing.cond, NULL);
 	ing.conf = conf;
 	ing.chunk_size = conf->repo->chunk_size;
 	uuid_new(ing.manifest_id);	/* named in the lock record */
@@ -866,7 +808,6 @@ out:
 	free(ing.claimed.slot);
 	plan_free(&p);
 	pthread_mutex_destroy(&ing.lock);
-	pthread_cond_destroy(&ing.cond);
 	return err;
 }
 

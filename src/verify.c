@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "array.h"
+#include "pool.h"
 #include "verify.h"
 
 #define NO_PROBLEM UINT32_MAX
@@ -95,14 +96,11 @@ struct verify {
 	} chunks;
 	double start;
 
-	/* guards the report's counters, the pool and the progress fields */
+	/* guards the report's counters and the progress fields */
 	pthread_mutex_t lock;
-	pthread_cond_t idle;		/* a worker stopped */
-	verify_task *task;
+	verify_task *task;		/* of the phase running */
 	const size_t *items;		/* NULL: 0..total-1 */
-	size_t next, done, total;
-	unsigned running;
-	int err;			/* first error of a task */
+	size_t done, total;
 	const char *phase;
 	uint64_t bytes_done, bytes_total;
 	double phase_start, last_draw;
@@ -186,31 +184,23 @@ static void phase_begin(struct verify *v, const char *phase, size_t total,
 
 /* ---- the worker pool ------------------------------------------------- */
 
-static void *worker(void *arg)
+/* pool_task: the verify task of this phase on item k. */
+static int pool_item(void *arg, size_t k, struct buf *scratch)
 {
 	struct verify *v = arg;
-	struct buf scratch = { 0 };
-	int err = 0;
+
+	return v->task(v, v->items != NULL ? v->items[k] : k, scratch);
+}
+
+/* pool_tick: the progress line. */
+static void pool_progress(void *arg, size_t done, bool final)
+{
+	struct verify *v = arg;
 
 	pthread_mutex_lock(&v->lock);
-	for (;;) {
-		size_t k;
-
-		if (err != 0 && v->err == 0)
-			v->err = err;
-		if (v->err != 0 || v->next == v->total)
-			break;
-		k = v->next++;
-		pthread_mutex_unlock(&v->lock);
-		err = v->task(v, v->items != NULL ? v->items[k] : k, &scratch);
-		pthread_mutex_lock(&v->lock);
-		v->done++;
-	}
-	v->running--;
-	pthread_cond_signal(&v->idle);
+	v->done = done;
+	draw_progress(v);
 	pthread_mutex_unlock(&v->lock);
-	buf_free(&scratch);
-	return NULL;
 }
 
 /*
@@ -221,57 +211,15 @@ static void *worker(void *arg)
 static int run_pool(struct verify *v, const char *phase, verify_task *task,
 		    const size_t *items, size_t n, uint64_t bytes_total)
 {
-	unsigned jobs = v->conf->jobs ? v->conf->jobs : 1, i, started = 0;
-	pthread_t *tids;
-	int err = 0;
+	struct pool_conf pc = {
+		.n = n, .jobs = v->conf->jobs, .task = pool_item,
+		.tick = v->conf->progress ? pool_progress : NULL, .arg = v,
+	};
 
-	if (n == 0)
-		return 0;
-	if (jobs > n)
-		jobs = (unsigned)n;
-	tids = calloc(jobs, sizeof(*tids));
-	if (tids == NULL)
-		return ENOMEM;
 	phase_begin(v, phase, n, bytes_total);
-	pthread_mutex_lock(&v->lock);
 	v->task = task;
 	v->items = items;
-	v->next = 0;
-	v->err = 0;
-	for (i = 0; i < jobs; i++) {
-		err = pthread_create(&tids[i], NULL, worker, v);
-		if (err != 0)
-			break;
-		started++;
-		v->running++;
-	}
-	if (started == 0) {
-		log_error("verify: cannot start worker threads: %s",
-			  ERRSTR(err));
-		v->err = err;
-	}
-	while (v->running > 0) {
-		if (v->conf->progress) {
-			struct timespec ts;
-
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += (long)(PROGRESS_EVERY * 1e9);
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
-			pthread_cond_timedwait(&v->idle, &v->lock, &ts);
-			draw_progress(v);
-		} else {
-			pthread_cond_wait(&v->idle, &v->lock);
-		}
-	}
-	err = v->err;
-	pthread_mutex_unlock(&v->lock);
-	for (i = 0; i < started; i++)
-		pthread_join(tids[i], NULL);
-	free(tids);
-	return err;
+	return pool_run(&pc);
 }
 
 /* ---- problems --------------------------------------------------------- */
@@ -953,7 +901,6 @@ int verify_run(const struct verify_conf *conf, struct verify_report *rep)
 
 	memset(rep, 0, sizeof(*rep));
 	pthread_mutex_init(&v.lock, NULL);
-	pthread_cond_init(&v.idle, NULL);
 	v.start = now_seconds();
 
 	err = read_manifests(&v);
@@ -996,7 +943,6 @@ int verify_run(const struct verify_conf *conf, struct verify_report *rep)
 	free(v.mans.v);
 	free(v.chunks.v);
 	pthread_mutex_destroy(&v.lock);
-	pthread_cond_destroy(&v.idle);
 	return err;
 }
 
