@@ -278,7 +278,8 @@ int repo_put_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 	int err;
 
 	repo_chunk_key(id, key);
-	err = codec_encode(data, r->chunk_size, r->zstd_level, false, &frame);
+	err = codec_encode(data, r->chunk_size, r->zstd_level, false, NULL,
+			   &frame);
 	if (err == 0)
 		err = store_put(r->store, key, frame.data, frame.len);
 	if (err == 0)
@@ -314,7 +315,7 @@ int repo_get_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 			  "cannot be restored in full until an ingest of the "
 			  "same data stores it again", key);
 	if (err == 0) {
-		err = codec_decode_buf(out, id, r->chunk_size, off, &why);
+		err = codec_decode_buf(out, NULL, id, r->chunk_size, off, &why);
 		if (err == 0 && out->len - *off != r->chunk_size) {
 			why = "wrong length";
 			err = EBADMSG;
@@ -323,7 +324,6 @@ int repo_get_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 			log_error("chunk %s: out of memory decoding it", key);
 			out->len = 0;
 		} else if (err != 0) {
-			/* ENOTSUP: a frame this repository never writes */
 			log_error("chunk %s is corrupt: %s", key,
 				  why ? why : ERRSTR(err));
 			out->len = 0;
@@ -390,7 +390,7 @@ int repo_put_manifest(struct repo *r, const struct manifest *m,
 	if (packed == NULL)
 		goto out;
 	cbtfs__snapshot__pack(&snap, packed);
-	err = codec_encode(packed, len, r->zstd_level, true, &frame);
+	err = codec_encode(packed, len, r->zstd_level, true, NULL, &frame);
 	if (err != 0)
 		goto out;
 	snprintf(key, sizeof(key), "snapshots/%s", m->id);
@@ -464,8 +464,8 @@ int repo_get_manifest(struct repo *r, const char *id, struct manifest **mp)
 	err = store_get(r->store, key, 0, STORE_TO_END, &frame);
 	if (err != 0)
 		goto out;
-	err = codec_decode(frame.data, frame.len, NULL, MAX_MANIFEST_SIZE,
-			   &plain, &why);
+	err = codec_decode(frame.data, frame.len, NULL, NULL,
+			   MAX_MANIFEST_SIZE, &plain, &why);
 	if (err == 0 && !(frame.data[5] & CODEC_F_DIGEST)) {
 		why = "manifest has no digest";
 		err = EBADMSG;
