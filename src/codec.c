@@ -83,7 +83,7 @@ static int ossl_error(const char *what)
 	return EIO;
 }
 
-/* ---- keys ---------------------------------------------------------------- */
+/* ---- keys --------------------------------------------------------------- */
 
 struct codec_keys {
 	unsigned char data_key[CODEC_KEY_LEN];
@@ -303,7 +303,7 @@ int codec_unwrap_key(const unsigned char kek[CODEC_KEY_LEN], const void *aad,
 	return err;
 }
 
-/* ---- frames -------------------------------------------------------------- */
+/* ---- frames ------------------------------------------------------------- */
 
 /* Compresses len bytes of data into dst (room for ZSTD_compressBound());
  * *n receives the compressed length.  0 or EIO (logged). */

@@ -61,7 +61,7 @@ void codec_chunk_id(const void *data, size_t len,
 bool codec_is_zero(const void *data, size_t len);
 bool codec_id_is_zero(const unsigned char id[CODEC_ID_LEN]);
 
-/* ---- keys ---------------------------------------------------------------- */
+/* ---- keys --------------------------------------------------------------- */
 
 #define CODEC_KEY_LEN 32
 #define CODEC_NONCE_LEN 12
@@ -121,7 +121,7 @@ int codec_unwrap_key(const unsigned char kek[CODEC_KEY_LEN], const void *aad,
 		     size_t aad_len, const unsigned char *wrapped,
 		     size_t wrapped_len, unsigned char key[CODEC_KEY_LEN]);
 
-/* ---- frames -------------------------------------------------------------- */
+/* ---- frames ------------------------------------------------------------- */
 
 /* How the frames of an encrypted repository are sealed: its keys, and the
  * name of the object (e.g. "chunks/ab/ab12...", "snapshots/<uuid>"), which

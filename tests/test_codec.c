@@ -36,12 +36,14 @@ static void test_round_trip(int level, bool digest, bool compressible)
 	if (compressible && level > 0)
 		CHECK(frame.len < N / 10);
 	CHECK_EQ(memcmp(frame.data, "CBTc", 4), 0);
-	CHECK_EQ(codec_decode(frame.data, frame.len, NULL, id, N, &out, &why), 0);
+	CHECK_EQ(codec_decode(frame.data, frame.len, NULL, id, N, &out,
+			      &why), 0);
 	CHECK(why == NULL);
 	CHECK_EQ(out.len, (size_t)N);
 	CHECK_EQ(memcmp(out.data, data, N), 0);
 	/* frames with a digest verify without an expected id */
-	CHECK_EQ(codec_decode(frame.data, frame.len, NULL, NULL, N, &out, &why), 0);
+	CHECK_EQ(codec_decode(frame.data, frame.len, NULL, NULL, N, &out,
+			      &why), 0);
 	buf_free(&frame);
 	buf_free(&out);
 }
@@ -63,29 +65,30 @@ static void test_corruption(int level, bool digest)
 	for (i = 0; i < frame.len; i += (i < hdr ? 1 : 997)) {
 		frame.data[i] ^= 0x40;
 		why = NULL;
-		CHECK(codec_decode(frame.data, frame.len, NULL, id, N, &out, &why) !=
-		      0);
+		CHECK(codec_decode(frame.data, frame.len, NULL, id, N, &out,
+				   &why) != 0);
 		CHECK(why != NULL);
 		CHECK_EQ(out.len, (size_t)0);
 		/* a manifest has no expected id: its digest alone catches it */
 		if (digest)
-			CHECK(codec_decode(frame.data, frame.len, NULL, NULL, N, &out,
-					   &why) != 0);
+			CHECK(codec_decode(frame.data, frame.len, NULL, NULL,
+					   N, &out, &why) != 0);
 		frame.data[i] ^= 0x40;
 	}
 	/* truncation */
-	CHECK_EQ(codec_decode(frame.data, frame.len - 1, NULL, id, N, &out, &why),
+	CHECK_EQ(codec_decode(frame.data, frame.len - 1, NULL, id, N, &out,
+			      &why), EBADMSG);
+	CHECK_EQ(codec_decode(frame.data, 3, NULL, id, N, &out, &why),
 		 EBADMSG);
-	CHECK_EQ(codec_decode(frame.data, 3, NULL, id, N, &out, &why), EBADMSG);
 	/* a good frame under the wrong name */
 	memcpy(other, id, sizeof(other));
 	other[5] ^= 1;
-	CHECK_EQ(codec_decode(frame.data, frame.len, NULL, other, N, &out, &why),
-		 EBADMSG);
+	CHECK_EQ(codec_decode(frame.data, frame.len, NULL, other, N, &out,
+			      &why), EBADMSG);
 	CHECK(strstr(why, "checksum") != NULL);
 	/* plaintext longer than the caller allows */
-	CHECK_EQ(codec_decode(frame.data, frame.len, NULL, id, N - 1, &out, &why),
-		 EBADMSG);
+	CHECK_EQ(codec_decode(frame.data, frame.len, NULL, id, N - 1, &out,
+			      &why), EBADMSG);
 	/* an encrypted frame where none is expected is corruption */
 	frame.data[5] |= CODEC_F_ENCRYPTED;
 	CHECK_EQ(codec_decode(frame.data, frame.len, NULL, id, N, &out, &why),
@@ -169,7 +172,7 @@ static void test_known_id(void)
 	CHECK_EQ(strcmp(hex, expect), 0);
 }
 
-/* ---- encryption ---------------------------------------------------------- */
+/* ---- encryption --------------------------------------------------------- */
 
 static struct codec_keys *keys_of(unsigned char seed)
 {
@@ -195,11 +198,14 @@ static void test_known_keys(void)
 {
 	/* Python: hmac(hkdf_expand(bytes(range(32)), info), b"abc") */
 	static const char expect_id[] =
-		"9c608c48d82cc607555a3df7c303c418be78137242d6de2527c7b47f332b9586";
+		"9c608c48d82cc607555a3df7c303c418"
+		"be78137242d6de2527c7b47f332b9586";
 	/* RFC 7914 section 12, "password", "NaCl", N=1024, r=8, p=16 */
 	static const char expect_kdf[] =
-		"fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b373162";
-	unsigned char master[CODEC_KEY_LEN], id[CODEC_ID_LEN], sha[CODEC_ID_LEN];
+		"fdbabe1c9d3472007856e7190d01e9fe"
+		"7c6ad7cbc8237830e77376634b373162";
+	unsigned char master[CODEC_KEY_LEN], id[CODEC_ID_LEN];
+	unsigned char sha[CODEC_ID_LEN];
 	char hex[CODEC_ID_HEX_LEN + 1];
 	struct codec_keys *k;
 	size_t i;
@@ -273,7 +279,8 @@ static void test_sealed_round_trip(int level, bool compressible,
 	{
 		struct buf f2 = { 0 };
 
-		CHECK_EQ(codec_encode(data, N, level, false, &seal, &frame), 0);
+		CHECK_EQ(codec_encode(data, N, level, false, &seal, &frame),
+			 0);
 		CHECK_EQ(codec_encode(data, N, level, false, &seal, &f2), 0);
 		CHECK_EQ(f2.len, frame.len);
 		CHECK(memcmp(f2.data, frame.data, f2.len) != 0);
