@@ -115,7 +115,8 @@ static const int prompt_signals[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
  */
 static int prompt_line(const char *prompt, char *p, size_t *lenp)
 {
-	struct sigaction sa = { .sa_handler = on_prompt_signal }, old[4];
+	struct sigaction sa = { .sa_handler = on_prompt_signal };
+	struct sigaction old[N_PROMPT_SIGNALS];
 	struct termios saved, quiet;
 	size_t len = 0, i;
 	bool echo_off;

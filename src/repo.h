@@ -158,20 +158,22 @@ int repo_chunk_exists(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 		      bool *exists);
 
 /*
- * Fetches and verifies a chunk into out: its chunk_size bytes start at
- * out->data + *off.  Returns 0; ENOENT for a chunk missing from the store
- * and EBADMSG for one that fails verification (both logged with its key;
- * the caller may record the damage); or the store's errno (logged).
+ * Fetches and verifies (and in an encrypted repository opens) a chunk into
+ * out: its chunk_size bytes start at out->data + *off.  Returns 0; ENOENT
+ * for a chunk missing from the store and EBADMSG for one that fails
+ * verification (both logged with its key; the caller may record the
+ * damage); or the store's errno, ENOMEM or EIO (logged).
  */
 int repo_get_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 		   struct buf *out, size_t *off);
 
-/* Writes the manifest object (the commit point); *stored (may be NULL)
- * receives its encoded size. */
+/* Writes the manifest object (the commit point), sealed in an encrypted
+ * repository; *stored (may be NULL) receives its encoded size. */
 int repo_put_manifest(struct repo *r, const struct manifest *m,
 		      uint64_t *stored);
 /*
- * Reads and verifies snapshots/<id>: its digest, fields and entries.
+ * Reads and verifies snapshots/<id>: its digest (in an encrypted
+ * repository: its seal, under its own name), fields and entries.
  * *mp is freed with manifest_free().  ENOENT (not logged) if there is no
  * such object; EBADMSG or ENOTSUP (logged, naming it) for one that cannot
  * be read.
