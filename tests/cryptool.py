@@ -20,12 +20,19 @@
     cryptool.py ids IMAGE CHUNK_SIZE
         Prints the SHA-256 of every chunk of IMAGE (the last zero-padded),
         one a line.
+
+    cryptool.py tty ANSWER[,ANSWER...] -- COMMAND...
+        Runs COMMAND on a new terminal, typing each ANSWER after a prompt
+        ("Enter ..."); "^C" types Ctrl-C instead.  Prints what the terminal
+        showed; exits with COMMAND's status.
 """
 import hashlib
 import hmac
 import os
+import select
 import subprocess
 import sys
+import time
 
 # ---- protobuf wire format, just what RepoConfig and Snapshot need ------------
 
@@ -215,6 +222,32 @@ def ids(image, chunk_size):
             print(hashlib.sha256(b).hexdigest())
 
 
+def tty(answers, argv):
+    import pty
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvp(argv[0], argv)
+    out, given = b"", 0
+    while True:
+        if not select.select([fd], [], [], 60)[0]:
+            break
+        try:
+            got = os.read(fd, 4096)
+        except OSError:
+            break
+        if not got:
+            break
+        out += got
+        if given < len(answers) and out.count(b"Enter ") > given:
+            time.sleep(0.2)
+            a = answers[given]
+            os.write(fd, b"\x03" if a == "^C" else a.encode() + b"\n")
+            given += 1
+    _, status = os.waitpid(pid, 0)
+    sys.stdout.write(out.decode(errors="replace").replace("\r", ""))
+    sys.exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     if cmd == "check" and len(sys.argv) == 3:
@@ -223,5 +256,7 @@ if __name__ == "__main__":
         tamper(sys.argv[2], sys.argv[3])
     elif cmd == "ids" and len(sys.argv) == 4:
         ids(sys.argv[2], int(sys.argv[3]))
+    elif cmd == "tty" and len(sys.argv) > 4 and sys.argv[3] == "--":
+        tty(sys.argv[2].split(","), sys.argv[4:])
     else:
         sys.exit(__doc__)

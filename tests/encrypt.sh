@@ -17,8 +17,8 @@ CRYPTOOL="/usr/bin/python3 $top_srcdir/tests/cryptool.py"
 S3TOOL=$top_builddir/tests/s3tool
 CS=262144
 MARK=cbtfs-encryption-test-marker-5b1e0c7a
-PW=correct-horse-battery-staple
-PW2=a-new-passphrase-for-the-same-key
+PW='correct-horse-battery-staple'
+PW2='a-new-passphrase-for-the-same-key'
 unset CBTFS_PASSWORD CBTFS_NEW_PASSWORD
 exec </dev/null		# no terminal: nothing may prompt
 MNT=$T/mnt
@@ -309,7 +309,8 @@ scenario() {
 put_object() {
 	case $1 in
 	s3://*) "$S3TOOL" "$1" put-file "$2" "$3" || fail "put $2" ;;
-	*) cp "$3" "$1/$2.new" && mv "$1/$2.new" "$1/$2" || fail "put $2" ;;
+	*) { cp "$3" "$1/$2.new" && mv "$1/$2.new" "$1/$2"; } ||
+		fail "put $2" ;;
 	esac
 }
 
@@ -356,6 +357,25 @@ expect_fail "init: --password-file needs --encrypt" \
 expect_fail "$T/new: no passphrase for the new encrypted repository" \
 	"$REPO" init "$T/new" --encrypt
 PLAIN_CHUNK=$(find "$P/chunks" -type f | head -n 1)
+
+# ---- on a terminal: asked without echo, twice for a new passphrase -------
+TTY="$CRYPTOOL tty"
+out=$($TTY "$PW,$PW" -- "$REPO" init "$T/tty" --encrypt) ||
+	fail "init --encrypt on a terminal: $out"
+grep -q "Enter the new passphrase again" <<<"$out" || fail "asked once: $out"
+grep -qF -- "$PW" <<<"$out" && fail "the passphrase was echoed: $out"
+out=$($TTY "$PW" -- "$REPO" snapshots "$T/tty") ||
+	fail "snapshots on a terminal: $out"
+out=$($TTY "$PW,$PW2" -- "$REPO" init "$T/tty2" --encrypt) &&
+	fail "init took two different passphrases: $out"
+grep -q "the two new passphrases differ" <<<"$out" || fail "differ: $out"
+[ -e "$T/tty2/config" ] && fail "init wrote a config after a mismatch"
+# Ctrl-C at the prompt: the terminal echoes again afterwards
+out=$($TTY "^C" -- sh -c 'trap "" INT; "$0" snapshots "$1"; stty -a' \
+	"$REPO" "$T/tty") || fail "Ctrl-C at the prompt: $out"
+grep -q "interrupted while asking for the passphrase" <<<"$out" ||
+	fail "Ctrl-C at the prompt: $out"
+grep -q " echo " <<<"$out" || fail "echo left off after Ctrl-C: $out"
 
 # ---- a directory ----------------------------------------------------------
 scenario "$T/repo" full 6
