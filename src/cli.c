@@ -86,12 +86,13 @@ int cli_store_option(const char *prog, int c, const char *arg,
 }
 
 int cli_open_repo(const char *url, const struct store_opts *opts,
-		  const char *cache_dir, struct repo **rp, struct index **ixp)
+		  const struct passphrase_src *pass, const char *cache_dir,
+		  struct repo **rp, struct index **ixp)
 {
 	int err;
 
 	*ixp = NULL;
-	*rp = repo_open(url, opts, &err);
+	*rp = repo_open(url, opts, pass, &err);
 	if (*rp == NULL)
 		return err;
 	*ixp = index_open(*rp, cache_dir, &err);

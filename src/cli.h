@@ -68,11 +68,13 @@ int cli_store_option(const char *prog, int c, const char *arg,
 		     struct store_opts *o);
 
 /*
- * Opens the repository and its index, not yet synced with the store (the
- * caller syncs when it needs to).  0 or an errno (logged).
+ * Opens the repository (pass: its passphrase's source, see repo_open())
+ * and its index, not yet synced with the store (the caller syncs when it
+ * needs to).  0 or an errno (logged).
  */
 int cli_open_repo(const char *url, const struct store_opts *opts,
-		  const char *cache_dir, struct repo **rp, struct index **ixp);
+		  const struct passphrase_src *pass, const char *cache_dir,
+		  struct repo **rp, struct index **ixp);
 
 /* Prints a JSON object on stdout and frees it. */
 void cli_print_json(struct json_object *obj);

@@ -709,7 +709,7 @@ static struct cbtfs_fs *fs_open(const struct mount_conf *conf)
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->stop_lock, NULL);
 	pthread_cond_init(&fs->stop_cond, NULL);
-	fs->repo = repo_open(conf->repo_url, &conf->store, &err);
+	fs->repo = repo_open(conf->repo_url, &conf->store, &conf->pass, &err);
 	if (fs->repo == NULL)
 		goto fail;
 	fs->index = index_open(fs->repo, conf->cache_dir, &err);

@@ -21,6 +21,7 @@ struct fuse_args;
 struct mount_conf {
 	const char *repo_url;
 	struct store_opts store;	/* S3 settings */
+	struct passphrase_src pass;	/* of an encrypted repository */
 	const char *cache_dir;		/* index location; NULL: default */
 	unsigned refresh_seconds;	/* background sync period */
 	size_t cache_bytes;		/* decoded chunk cache */

@@ -88,7 +88,7 @@ static int claim_set_add(struct claim_set *s, const unsigned char *id,
 		*s = big;
 	}
 	mask = s->cap - 1;
-	/* ids are SHA-256 output: their first bytes are a fine hash */
+	/* ids are SHA-256 or HMAC output: their first bytes hash well */
 	for (i = (size_t)id[0] | (size_t)id[1] << 8 | (size_t)id[2] << 16 |
 		 (size_t)id[3] << 24;; i++) {
 		i &= mask;
@@ -218,8 +218,8 @@ static int process_chunk(struct ingest *ing, size_t k, unsigned char *buf)
 	zero = codec_is_zero(buf, ing->chunk_size);
 	if (zero)
 		memset(id, 0, sizeof(id));
-	else
-		codec_chunk_id(buf, ing->chunk_size, id);
+	else if ((err = repo_chunk_id(ing->conf->repo, buf, id)) != 0)
+		return err;
 	if (ing->base != NULL && idx < ing->base->nchunks)
 		base_id = ing->base->ids[idx];
 	same = memcmp(id, base_id, CODEC_ID_LEN) == 0;

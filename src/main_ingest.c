@@ -63,6 +63,9 @@ static void usage(void)
 "                         flight (default: CPUs for a directory, 8 for S3)\n"
 "      --cache-dir DIR    where the local index lives\n"
 "                         (default $XDG_CACHE_HOME/cbtfs or ~/.cache/cbtfs)\n"
+"      --password-file FILE  passphrase of an encrypted repository: the\n"
+"                         file's content but a trailing newline (default\n"
+"                         $CBTFS_PASSWORD, or asked on a terminal)\n"
 "      --json             print the summary as JSON on stdout\n"
 "      --no-progress      no progress line, even on a terminal\n"
 "  -v, --verbose          more messages\n"
@@ -117,6 +120,7 @@ enum {
 	OPT_BASE_SNAPSHOT_ID, OPT_NAMESPACE, OPT_TOKEN_FILE,
 	OPT_TLS_SERVER_NAME, OPT_MAX_RESULTS, OPT_NO_FALLBACK,
 	OPT_CBT_TIMEOUT, OPT_CBT_RETRIES, OPT_KUBECONFIG, OPT_SERVICE_ACCOUNT,
+	OPT_PASSWORD_FILE,
 };
 
 static const struct option long_opts[] = {
@@ -146,6 +150,7 @@ static const struct option long_opts[] = {
 	{ "cbt-retries", required_argument, NULL, OPT_CBT_RETRIES },
 	{ "kubeconfig", required_argument, NULL, OPT_KUBECONFIG },
 	{ "service-account", required_argument, NULL, OPT_SERVICE_ACCOUNT },
+	{ "password-file", required_argument, NULL, OPT_PASSWORD_FILE },
 	CLI_STORE_LONG_OPTS,
 	{ NULL, 0, NULL, 0 }
 };
@@ -237,6 +242,7 @@ struct options {
 	struct store_opts store;
 	struct cbt_grpc_conf grpc;
 	struct cbt_k8s_conf k8s;
+	struct passphrase_src pass;
 	const char *repo_url, *changes, *cache_dir;
 	const char *csi_endpoint, *cbt_address;
 	bool jobs_set, json, progress;
@@ -285,6 +291,9 @@ static int parse_options(int argc, char *argv[], struct options *o)
 			break;
 		case OPT_CACHE_DIR:
 			o->cache_dir = optarg;
+			break;
+		case OPT_PASSWORD_FILE:
+			o->pass.file = optarg;
 			break;
 		case OPT_CSI_ENDPOINT:
 			o->csi_endpoint = optarg;
@@ -441,8 +450,8 @@ int main(int argc, char *argv[])
 	sigaction(SIGHUP, &sa, NULL);
 	o.conf.interrupted = &interrupted;
 
-	err = cli_open_repo(o.repo_url, &o.store, o.cache_dir, &o.conf.repo,
-			    &o.conf.index);
+	err = cli_open_repo(o.repo_url, &o.store, &o.pass, o.cache_dir,
+			    &o.conf.repo, &o.conf.index);
 	if (err == 0) {
 		err = ingest_run(&o.conf, &res);
 		if (err == 0)

@@ -34,6 +34,7 @@ struct mount_opts {
 	char *region;
 	char *addressing;
 	char *ca_file;
+	char *password_file;
 	int direct_io;
 	int help;
 	int version;
@@ -55,6 +56,7 @@ static const struct fuse_opt mount_fuse_opts[] = {
 	{ "region=%s", offsetof(struct mount_opts, region), 0 },
 	{ "addressing=%s", offsetof(struct mount_opts, addressing), 0 },
 	{ "ca_file=%s", offsetof(struct mount_opts, ca_file), 0 },
+	{ "password_file=%s", offsetof(struct mount_opts, password_file), 0 },
 	MOPT("-h", help),
 	MOPT("--help", help),
 	MOPT("-V", version),
@@ -101,6 +103,10 @@ static void usage(void)
 "                         this long is failed and retried (default 30)\n"
 "                         S3 credentials: AWS_ACCESS_KEY_ID,\n"
 "                         AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN\n"
+"  -o password_file=FILE  passphrase of an encrypted repository: the\n"
+"                         file's content but a trailing newline (default\n"
+"                         $CBTFS_PASSWORD, or asked on a terminal); read\n"
+"                         before mounting\n"
 "  -f                     stay in the foreground, log to stderr\n"
 "  -d                     FUSE debug output (implies -f)\n"
 "  -s                     single-threaded\n"
@@ -209,6 +215,8 @@ int main(int argc, char *argv[])
 	conf.store.region = o.region;
 	conf.store.addressing = o.addressing;
 	conf.store.ca_file = o.ca_file;
+	conf.pass.file = o.password_file;
+	conf.pass.file_opt = "-o password_file=FILE";
 
 	/*
 	 * Read-only, named after the repository in mount tables.  libfuse
@@ -233,6 +241,7 @@ out:
 	free(o.region);
 	free(o.addressing);
 	free(o.ca_file);
+	free(o.password_file);
 	fuse_opt_free_args(&args);
 	return status;
 }

@@ -24,11 +24,12 @@ static void usage(void)
 "Usage: cbtfs-repo COMMAND REPO [OPTIONS]\n"
 "\n"
 "Commands:\n"
-"  init REPO [--chunk-size SIZE]\n"
+"  init REPO [--chunk-size SIZE] [--encrypt]\n"
 "        create an empty repository in REPO (a new or empty directory,\n"
 "        file:///path, or s3://BUCKET/PREFIX where the bucket exists and the\n"
 "        prefix is empty); SIZE is a power of two from 64K to 16M\n"
-"        (default 1M)\n"
+"        (default 1M); with --encrypt, its chunks and manifests are\n"
+"        encrypted with keys that a passphrase unlocks\n"
 "  snapshots REPO [--volume VOLUME] [--json]\n"
 "        list snapshots: volume, name, parent, capacity, creation time and\n"
 "        bytes stored by each; a manifest that cannot be read is listed\n"
@@ -46,9 +47,22 @@ static void usage(void)
 "        abandoned; refuse live and unreadable ones unless --force\n"
 "  reindex REPO\n"
 "        rebuild the local index of REPO from the repository\n"
+"  passwd REPO\n"
+"        change the passphrase of an encrypted repository; the new one\n"
+"        comes from $CBTFS_NEW_PASSWORD, --new-password-file, or is asked\n"
+"        twice on a terminal.  The keys and the data do not change\n"
 "\n"
 "Options:\n"
 "      --chunk-size SIZE  init: chunk size (e.g. 256K, 1M)\n"
+"      --encrypt          init: encrypt the repository (AES-256-GCM under a\n"
+"                         random key, wrapped with one derived from the\n"
+"                         passphrase by scrypt)\n"
+"      --password-file FILE  every command: the passphrase of an encrypted\n"
+"                         repository is the file's content but a trailing\n"
+"                         newline (default $CBTFS_PASSWORD, or asked on a\n"
+"                         terminal; twice by init)\n"
+"      --new-password-file FILE  passwd: the new passphrase, likewise\n"
+"                         (default $CBTFS_NEW_PASSWORD, or asked twice)\n"
 "      --volume VOLUME    snapshots, verify, unlock: only this volume's\n"
 "                         snapshots or locks\n"
 "      --json             snapshots, verify: machine-readable output\n"
@@ -83,7 +97,10 @@ enum {
 	OPT_SUBSET,
 	OPT_JOBS,
 	OPT_FORCE,
+	OPT_ENCRYPT,
+	OPT_NEW_PASSWORD_FILE,
 	OPT_VERSION,	/* every command */
+	OPT_PASSWORD_FILE,	/* every command */
 };
 #define OPT_BIT(opt) (1u << ((opt) - OPT_CHUNK_SIZE))
 
@@ -96,6 +113,10 @@ static const struct option long_opts[] = {
 	{ "subset", required_argument, NULL, OPT_SUBSET },
 	{ "jobs", required_argument, NULL, OPT_JOBS },
 	{ "force", no_argument, NULL, OPT_FORCE },
+	{ "encrypt", no_argument, NULL, OPT_ENCRYPT },
+	{ "password-file", required_argument, NULL, OPT_PASSWORD_FILE },
+	{ "new-password-file", required_argument, NULL,
+	  OPT_NEW_PASSWORD_FILE },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
@@ -115,6 +136,8 @@ struct opts {
 	unsigned jobs;
 	bool force;
 	struct store_opts store;
+	struct passphrase_src pass;	/* of an encrypted repository */
+	struct passphrase_src new_pass;	/* passwd */
 };
 
 static int cmd_init(const struct opts *o)
@@ -125,13 +148,19 @@ static int cmd_init(const struct opts *o)
 			      : REPO_DEFAULT_CHUNK_SIZE;
 	int err;
 
+	bool encrypt = o->given & OPT_BIT(OPT_ENCRYPT);
+
 	if (repo_check_chunk_size(cs) != 0)
 		return EXIT_USAGE;
-	err = repo_init(o->repo, &o->store, (uint32_t)cs, id);
+	if (o->pass.file != NULL && !encrypt)
+		return cli_usage_error(prog, "init: --password-file needs "
+				       "--encrypt");
+	err = repo_init(o->repo, &o->store, (uint32_t)cs,
+			encrypt ? &o->pass : NULL, id);
 	if (err != 0)
 		return EXIT_FAIL;
-	printf("initialised cbtfs repository %s (id %s, chunk size %s)\n",
-	       o->repo, id, HUMAN(cs));
+	printf("initialised %scbtfs repository %s (id %s, chunk size %s)\n",
+	       encrypt ? "encrypted " : "", o->repo, id, HUMAN(cs));
 	return EXIT_OK;
 }
 
@@ -279,7 +308,8 @@ static int cmd_snapshots(const struct opts *o)
 
 	if (o->volume != NULL && repo_check_volume_name(o->volume) != 0)
 		return EXIT_USAGE;
-	if (cli_open_repo(o->repo, &o->store, o->cache_dir, &r, &ix) != 0)
+	if (cli_open_repo(o->repo, &o->store, &o->pass, o->cache_dir, &r,
+			  &ix) != 0)
 		return EXIT_FAIL;
 	/* a parent is always of the same volume, so l can name it; an
 	 * unreadable manifest's volume is unknown, so it is always shown */
@@ -425,7 +455,7 @@ static int cmd_verify(const struct opts *o)
 	if (o->volume != NULL && repo_check_volume_name(o->volume) != 0)
 		return EXIT_USAGE;
 	sopts.connections = o->jobs;
-	conf.repo = repo_open(o->repo, &sopts, &err);
+	conf.repo = repo_open(o->repo, &sopts, &o->pass, &err);
 	if (conf.repo == NULL)
 		return EXIT_FAIL;
 	err = verify_run(&conf, &rep);
@@ -471,7 +501,7 @@ static int cmd_unlock(const struct opts *o)
 
 	if (o->volume != NULL && repo_check_volume_name(o->volume) != 0)
 		return EXIT_USAGE;
-	r = repo_open(o->repo, &o->store, &err);
+	r = repo_open(o->repo, &o->store, &o->pass, &err);
 	if (r == NULL)
 		return EXIT_FAIL;
 	err = repo_list_locks(r, gather_lock, &l);
@@ -533,7 +563,8 @@ static int cmd_reindex(const struct opts *o)
 	struct index *ix;
 	int err;
 
-	if (cli_open_repo(o->repo, &o->store, o->cache_dir, &r, &ix) != 0)
+	if (cli_open_repo(o->repo, &o->store, &o->pass, o->cache_dir, &r,
+			  &ix) != 0)
 		return EXIT_FAIL;
 	err = index_rebuild(ix);
 	if (err == 0)
@@ -543,12 +574,20 @@ static int cmd_reindex(const struct opts *o)
 	return err == 0 ? EXIT_OK : EXIT_FAIL;
 }
 
+static int cmd_passwd(const struct opts *o)
+{
+	if (repo_passwd(o->repo, &o->store, &o->pass, &o->new_pass) != 0)
+		return EXIT_FAIL;
+	printf("changed the passphrase of %s\n", o->repo);
+	return EXIT_OK;
+}
+
 static const struct command {
 	const char *name;
 	int (*run)(const struct opts *o);
 	unsigned options;	/* OPT_BIT()s of the options that apply */
 } commands[] = {
-	{ "init", cmd_init, OPT_BIT(OPT_CHUNK_SIZE) },
+	{ "init", cmd_init, OPT_BIT(OPT_CHUNK_SIZE) | OPT_BIT(OPT_ENCRYPT) },
 	{ "snapshots", cmd_snapshots,
 	  OPT_BIT(OPT_VOLUME) | OPT_BIT(OPT_JSON) | OPT_BIT(OPT_CACHE_DIR) },
 	{ "verify", cmd_verify,
@@ -556,6 +595,7 @@ static const struct command {
 		  OPT_BIT(OPT_SUBSET) | OPT_BIT(OPT_JOBS) },
 	{ "unlock", cmd_unlock, OPT_BIT(OPT_VOLUME) | OPT_BIT(OPT_FORCE) },
 	{ "reindex", cmd_reindex, OPT_BIT(OPT_CACHE_DIR) },
+	{ "passwd", cmd_passwd, OPT_BIT(OPT_NEW_PASSWORD_FILE) },
 };
 
 /* "--volume" for OPT_VOLUME. */
@@ -571,7 +611,12 @@ static const char *opt_name(int opt)
 
 int main(int argc, char *argv[])
 {
-	struct opts o = { .store.retries = -1, .subset = 100 };
+	struct opts o = {
+		.store.retries = -1,
+		.subset = 100,
+		.new_pass = { .env = PASSPHRASE_NEW_ENV,
+			      .file_opt = "--new-password-file FILE" },
+	};
 	const struct command *cmd = NULL;
 	const char *cmd_name = NULL;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN), n;
@@ -617,6 +662,14 @@ int main(int argc, char *argv[])
 			break;
 		case OPT_FORCE:
 			o.force = true;
+			break;
+		case OPT_ENCRYPT:
+			break;
+		case OPT_PASSWORD_FILE:
+			o.pass.file = optarg;
+			break;
+		case OPT_NEW_PASSWORD_FILE:
+			o.new_pass.file = optarg;
 			break;
 		case 'v':
 			verbose++;

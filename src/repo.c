@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "cbtfs.pb-c.h"
 #include "repo.h"
 
@@ -146,14 +148,284 @@ int repo_check_chunk_size(uint64_t chunk_size)
 	return 0;
 }
 
+/* ---- config and keys ------------------------------------------------ */
+
+/* What a config may ask of scrypt: enough to open repositories made with
+ * other costs, not so much that a garbled config exhausts the host. */
+#define KDF_MIN_N (1u << 10)
+#define KDF_MAX_MEM (1ull << 30)	/* 128 * N * r */
+#define KDF_MAX_R 32
+#define KDF_MAX_P 64
+#define SALT_MIN_LEN 16
+#define SALT_MAX_LEN 64
+
+static bool config_encrypted(const Cbtfs__RepoConfig *cfg)
+{
+	return cfg->encryption != NULL &&
+	       cfg->encryption->cipher != CBTFS__CIPHER__CIPHER_NONE;
+}
+
+/* Authenticated data being assembled; err sticks at the first failure. */
+struct aad {
+	struct buf b;
+	int err;
+};
+
+static void aad_put(struct aad *a, const void *p, size_t n)
+{
+	if (a->err == 0)
+		a->err = buf_append(&a->b, p, n);
+}
+
+static void aad_u32(struct aad *a, uint32_t v)
+{
+	unsigned char le[4] = { v, v >> 8, v >> 16, v >> 24 };
+
+	aad_put(a, le, sizeof(le));
+}
+
+static void aad_u64(struct aad *a, uint64_t v)
+{
+	aad_u32(a, (uint32_t)v);
+	aad_u32(a, (uint32_t)(v >> 32));
+}
+
+static void aad_bytes(struct aad *a, const void *p, size_t n)
+{
+	aad_u32(a, (uint32_t)n);
+	aad_put(a, p, n);
+}
+
+/*
+ * The bytes the wrapped master key is bound to: every field of an
+ * encrypted config but the wrapped key, in the fixed layout of
+ * cbtfs-repository(5), so that a config altered in any field fails to
+ * unwrap.  0 or ENOMEM; the caller frees a->b.
+ */
+static int config_aad(const Cbtfs__RepoConfig *cfg, struct aad *a)
+{
+	static const char label[] = "cbtfs config v1";
+	const Cbtfs__Encryption *e = cfg->encryption;
+
+	aad_put(a, label, sizeof(label));	/* with its NUL */
+	aad_u32(a, cfg->format_version);
+	aad_bytes(a, cfg->repo_id, strlen(cfg->repo_id));
+	aad_u32(a, cfg->chunk_size);
+	aad_u32(a, (uint32_t)cfg->id_hash);
+	aad_u32(a, (uint32_t)cfg->compression);
+	aad_u32(a, (uint32_t)cfg->compression_level);
+	aad_u64(a, (uint64_t)cfg->created);
+	aad_u32(a, (uint32_t)e->cipher);
+	aad_bytes(a, e->kdf, strlen(e->kdf));
+	aad_bytes(a, e->salt.data, e->salt.len);
+	aad_u64(a, e->kdf_n);
+	aad_u32(a, e->kdf_r);
+	aad_u32(a, e->kdf_p);
+	return a->err;
+}
+
+/* Checks the encryption fields of an encrypted config.  0, or EBADMSG or
+ * ENOTSUP (logged). */
+static int check_encryption(const char *url, const Cbtfs__RepoConfig *cfg)
+{
+	const Cbtfs__Encryption *e = cfg->encryption;
+
+	if (e->cipher != CBTFS__CIPHER__CIPHER_AES_256_GCM ||
+	    strcmp(e->kdf, "scrypt") != 0) {
+		log_error("%s: the repository is encrypted with a cipher or "
+			  "key derivation this cbtfs does not know", url);
+		return ENOTSUP;
+	}
+	if (cfg->id_hash != CBTFS__ID_HASH__ID_HASH_HMAC_SHA256 ||
+	    e->salt.len < SALT_MIN_LEN || e->salt.len > SALT_MAX_LEN ||
+	    e->kdf_n < KDF_MIN_N || (e->kdf_n & (e->kdf_n - 1)) != 0 ||
+	    e->kdf_r < 1 || e->kdf_r > KDF_MAX_R || e->kdf_p < 1 ||
+	    e->kdf_p > KDF_MAX_P ||
+	    e->kdf_n > KDF_MAX_MEM / 128 / e->kdf_r ||
+	    e->wrapped_master_key.len != CODEC_WRAPPED_KEY_LEN) {
+		log_error("%s: the encryption parameters in the repository "
+			  "config are invalid (corrupt or altered config)",
+			  url);
+		return EBADMSG;
+	}
+	return 0;
+}
+
+/*
+ * Gets the passphrase from pass and unwraps cfg's master key with it.  0,
+ * ENOKEY (logged, saying how to give one), EACCES (logged) when it does
+ * not unwrap, or another errno (logged).
+ */
+static int unwrap_master(const char *url, const Cbtfs__RepoConfig *cfg,
+			 const struct passphrase_src *pass,
+			 unsigned char master[CODEC_KEY_LEN])
+{
+	const Cbtfs__Encryption *e = cfg->encryption;
+	unsigned char kek[CODEC_KEY_LEN];
+	struct passphrase pp = { 0 };
+	struct aad aad = { 0 };
+	char hint[200];
+	int err;
+
+	err = passphrase_get(pass, url, "passphrase", false, &pp);
+	if (err == ENOKEY)
+		log_error("%s is encrypted: %s", url,
+			  passphrase_hint(pass, hint, sizeof(hint)));
+	if (err != 0)
+		return err;
+	err = codec_kdf_scrypt(pp.text, pp.len, e->salt.data, e->salt.len,
+			       e->kdf_n, e->kdf_r, e->kdf_p, kek);
+	passphrase_free(&pp);
+	if (err == 0)
+		err = config_aad(cfg, &aad);
+	if (err == 0)
+		err = codec_unwrap_key(kek, aad.b.data, aad.b.len,
+				       e->wrapped_master_key.data,
+				       e->wrapped_master_key.len, master);
+	if (err == EBADMSG) {
+		log_error("%s: wrong passphrase, or the repository's config "
+			  "was altered (its master key does not unwrap)",
+			  url);
+		err = EACCES;
+	}
+	OPENSSL_cleanse(kek, sizeof(kek));
+	buf_free(&aad.b);
+	return err;
+}
+
+/* Storage for the encryption fields wrap_master() fills. */
+struct wrapped {
+	Cbtfs__Encryption enc;
+	unsigned char salt[REPO_SALT_LEN];
+	unsigned char key[CODEC_WRAPPED_KEY_LEN];
+};
+
+/*
+ * Makes cfg encrypted with master, wrapped under pp with a new salt and
+ * the default scrypt cost: cfg->encryption then points into w.  0, or
+ * an errno (logged).
+ */
+static int wrap_master(Cbtfs__RepoConfig *cfg, struct wrapped *w,
+		       const struct passphrase *pp,
+		       const unsigned char master[CODEC_KEY_LEN])
+{
+	unsigned char kek[CODEC_KEY_LEN];
+	struct aad aad = { 0 };
+	int err;
+
+	cbtfs__encryption__init(&w->enc);
+	w->enc.cipher = CBTFS__CIPHER__CIPHER_AES_256_GCM;
+	w->enc.kdf = "scrypt";
+	w->enc.salt.data = w->salt;
+	w->enc.salt.len = sizeof(w->salt);
+	w->enc.kdf_n = REPO_KDF_N;
+	w->enc.kdf_r = REPO_KDF_R;
+	w->enc.kdf_p = REPO_KDF_P;
+	cfg->encryption = &w->enc;
+	cfg->id_hash = CBTFS__ID_HASH__ID_HASH_HMAC_SHA256;
+	err = codec_random(w->salt, sizeof(w->salt));
+	if (err == 0)
+		err = codec_kdf_scrypt(pp->text, pp->len, w->salt,
+				       sizeof(w->salt), w->enc.kdf_n,
+				       w->enc.kdf_r, w->enc.kdf_p, kek);
+	if (err == 0)
+		err = config_aad(cfg, &aad);
+	if (err == 0)
+		err = codec_wrap_key(kek, aad.b.data, aad.b.len, master,
+				     w->key);
+	w->enc.wrapped_master_key.data = w->key;
+	w->enc.wrapped_master_key.len = sizeof(w->key);
+	OPENSSL_cleanse(kek, sizeof(kek));
+	buf_free(&aad.b);
+	return err;
+}
+
+/* Packs cfg and writes it as the config object, in one put.  *packedp
+ * (may be NULL) receives the bytes written, freed by the caller. */
+static int config_write(struct store *st, const Cbtfs__RepoConfig *cfg,
+			struct buf *packedp)
+{
+	struct buf b = { 0 };
+	size_t len = cbtfs__repo_config__get_packed_size(cfg);
+	int err;
+
+	if (buf_reserve(&b, len ? len : 1) != 0)
+		return ENOMEM;
+	b.len = cbtfs__repo_config__pack(cfg, b.data);
+	err = store_put(st, CONFIG_KEY, b.data, b.len);
+	if (err == 0 && packedp != NULL)
+		*packedp = b;
+	else
+		buf_free(&b);
+	return err;
+}
+
+/* Reads and checks the config of the repository in st.  *cfgp is freed
+ * with cbtfs__repo_config__free_unpacked().  0 or an errno (logged). */
+static int config_read(struct store *st, const char *url,
+		       Cbtfs__RepoConfig **cfgp)
+{
+	Cbtfs__RepoConfig *cfg = NULL;
+	struct buf b = { 0 };
+	int err;
+
+	*cfgp = NULL;
+	err = store_get(st, CONFIG_KEY, 0, STORE_TO_END, &b);
+	if (err == ENOENT)
+		log_error("%s: not a cbtfs repository (no config object); "
+			  "create one with 'cbtfs-repo init %s'", url, url);
+	if (err != 0)
+		goto out;
+	if (b.len <= MAX_CONFIG_SIZE)
+		cfg = cbtfs__repo_config__unpack(NULL, b.len, b.data);
+	if (cfg == NULL) {
+		log_error("%s: the config object is not a cbtfs repository "
+			  "config (corrupt or foreign)", url);
+		err = EBADMSG;
+		goto out;
+	}
+	if (cfg->format_version != REPO_FORMAT_VERSION) {
+		log_error("%s: repository format version %" PRIu32 " is not "
+			  "supported by this cbtfs (it reads version %d)", url,
+			  cfg->format_version, REPO_FORMAT_VERSION);
+		err = ENOTSUP;
+		goto out;
+	}
+	if (!uuid_valid(cfg->repo_id) ||
+	    cfg->chunk_size < REPO_MIN_CHUNK_SIZE ||
+	    cfg->chunk_size > REPO_MAX_CHUNK_SIZE ||
+	    (cfg->chunk_size & (cfg->chunk_size - 1)) != 0) {
+		log_error("%s: repository config has an invalid id or chunk "
+			  "size", url);
+		err = EBADMSG;
+		goto out;
+	}
+	if (config_encrypted(cfg)) {
+		err = check_encryption(url, cfg);
+	} else if (cfg->id_hash != CBTFS__ID_HASH__ID_HASH_SHA256) {
+		log_error("%s: unsupported chunk id hash", url);
+		err = ENOTSUP;
+	}
+out:
+	if (err != 0 && cfg != NULL)
+		cbtfs__repo_config__free_unpacked(cfg, NULL);
+	else
+		*cfgp = cfg;
+	buf_free(&b);
+	return err;
+}
+
 int repo_init(const char *url, const struct store_opts *opts,
-	      uint32_t chunk_size, char *id_out)
+	      uint32_t chunk_size, const struct passphrase_src *encrypt,
+	      char *id_out)
 {
 	Cbtfs__RepoConfig cfg = CBTFS__REPO_CONFIG__INIT;
+	unsigned char master[CODEC_KEY_LEN];
+	struct passphrase pp = { 0 };
+	struct wrapped w;
 	bool found = false;
 	struct store *st;
-	unsigned char *packed;
-	size_t len;
+	char hint[200];
 	int err;
 
 	if ((err = repo_check_chunk_size(chunk_size)) != 0)
@@ -186,80 +458,55 @@ int repo_init(const char *url, const struct store_opts *opts,
 	cfg.compression = CBTFS__COMPRESSION__COMPRESSION_ZSTD;
 	cfg.compression_level = REPO_DEFAULT_ZSTD_LEVEL;
 	cfg.created = (int64_t)time(NULL);
-	len = cbtfs__repo_config__get_packed_size(&cfg);
-	packed = malloc(len ? len : 1);
-	if (packed == NULL) {
-		store_destroy(st);
-		return ENOMEM;
+	err = 0;
+	if (encrypt != NULL) {
+		err = passphrase_get(encrypt, url, "new passphrase", true,
+				     &pp);
+		if (err == ENOKEY)
+			log_error("%s: no passphrase for the new encrypted "
+				  "repository: %s, or run it on a terminal",
+				  url,
+				  passphrase_hint(encrypt, hint,
+						  sizeof(hint)));
+		if (err == 0)
+			err = codec_random(master, sizeof(master));
+		if (err == 0)
+			err = wrap_master(&cfg, &w, &pp, master);
+		OPENSSL_cleanse(master, sizeof(master));
+		passphrase_free(&pp);
 	}
-	cbtfs__repo_config__pack(&cfg, packed);
-	err = store_put(st, CONFIG_KEY, packed, len);
-	free(packed);
+	if (err == 0)
+		err = config_write(st, &cfg, NULL);
 	store_destroy(st);
 	return err;
 }
 
 struct repo *repo_open(const char *url, const struct store_opts *opts,
-		       int *errp)
+		       const struct passphrase_src *pass, int *errp)
 {
+	unsigned char master[CODEC_KEY_LEN];
 	Cbtfs__RepoConfig *cfg = NULL;
-	struct buf b = { 0 };
-	struct repo *r;
+	struct repo *r = NULL;
 	struct store *st;
 	int err;
 
 	st = store_open(url, false, opts, errp);
 	if (st == NULL)
 		return NULL;
-	err = store_get(st, CONFIG_KEY, 0, STORE_TO_END, &b);
-	if (err == ENOENT) {
-		log_error("%s: not a cbtfs repository (no config object); "
-			  "create one with 'cbtfs-repo init %s'", url, url);
-		err = ENOENT;
+	if ((err = config_read(st, url, &cfg)) != 0)
 		goto fail;
-	}
-	if (err != 0)
-		goto fail;
-	if (b.len <= MAX_CONFIG_SIZE)
-		cfg = cbtfs__repo_config__unpack(NULL, b.len, b.data);
-	if (cfg == NULL) {
-		log_error("%s: the config object is not a cbtfs repository "
-			  "config (corrupt or foreign)", url);
-		err = EBADMSG;
-		goto fail;
-	}
-	if (cfg->format_version != REPO_FORMAT_VERSION) {
-		log_error("%s: repository format version %" PRIu32 " is not "
-			  "supported by this cbtfs (it reads version %d)", url,
-			  cfg->format_version, REPO_FORMAT_VERSION);
-		err = ENOTSUP;
-		goto fail;
-	}
-	if (!uuid_valid(cfg->repo_id) ||
-	    cfg->chunk_size < REPO_MIN_CHUNK_SIZE ||
-	    cfg->chunk_size > REPO_MAX_CHUNK_SIZE ||
-	    (cfg->chunk_size & (cfg->chunk_size - 1)) != 0) {
-		log_error("%s: repository config has an invalid id or chunk "
-			  "size", url);
-		err = EBADMSG;
-		goto fail;
-	}
-	if (cfg->encryption != NULL &&
-	    cfg->encryption->cipher != CBTFS__CIPHER__CIPHER_NONE) {
-		log_error("%s: the repository is encrypted, which this "
-			  "version of cbtfs cannot read", url);
-		err = ENOTSUP;
-		goto fail;
-	}
-	if (cfg->id_hash != CBTFS__ID_HASH__ID_HASH_SHA256) {
-		log_error("%s: unsupported chunk id hash", url);
-		err = ENOTSUP;
-		goto fail;
-	}
 	r = calloc(1, sizeof(*r));
 	if (r == NULL) {
 		err = ENOMEM;
 		goto fail;
+	}
+	if (config_encrypted(cfg)) {
+		err = unwrap_master(url, cfg, pass, master);
+		if (err == 0)
+			r->keys = codec_keys_create(master, &err);
+		OPENSSL_cleanse(master, sizeof(master));
+		if (err != 0)
+			goto fail;
 	}
 	r->store = st;
 	snprintf(r->id, sizeof(r->id), "%s", cfg->repo_id);
@@ -270,24 +517,98 @@ struct repo *repo_open(const char *url, const struct store_opts *opts,
 					   : REPO_DEFAULT_ZSTD_LEVEL)
 				: 0;
 	cbtfs__repo_config__free_unpacked(cfg, NULL);
-	buf_free(&b);
 	return r;
 
 fail:
 	if (cfg != NULL)
 		cbtfs__repo_config__free_unpacked(cfg, NULL);
-	buf_free(&b);
+	free(r);
 	store_destroy(st);
 	*errp = err;
 	return NULL;
+}
+
+int repo_passwd(const char *url, const struct store_opts *opts,
+		const struct passphrase_src *old,
+		const struct passphrase_src *new_pass)
+{
+	unsigned char master[CODEC_KEY_LEN];
+	Cbtfs__RepoConfig *cfg = NULL;
+	Cbtfs__Encryption *was = NULL;
+	struct buf written = { 0 }, back = { 0 };
+	struct passphrase pp = { 0 };
+	struct wrapped w;
+	struct store *st;
+	char hint[200];
+	int err;
+
+	st = store_open(url, false, opts, &err);
+	if (st == NULL)
+		return err;
+	if ((err = config_read(st, url, &cfg)) != 0)
+		goto out;
+	if (!config_encrypted(cfg)) {
+		log_error("%s is not encrypted: it has no passphrase to "
+			  "change (an encrypted repository is made with "
+			  "'cbtfs-repo init --encrypt')", url);
+		err = EINVAL;
+		goto out;
+	}
+	if ((err = unwrap_master(url, cfg, old, master)) != 0)
+		goto out;
+	err = passphrase_get(new_pass, url, "new passphrase", true, &pp);
+	if (err == ENOKEY)
+		log_error("%s: no new passphrase: %s", url,
+			  passphrase_hint(new_pass, hint, sizeof(hint)));
+	was = cfg->encryption;
+	if (err == 0)
+		err = wrap_master(cfg, &w, &pp, master);
+	OPENSSL_cleanse(master, sizeof(master));
+	passphrase_free(&pp);
+	/* the one step that changes anything: a put is atomic */
+	if (err == 0)
+		err = config_write(st, cfg, &written);
+	if (err == 0)
+		err = store_get(st, CONFIG_KEY, 0, STORE_TO_END, &back);
+	if (err == 0 && (back.len != written.len ||
+			 memcmp(back.data, written.data, back.len) != 0)) {
+		log_error("%s: the config read back differs from the one "
+			  "just written (another passwd at the same time?); "
+			  "check which passphrase opens it", url);
+		err = EIO;
+	}
+	cfg->encryption = was;
+out:
+	if (cfg != NULL)
+		cbtfs__repo_config__free_unpacked(cfg, NULL);
+	buf_free(&written);
+	buf_free(&back);
+	store_destroy(st);
+	return err;
 }
 
 void repo_close(struct repo *r)
 {
 	if (r == NULL)
 		return;
+	codec_keys_destroy(r->keys);
 	store_destroy(r->store);
 	free(r);
+}
+
+int repo_chunk_id(struct repo *r, const void *data,
+		  unsigned char id[CODEC_ID_LEN])
+{
+	int err;
+
+	if (r->keys == NULL) {
+		codec_chunk_id(data, r->chunk_size, id);
+		return 0;
+	}
+	err = codec_keyed_id(r->keys, data, r->chunk_size, id);
+	if (err == ENOMEM)
+		log_error("computing a chunk id: out of memory");
+	return err;
 }
 
 void repo_chunk_key(const unsigned char id[CODEC_ID_LEN], char *key)
@@ -302,11 +623,13 @@ int repo_put_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 		   const void *data, uint64_t *stored)
 {
 	char key[REPO_CHUNK_KEY_LEN + 1];
+	struct codec_seal seal = { r->keys, key };
 	struct buf frame = { 0 };
 	int err;
 
 	repo_chunk_key(id, key);
-	err = codec_encode(data, r->chunk_size, r->zstd_level, false, &frame);
+	err = codec_encode(data, r->chunk_size, r->zstd_level, false,
+			   r->keys ? &seal : NULL, &frame);
 	if (err == 0)
 		err = store_put(r->store, key, frame.data, frame.len);
 	if (err == 0)
@@ -331,6 +654,7 @@ int repo_get_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 		   struct buf *out, size_t *off)
 {
 	char key[REPO_CHUNK_KEY_LEN + 1];
+	struct codec_seal seal = { r->keys, key };
 	const char *why;
 	int err;
 
@@ -342,7 +666,8 @@ int repo_get_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 			  "cannot be restored in full until an ingest of the "
 			  "same data stores it again", key);
 	if (err == 0) {
-		err = codec_decode_buf(out, id, r->chunk_size, off, &why);
+		err = codec_decode_buf(out, r->keys ? &seal : NULL, id,
+				       r->chunk_size, off, &why);
 		if (err == 0 && out->len - *off != r->chunk_size) {
 			why = "wrong length";
 			err = EBADMSG;
@@ -350,12 +675,12 @@ int repo_get_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 		if (err == ENOMEM) {
 			log_error("chunk %s: out of memory decoding it", key);
 			out->len = 0;
-		} else if (err != 0) {
-			/* ENOTSUP: a frame this repository never writes */
+		} else if (err == EBADMSG) {
 			log_error("chunk %s is corrupt: %s", key,
 				  why ? why : ERRSTR(err));
 			out->len = 0;
-			err = EBADMSG;
+		} else if (err != 0) {
+			out->len = 0;	/* OpenSSL failed (logged) */
 		}
 	}
 	return err;
@@ -374,6 +699,7 @@ int repo_put_manifest(struct repo *r, const struct manifest *m,
 	Cbtfs__ChunkEntry *ents = NULL, **ptrs = NULL;
 	struct buf frame = { 0 };
 	char key[16 + CBTFS_UUID_LEN];
+	struct codec_seal seal = { r->keys, key };
 	unsigned char *packed = NULL;
 	size_t i, len;
 	int err = ENOMEM;
@@ -418,10 +744,12 @@ int repo_put_manifest(struct repo *r, const struct manifest *m,
 	if (packed == NULL)
 		goto out;
 	cbtfs__snapshot__pack(&snap, packed);
-	err = codec_encode(packed, len, r->zstd_level, true, &frame);
+	snprintf(key, sizeof(key), "snapshots/%s", m->id);
+	/* sealed in an encrypted repository, else with a digest */
+	err = codec_encode(packed, len, r->zstd_level, r->keys == NULL,
+			   r->keys ? &seal : NULL, &frame);
 	if (err != 0)
 		goto out;
-	snprintf(key, sizeof(key), "snapshots/%s", m->id);
 	err = store_put(r->store, key, frame.data, frame.len);
 	if (err == 0 && stored != NULL)
 		*stored = frame.len;
@@ -481,6 +809,7 @@ static int manifest_from_pb(const Cbtfs__Snapshot *s, struct manifest *m)
 int repo_get_manifest(struct repo *r, const char *id, struct manifest **mp)
 {
 	char key[16 + CBTFS_UUID_LEN];
+	struct codec_seal seal = { r->keys, key };
 	struct buf frame = { 0 }, plain = { 0 };
 	Cbtfs__Snapshot *s = NULL;
 	struct manifest *m = NULL;
@@ -492,9 +821,11 @@ int repo_get_manifest(struct repo *r, const char *id, struct manifest **mp)
 	err = store_get(r->store, key, 0, STORE_TO_END, &frame);
 	if (err != 0)
 		goto out;
-	err = codec_decode(frame.data, frame.len, NULL, MAX_MANIFEST_SIZE,
-			   &plain, &why);
-	if (err == 0 && !(frame.data[5] & CODEC_F_DIGEST)) {
+	err = codec_decode(frame.data, frame.len, r->keys ? &seal : NULL, NULL,
+			   MAX_MANIFEST_SIZE, &plain, &why);
+	/* unencrypted, a manifest must carry a digest; sealed, the codec
+	 * has authenticated it under its name */
+	if (err == 0 && r->keys == NULL && !(frame.data[5] & CODEC_F_DIGEST)) {
 		why = "manifest has no digest";
 		err = EBADMSG;
 	}

@@ -9,6 +9,11 @@
  * exists (the commit point); callers put every chunk before the manifest
  * that refers to it.
  *
+ * Encryption (optional, chosen at init): the repository layer owns the
+ * keys and the chunk-id rule.  Callers compute ids with repo_chunk_id()
+ * and hand plaintext to repo_put_chunk()/repo_put_manifest(); sealing,
+ * opening and the name each frame is bound to are done here.
+ *
  * Conventions: functions return 0 or a positive errno, and log what failed
  * (with the object's key) before returning it, unless their comment says
  * otherwise; the store's errors are logged by the store.  All functions
@@ -23,6 +28,7 @@
 #include <stdint.h>
 
 #include "codec.h"
+#include "passphrase.h"
 #include "store.h"
 
 #define REPO_FORMAT_VERSION 1
@@ -36,6 +42,7 @@ struct repo {
 	char id[CBTFS_UUID_LEN + 1];
 	uint32_t chunk_size;
 	int zstd_level;		/* 0: chunks stored uncompressed */
+	struct codec_keys *keys;	/* NULL: not encrypted */
 };
 
 /* One manifest entry; an id of all zero bytes means a zero chunk. */
@@ -87,30 +94,67 @@ int repo_check_snapshot_name(const char *name);
  * (logged) if not. */
 int repo_check_chunk_size(uint64_t chunk_size);
 
+/* Cost of scrypt for new passphrases: 64 MiB, about half a second. */
+#define REPO_KDF_N (1u << 16)
+#define REPO_KDF_R 8
+#define REPO_KDF_P 4
+#define REPO_SALT_LEN 32
+
 /*
  * Creates a repository at url (a directory that is missing or empty, or an
  * empty S3 prefix).  chunk_size: a power of two within the limits above.
- * id_out (CBTFS_UUID_LEN + 1 bytes) receives the new repository's id.
- * EEXIST (logged) if url is a repository already or not empty.
+ * encrypt: NULL for a repository without encryption, else where its
+ * passphrase comes from (asked twice on a terminal), once url is found
+ * empty.  id_out (CBTFS_UUID_LEN + 1 bytes) receives the new repository's
+ * id.  EEXIST (logged) if url is a repository already or not empty; ENOKEY
+ * (logged) if encrypt gives no passphrase.
  */
 int repo_init(const char *url, const struct store_opts *opts,
-	      uint32_t chunk_size, char *id_out);
+	      uint32_t chunk_size, const struct passphrase_src *encrypt,
+	      char *id_out);
 
-/* Opens an existing repository: reads and checks its config.  NULL with
- * *errp set (logged): ENOENT for no config, EBADMSG for a garbled one,
- * ENOTSUP for a version or feature this cbtfs cannot read.  The caller
- * frees it with repo_close(). */
+/*
+ * Opens an existing repository: reads and checks its config, and for an
+ * encrypted one gets the passphrase from pass (NULL: CBTFS_PASSWORD or a
+ * prompt on a terminal) and unwraps the master key, before anything else
+ * is read.  NULL with *errp set (logged): ENOENT for no config, EBADMSG
+ * for a garbled one, ENOTSUP for a version or feature this cbtfs cannot
+ * read, ENOKEY when an encrypted repository gets no passphrase, EACCES
+ * for a wrong passphrase (or a config altered since it was written).  The
+ * caller frees it with repo_close(), which erases the keys.
+ */
 struct repo *repo_open(const char *url, const struct store_opts *opts,
-		       int *errp);
+		       const struct passphrase_src *pass, int *errp);
 void repo_close(struct repo *r);
+
+/*
+ * Changes the passphrase of the encrypted repository at url: checks the
+ * current one (from old) first, then gets the new one (from new_pass,
+ * asked twice on a terminal) and rewrites the config with a new salt and
+ * the same master key wrapped anew, in one atomic put.  Chunks, manifests
+ * and ids do not change.  Errors as repo_open(); EINVAL (logged) for a
+ * repository without encryption.
+ */
+int repo_passwd(const char *url, const struct store_opts *opts,
+		const struct passphrase_src *old,
+		const struct passphrase_src *new_pass);
+
+/*
+ * The id of a chunk of chunk_size bytes: SHA-256 of data, or in an
+ * encrypted repository HMAC-SHA256 under a key derived from its master
+ * key.  Returns 0 or ENOMEM/EIO (logged).
+ */
+int repo_chunk_id(struct repo *r, const void *data,
+		  unsigned char id[CODEC_ID_LEN]);
 
 /* Object key of a chunk: buffer of at least REPO_CHUNK_KEY_LEN + 1. */
 #define REPO_CHUNK_KEY_LEN (7 + 3 + CODEC_ID_HEX_LEN)
 void repo_chunk_key(const unsigned char id[CODEC_ID_LEN], char *key);
 
 /*
- * Encodes and stores one chunk of chunk_size bytes whose id is id
- * (overwriting a damaged copy).  *stored receives the encoded size.
+ * Encodes (and seals) and stores one chunk of chunk_size bytes whose id,
+ * from repo_chunk_id(), is id (overwriting a damaged copy).  *stored
+ * receives the encoded size.
  */
 int repo_put_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 		   const void *data, uint64_t *stored);
@@ -121,20 +165,22 @@ int repo_chunk_exists(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 		      bool *exists);
 
 /*
- * Fetches and verifies a chunk into out: its chunk_size bytes start at
- * out->data + *off.  Returns 0; ENOENT for a chunk missing from the store
- * and EBADMSG for one that fails verification (both logged with its key;
- * the caller may record the damage); or the store's errno (logged).
+ * Fetches and verifies (and in an encrypted repository opens) a chunk into
+ * out: its chunk_size bytes start at out->data + *off.  Returns 0; ENOENT
+ * for a chunk missing from the store and EBADMSG for one that fails
+ * verification (both logged with its key; the caller may record the
+ * damage); or the store's errno, ENOMEM or EIO (logged).
  */
 int repo_get_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
 		   struct buf *out, size_t *off);
 
-/* Writes the manifest object (the commit point); *stored (may be NULL)
- * receives its encoded size. */
+/* Writes the manifest object (the commit point), sealed in an encrypted
+ * repository; *stored (may be NULL) receives its encoded size. */
 int repo_put_manifest(struct repo *r, const struct manifest *m,
 		      uint64_t *stored);
 /*
- * Reads and verifies snapshots/<id>: its digest, fields and entries.
+ * Reads and verifies snapshots/<id>: its digest (in an encrypted
+ * repository: its seal, under its own name), fields and entries.
  * *mp is freed with manifest_free().  ENOENT (not logged) if there is no
  * such object; EBADMSG or ENOTSUP (logged, naming it) for one that cannot
  * be read.

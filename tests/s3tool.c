@@ -5,6 +5,8 @@
  *   s3tool URL keys PREFIX           prints those keys, one a line
  *   s3tool URL delete-prefix PREFIX  deletes them all with store_del_many()
  *   s3tool URL put KEY TEXT / get KEY
+ *   s3tool URL put-file KEY FILE     puts the content of FILE as KEY
+ *   s3tool URL mirror DIR            copies every object to DIR/KEY
  */
 #include "config.h"
 
@@ -12,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "store.h"
 
@@ -34,6 +37,30 @@ static int collect(void *arg, const char *key, uint64_t size)
 	return 0;
 }
 
+/* Writes b to dir/key, making the directories key names. */
+static int write_under(const char *dir, const char *key, const struct buf *b)
+{
+	char path[4096], *p;
+	FILE *f;
+	int err = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, key);
+	for (p = strchr(path + strlen(dir) + 1, '/'); p != NULL;
+	     p = strchr(p + 1, '/')) {
+		*p = '\0';
+		mkdir(path, 0700);
+		*p = '/';
+	}
+	f = fopen(path, "we");
+	if (f == NULL || fwrite(b->data, 1, b->len, f) != b->len)
+		err = EIO;
+	if (f != NULL && fclose(f) != 0)
+		err = EIO;
+	if (err != 0)
+		fprintf(stderr, "s3tool: cannot write %s\n", path);
+	return err;
+}
+
 int main(int argc, char *argv[])
 {
 	struct store_opts opts = { .retries = -1, .connections = 4 };
@@ -45,7 +72,7 @@ int main(int argc, char *argv[])
 	log_init("s3tool");
 	if (argc < 4) {
 		fprintf(stderr, "usage: s3tool URL put-many|count|keys|"
-			"delete-prefix|put|get ARGS\n");
+			"delete-prefix|put|get|put-file|mirror ARGS\n");
 		return 2;
 	}
 	st = store_open(argv[1], false, &opts, &err);
@@ -80,6 +107,24 @@ int main(int argc, char *argv[])
 		if (err == 0)
 			printf("%.*s\n", (int)b.len, (const char *)b.data);
 		buf_free(&b);
+	} else if (strcmp(argv[2], "put-file") == 0 && argc == 5) {
+		struct buf b = { 0 };
+
+		err = file_read_small(argv[4], 1u << 30, &b);
+		if (err == 0)
+			err = store_put(st, argv[3], b.data, b.len);
+		buf_free(&b);
+	} else if (strcmp(argv[2], "mirror") == 0) {
+		mkdir(argv[3], 0700);
+		err = store_list(st, "", collect, &k);
+		for (i = 0; err == 0 && i < k.n; i++) {
+			struct buf b = { 0 };
+
+			err = store_get(st, k.v[i], 0, STORE_TO_END, &b);
+			if (err == 0)
+				err = write_under(argv[3], k.v[i], &b);
+			buf_free(&b);
+		}
 	} else {
 		fprintf(stderr, "s3tool: bad command\n");
 		err = EINVAL;

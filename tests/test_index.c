@@ -170,8 +170,8 @@ int main(void)
 	CHECK(mkdtemp(dir) != NULL);
 	snprintf(repo_path, sizeof(repo_path), "%s/repo", dir);
 	snprintf(cache, sizeof(cache), "%s/cache", dir);
-	CHECK_EQ(repo_init(repo_path, NULL, CS, rid), 0);
-	r = repo_open(repo_path, NULL, &err);
+	CHECK_EQ(repo_init(repo_path, NULL, CS, NULL, rid), 0);
+	r = repo_open(repo_path, NULL, NULL, &err);
 	CHECK(r != NULL);
 	CHECK_EQ(r->chunk_size, CS);
 	ix = index_open(r, cache, &err);
