@@ -8,7 +8,7 @@ apt-get install -y -qq --no-install-recommends \
 	libfuse3-dev fuse3 libsqlite3-dev libssl-dev libzstd-dev \
 	libprotobuf-c-dev protobuf-c-compiler libjson-c-dev uuid-dev \
 	libgrpc-dev protobuf-compiler protobuf-compiler-grpc libyaml-dev \
-	python3-grpcio python3-protobuf valgrind \
+	python3-grpcio python3-protobuf python3-cryptography valgrind \
 	libcurl4-openssl-dev curl \
 	ceph-mon ceph-osd ceph-mgr radosgw ceph-common \
 	e2fsprogs util-linux mount python3 ca-certificates openssl shellcheck \
