@@ -602,21 +602,39 @@ int repo_list_damaged(struct repo *r, repo_damage_cb *cb, void *arg)
 
 /* ---- locks ----------------------------------------------------------- */
 
+/*
+ * Record format (text, one key=value a line, unknown keys ignored):
+ *   kind      ingest (also when absent: records of older versions), forget
+ *             or prune
+ *   volume    the volume (ingest, forget); absent for a prune, so that a
+ *             cbtfs older than prune records finds it garbled and is
+ *             blocked by it
+ *   snapshot  the snapshot being made (ingest), "(forget)" (forget)
+ *   state     pending, held, or abandoned (ingest only)
+ *   host, boot_id, pidns, pid, start   the holder (struct proc_id)
+ *   created, renewed   Unix seconds
+ *   lease     seconds
+ */
+
 #define LOCK_PREFIX "locks/"
 #define LOCK_KEY_SIZE (sizeof(LOCK_PREFIX) + CBTFS_UUID_LEN)
 #define LOCK_MAX_RECORD 4096
-/* how long a starting ingest waits for others starting with it */
+/* how long a starting taker waits for others starting with it */
 #define LOCK_SETTLE_SECONDS 30
+#define LOCK_FORGET_SNAPSHOT "(forget)"
 
 struct repo_lock {
 	struct repo *repo;
 	struct repo_lock_info info;	/* our record, as last written */
 
-	/* guards info, last_ok and stop; held across record writes */
+	/* guards info, last_ok, lost and stop; held across record writes */
 	pthread_mutex_t lock;
 	pthread_cond_t wake;		/* stop was set */
 	bool stop;
 	double last_ok;			/* monotonic time of last write */
+	bool held;			/* the held record was written */
+	bool lost;			/* the lease ran out once since: for
+					 * good */
 	pthread_t renewer;
 	bool renewing;
 };
@@ -647,27 +665,48 @@ const char *repo_lock_status_name(enum repo_lock_status s)
 	return names[s];
 }
 
+const char *repo_lock_kind_name(enum repo_lock_kind k)
+{
+	static const char *const names[] = { "ingest", "forget", "prune" };
+
+	return names[k];
+}
+
 const char *repo_lock_holder(const struct repo_lock_info *li, char *buf,
 			     size_t size)
 {
-	snprintf(buf, size, "cbtfs-ingest pid %ld on %s, making snapshot "
-		 "'%s', renewed %llds ago", li->holder.pid,
-		 li->holder.host[0] ? li->holder.host : "?", li->snapshot,
-		 (long long)time(NULL) - (long long)li->renewed);
+	const char *host = li->holder.host[0] ? li->holder.host : "?";
+	long long ago = (long long)time(NULL) - (long long)li->renewed;
+
+	if (li->kind == REPO_LOCK_INGEST)
+		snprintf(buf, size, "cbtfs-ingest pid %ld on %s, making "
+			 "snapshot '%s', renewed %llds ago", li->holder.pid,
+			 host, li->snapshot, ago);
+	else
+		snprintf(buf, size, "cbtfs-repo %s pid %ld on %s, renewed "
+			 "%llds ago", repo_lock_kind_name(li->kind),
+			 li->holder.pid, host, ago);
 	return buf;
 }
 
 static int lock_format(const struct repo_lock_info *li, char *rec,
 		       size_t size)
 {
-	return snprintf(rec, size,
-			"volume=%s\nsnapshot=%s\nstate=%s\nhost=%s\n"
-			"boot_id=%s\npidns=%s\npid=%ld\nstart=%llu\n"
-			"created=%lld\nrenewed=%lld\nlease=%u\n",
-			li->volume, li->snapshot, li->state, li->holder.host,
-			li->holder.boot_id, li->holder.pidns, li->holder.pid,
-			li->holder.start, (long long)li->created,
-			(long long)li->renewed, li->lease);
+	int n = snprintf(rec, size, "kind=%s\n",
+			 repo_lock_kind_name(li->kind));
+
+	if (li->kind != REPO_LOCK_PRUNE)
+		n += snprintf(rec + n, size - (size_t)n,
+			      "volume=%s\nsnapshot=%s\n", li->volume,
+			      li->snapshot);
+	return n + snprintf(rec + n, size - (size_t)n,
+			    "state=%s\nhost=%s\n"
+			    "boot_id=%s\npidns=%s\npid=%ld\nstart=%llu\n"
+			    "created=%lld\nrenewed=%lld\nlease=%u\n",
+			    li->state, li->holder.host, li->holder.boot_id,
+			    li->holder.pidns, li->holder.pid,
+			    li->holder.start, (long long)li->created,
+			    (long long)li->renewed, li->lease);
 }
 
 /* Parses a decimal field; false if it is not one. */
@@ -686,6 +725,7 @@ static int lock_parse(char *text, struct repo_lock_info *li)
 	long long pid = -1, start = -1, created = -1, renewed = -1;
 	long long lease = -1;
 	char *line, *save = NULL;
+	bool prune;
 
 	for (line = strtok_r(text, "\n", &save); line != NULL;
 	     line = strtok_r(NULL, "\n", &save)) {
@@ -696,7 +736,16 @@ static int lock_parse(char *text, struct repo_lock_info *li)
 			return EBADMSG;
 		*eq = '\0';
 		v = eq + 1;
-		if (strcmp(k, "volume") == 0)
+		if (strcmp(k, "kind") == 0) {
+			if (strcmp(v, "ingest") == 0)
+				li->kind = REPO_LOCK_INGEST;
+			else if (strcmp(v, "forget") == 0)
+				li->kind = REPO_LOCK_FORGET;
+			else if (strcmp(v, "prune") == 0)
+				li->kind = REPO_LOCK_PRUNE;
+			else
+				return EBADMSG;
+		} else if (strcmp(k, "volume") == 0)
 			snprintf(li->volume, sizeof(li->volume), "%s", v);
 		else if (strcmp(k, "snapshot") == 0)
 			snprintf(li->snapshot, sizeof(li->snapshot), "%s", v);
@@ -720,11 +769,13 @@ static int lock_parse(char *text, struct repo_lock_info *li)
 			 (strcmp(k, "lease") == 0 && !parse_ll(v, &lease)))
 			return EBADMSG;
 	}
-	if (li->volume[0] == '\0' || created < 0 || renewed < 0 ||
+	prune = li->kind == REPO_LOCK_PRUNE;
+	if ((li->volume[0] == '\0') != prune || created < 0 || renewed < 0 ||
 	    lease <= 0 || lease > 86400 ||
 	    (strcmp(li->state, "pending") != 0 &&
 	     strcmp(li->state, "held") != 0 &&
-	     strcmp(li->state, "abandoned") != 0))
+	     (strcmp(li->state, "abandoned") != 0 ||
+	      li->kind != REPO_LOCK_INGEST)))
 		return EBADMSG;
 	li->holder.pid = pid > 0 ? (long)pid : 0;
 	li->holder.start = start > 0 ? (unsigned long long)start : 0;
@@ -797,13 +848,16 @@ int repo_remove_lock(struct repo *r, const char *id)
 	return store_del(r->store, key);
 }
 
-/* Writes l's record with a fresh renewal time; the caller holds l->lock. */
+/* Writes l's record with a fresh renewal time; the caller holds l->lock.
+ * A lease that ran out before this write is lost for good. */
 static int lock_write(struct repo_lock *l)
 {
 	char key[LOCK_KEY_SIZE], rec[LOCK_MAX_RECORD];
 	double now = now_seconds();
 	int n, err;
 
+	if (l->held && now - l->last_ok > l->info.lease)
+		l->lost = true;
 	l->info.renewed = (int64_t)time(NULL);
 	n = lock_format(&l->info, rec, sizeof(rec));
 	snprintf(key, sizeof(key), LOCK_PREFIX "%s", l->info.id);
@@ -812,6 +866,18 @@ static int lock_write(struct repo_lock *l)
 		l->last_ok = now;
 	return err;
 }
+
+/* "volume 'ns/pvc'" or "the repository", for messages about l. */
+static const char *lock_what(const struct repo_lock_info *li, char *buf,
+			     size_t size)
+{
+	if (li->kind == REPO_LOCK_PRUNE)
+		snprintf(buf, size, "the repository (prune)");
+	else
+		snprintf(buf, size, "volume '%s'", li->volume);
+	return buf;
+}
+#define LOCK_WHAT(li) lock_what((li), (char[560]){ 0 }, 560)
 
 static void *lock_renewer(void *arg)
 {
@@ -828,15 +894,15 @@ static void *lock_renewer(void *arg)
 		if (l->stop)
 			break;
 		if (lock_write(l) != 0)
-			log_warn("cannot renew the lock of volume '%s' "
-				 "(locks/%s); trying again in %u s",
-				 l->info.volume, l->info.id, every);
+			log_warn("cannot renew the lock of %s (locks/%s); "
+				 "trying again in %u s", LOCK_WHAT(&l->info),
+				 l->info.id, every);
 	}
 	pthread_mutex_unlock(&l->lock);
 	return NULL;
 }
 
-/* What a scan of the volume's other records found. */
+/* What a scan of the other records found. */
 struct lock_scan {
 	struct repo_lock *self;
 	bool wait;			/* pending records after ours */
@@ -853,6 +919,51 @@ static bool lock_before(const struct repo_lock_info *a,
 	return strcmp(a->id, b->id) < 0;
 }
 
+/* Whether records a and b (both readable) exclude each other. */
+static bool lock_conflicts(const struct repo_lock_info *a,
+			   const struct repo_lock_info *b)
+{
+	return a->kind == REPO_LOCK_PRUNE || b->kind == REPO_LOCK_PRUNE ||
+	       strcmp(a->volume, b->volume) == 0;
+}
+
+/* Whether taker me removes li, a conflicting record that blocks nothing
+ * (dead, expired or abandoned); see repo.h. */
+static bool lock_removes(const struct repo_lock_info *me,
+			 const struct repo_lock_info *li)
+{
+	if (li->kind == REPO_LOCK_PRUNE)
+		return true;
+	switch (me->kind) {
+	case REPO_LOCK_INGEST:
+		return true;
+	case REPO_LOCK_FORGET:
+		return li->kind == REPO_LOCK_FORGET;
+	case REPO_LOCK_PRUNE:
+		break;
+	}
+	return false;
+}
+
+/* "an ingest", "a forget", "a prune" */
+static const char *lock_a(enum repo_lock_kind k)
+{
+	static const char *const a[] = { "an ingest", "a forget", "a prune" };
+
+	return a[k];
+}
+
+/* "an ingest", "another ingest", "a forget"... of li, seen by me. */
+static const char *lock_who(const struct repo_lock_info *me,
+			    const struct repo_lock_info *li)
+{
+	static const char *const other[] = { "another ingest",
+					     "another forget",
+					     "another prune" };
+
+	return li->kind == me->kind ? other[li->kind] : lock_a(li->kind);
+}
+
 static int lock_scan_cb(void *arg, const struct repo_lock_info *li)
 {
 	struct lock_scan *ls = arg;
@@ -860,30 +971,33 @@ static int lock_scan_cb(void *arg, const struct repo_lock_info *li)
 	char holder[512];
 
 	if (strcmp(li->id, me->id) == 0 ||
-	    (li->status != REPO_LOCK_GARBLED &&
-	     strcmp(li->volume, me->volume) != 0))
+	    (li->status != REPO_LOCK_GARBLED && !lock_conflicts(me, li)))
 		return 0;
 	switch (li->status) {
 	case REPO_LOCK_DEAD:
 	case REPO_LOCK_EXPIRED:
 	case REPO_LOCK_ABANDONED:
+		if (!lock_removes(me, li))
+			return 0;	/* blocks nothing; not ours */
 		if (li->status == REPO_LOCK_ABANDONED)
 			log_info("volume '%s': an earlier ingest of snapshot "
 				 "'%s' stopped early (locks/%s); chunks it "
 				 "stored are not sent again", li->volume,
 				 li->snapshot, li->id);
 		else
-			log_warn("volume '%s': removing the lock locks/%s of "
-				 "an ingest that %s (%s)", li->volume, li->id,
-				 li->status == REPO_LOCK_DEAD
+			log_warn("%s: removing the lock locks/%s of %s that "
+				 "%s (%s)", LOCK_WHAT(li), li->id,
+				 lock_a(li->kind), li->status == REPO_LOCK_DEAD
 					 ? "is no longer running"
 					 : "stopped renewing it",
 				 repo_lock_holder(li, holder,
 						  sizeof(holder)));
 		if (repo_remove_lock(ls->self->repo, li->id) != 0)
 			return EIO;	/* logged */
-		ls->leftovers = true;
-		if (strcmp(li->snapshot, me->snapshot) == 0)
+		if (li->kind == REPO_LOCK_INGEST)
+			ls->leftovers = true;
+		if (li->kind != REPO_LOCK_PRUNE &&
+		    strcmp(li->snapshot, me->snapshot) == 0)
 			ls->same_name = true;
 		return 0;
 	case REPO_LOCK_GARBLED:
@@ -900,6 +1014,50 @@ static int lock_scan_cb(void *arg, const struct repo_lock_info *li)
 	return 0;
 }
 
+/* Says why taker me cannot have its lock: ls->blocker holds it. */
+static void lock_refused(const struct repo_lock_info *me,
+			 const struct repo_lock_info *b)
+{
+	char holder[512];
+
+	if (b->status == REPO_LOCK_GARBLED) {
+		if (me->kind == REPO_LOCK_PRUNE)
+			log_error("the repository may be locked: the lock "
+				  "record locks/%s cannot be read; if no "
+				  "ingest, forget or prune runs, remove it "
+				  "with 'cbtfs-repo unlock --force'", b->id);
+		else
+			log_error("volume '%s' may be locked: the lock record "
+				  "locks/%s cannot be read; if no ingest of "
+				  "the volume runs, remove it with "
+				  "'cbtfs-repo unlock --force'", me->volume,
+				  b->id);
+		return;
+	}
+	repo_lock_holder(b, holder, sizeof(holder));
+	if (b->kind == REPO_LOCK_PRUNE)
+		log_error("the repository is being pruned (%s; object "
+			  "locks/%s): no ingest, forget or other prune may "
+			  "start until it ends; run this again then, or if "
+			  "that prune is dead, once its lease of %u s has "
+			  "run out ('cbtfs-repo unlock' removes it)", holder,
+			  b->id, b->lease);
+	else if (me->kind == REPO_LOCK_PRUNE)
+		log_error("cannot prune now: volume '%s' is locked by %s "
+			  "(%s; object locks/%s), which may use chunks that "
+			  "no manifest refers to yet; prune when it has "
+			  "finished, or if it is dead, once its lease of %u s "
+			  "has run out ('cbtfs-repo unlock' removes it)",
+			  b->volume, lock_who(me, b), holder, b->id,
+			  b->lease);
+	else
+		log_error("volume '%s' is locked by %s (%s; object locks/%s); "
+			  "wait for it to finish, or if it is dead, run "
+			  "'cbtfs-repo unlock' (its lease ends %llds after "
+			  "its last renewal)", me->volume, lock_who(me, b),
+			  holder, b->id, (long long)b->lease);
+}
+
 static void lock_free(struct repo_lock *l)
 {
 	pthread_mutex_destroy(&l->lock);
@@ -907,14 +1065,15 @@ static void lock_free(struct repo_lock *l)
 	free(l);
 }
 
-int repo_lock_volume(struct repo *r, const char *volume, const char *snapshot,
+/* Takes a lock of kind for volume and snapshot (see repo.h). */
+static int lock_take(struct repo *r, enum repo_lock_kind kind,
+		     const char *volume, const char *snapshot,
 		     struct repo_lock **lp, bool *leftovers,
 		     bool *predecessor_same_name)
 {
 	struct repo_lock *l = calloc(1, sizeof(*l));
 	struct lock_scan ls = { .self = l };
 	double deadline = now_seconds() + LOCK_SETTLE_SECONDS;
-	char holder[512];
 	int err;
 
 	*lp = NULL;
@@ -924,6 +1083,7 @@ int repo_lock_volume(struct repo *r, const char *volume, const char *snapshot,
 	pthread_mutex_init(&l->lock, NULL);
 	pthread_cond_init(&l->wake, NULL);
 	uuid_new(l->info.id);
+	l->info.kind = kind;
 	snprintf(l->info.volume, sizeof(l->info.volume), "%s", volume);
 	snprintf(l->info.snapshot, sizeof(l->info.snapshot), "%s", snapshot);
 	snprintf(l->info.state, sizeof(l->info.state), "pending");
@@ -940,36 +1100,24 @@ int repo_lock_volume(struct repo *r, const char *volume, const char *snapshot,
 		if (err != 0 || !ls.wait)
 			break;
 		if (now_seconds() > deadline) {
-			log_error("volume '%s': another ingest started at the "
-				  "same time and neither finished starting "
-				  "within %d s; try again", volume,
+			log_error("%s: another %s started at the same time "
+				  "and did not finish starting within %d s; "
+				  "try again", LOCK_WHAT(&l->info),
+				  kind == REPO_LOCK_PRUNE
+					  ? "ingest, forget or prune"
+					  : "ingest or forget",
 				  LOCK_SETTLE_SECONDS);
 			err = EBUSY;
 			break;
 		}
 		sleep_ms(100 + backoff_ms(1, 100, 200), NULL);
 	}
-	if (err == EBUSY && ls.blocker.id[0] != '\0') {
-		if (ls.blocker.status == REPO_LOCK_GARBLED)
-			log_error("volume '%s' may be locked: the lock record "
-				  "locks/%s cannot be read; if no ingest of "
-				  "the volume runs, remove it with "
-				  "'cbtfs-repo unlock --force'", volume,
-				  ls.blocker.id);
-		else
-			log_error("volume '%s' is locked by another ingest "
-				  "(%s; object locks/%s); wait for it to "
-				  "finish, or if it is dead, run 'cbtfs-repo "
-				  "unlock' (its lease ends %llds after its "
-				  "last renewal)", volume,
-				  repo_lock_holder(&ls.blocker, holder,
-						   sizeof(holder)),
-				  ls.blocker.id,
-				  (long long)ls.blocker.lease);
-	}
+	if (err == EBUSY && ls.blocker.id[0] != '\0')
+		lock_refused(&l->info, &ls.blocker);
 	if (err == 0) {
 		snprintf(l->info.state, sizeof(l->info.state), "held");
 		err = lock_write(l);
+		l->held = err == 0;
 	}
 	if (err == 0 && pthread_create(&l->renewer, NULL, lock_renewer, l) ==
 			    0)
@@ -989,20 +1137,42 @@ int repo_lock_volume(struct repo *r, const char *volume, const char *snapshot,
 	return 0;
 }
 
+int repo_lock_volume(struct repo *r, const char *volume, const char *snapshot,
+		     struct repo_lock **lp, bool *leftovers,
+		     bool *predecessor_same_name)
+{
+	return lock_take(r, REPO_LOCK_INGEST, volume, snapshot, lp, leftovers,
+			 predecessor_same_name);
+}
+
+int repo_lock_forget(struct repo *r, const char *volume,
+		     struct repo_lock **lp, bool *predecessor)
+{
+	return lock_take(r, REPO_LOCK_FORGET, volume, LOCK_FORGET_SNAPSHOT,
+			 lp, NULL, predecessor);
+}
+
+int repo_lock_prune(struct repo *r, struct repo_lock **lp)
+{
+	return lock_take(r, REPO_LOCK_PRUNE, "", "", lp, NULL, NULL);
+}
+
 int repo_lock_confirm(struct repo_lock *l)
 {
-	double gap;
+	bool lost;
 	int err;
 
 	pthread_mutex_lock(&l->lock);
-	gap = now_seconds() - l->last_ok;
 	err = lock_write(l);
+	lost = l->lost;
 	pthread_mutex_unlock(&l->lock);
-	if (err == 0 && gap > l->info.lease) {
-		log_error("the lock of volume '%s' (locks/%s) was not renewed "
-			  "for %.0f s, longer than its lease of %u s: another "
-			  "ingest may have taken the volume meanwhile",
-			  l->info.volume, l->info.id, gap, l->info.lease);
+	if (lost) {
+		log_error("the lock of %s (locks/%s) was not renewed for "
+			  "longer than its lease of %u s at some moment: "
+			  "another ingest, forget or prune may have run "
+			  "meanwhile, so this %s stops here",
+			  LOCK_WHAT(&l->info), l->info.id, l->info.lease,
+			  repo_lock_kind_name(l->info.kind));
 		err = ESTALE;
 	}
 	return err;
@@ -1021,16 +1191,109 @@ void repo_unlock(struct repo_lock *l, bool clean)
 		pthread_mutex_unlock(&l->lock);
 		pthread_join(l->renewer, NULL);
 	}
-	if (clean) {
+	if (clean || l->info.kind != REPO_LOCK_INGEST) {
 		err = repo_remove_lock(l->repo, l->info.id);
 	} else {
 		snprintf(l->info.state, sizeof(l->info.state), "abandoned");
 		err = lock_write(l);
 	}
 	if (err != 0)
-		log_warn("could not release the lock of volume '%s' "
-			 "(locks/%s); it stops blocking other ingests when "
-			 "its lease ends, %u s from now", l->info.volume,
-			 l->info.id, l->info.lease);
+		log_warn("could not release the lock of %s (locks/%s); it "
+			 "stops blocking others when its lease ends, %u s from "
+			 "now", LOCK_WHAT(&l->info), l->info.id,
+			 l->info.lease);
 	lock_free(l);
+}
+
+/* ---- forget and prune ------------------------------------------------ */
+
+int repo_delete_manifest(struct repo *r, const char *id)
+{
+	char key[16 + CBTFS_UUID_LEN];
+
+	snprintf(key, sizeof(key), "snapshots/%s", id);
+	return store_del(r->store, key);
+}
+
+int repo_has_manifest(struct repo *r, const char *id, bool *exists)
+{
+	char key[16 + CBTFS_UUID_LEN];
+	int err;
+
+	snprintf(key, sizeof(key), "snapshots/%s", id);
+	err = store_head(r->store, key, NULL);
+	*exists = err == 0;
+	return err == ENOENT ? 0 : err;
+}
+
+struct list_chunks_ctx {
+	repo_chunk_cb *cb;
+	void *arg;
+};
+
+/* One key of the listing of chunks/: "chunks/<2 hex>/<64 hex>". */
+static int list_chunks_cb(void *arg, const char *key, uint64_t size)
+{
+	struct list_chunks_ctx *ctx = arg;
+	char canon[REPO_CHUNK_KEY_LEN + 1];
+	unsigned char id[CODEC_ID_LEN];
+
+	if (strlen(key) != REPO_CHUNK_KEY_LEN ||
+	    hex_decode(key + strlen("chunks/xx/"), id, CODEC_ID_LEN) != 0)
+		return 0;	/* not a chunk object */
+	repo_chunk_key(id, canon);
+	if (strcmp(key, canon) != 0)
+		return 0;	/* not where a read would look for it */
+	return ctx->cb(ctx->arg, id, size);
+}
+
+int repo_list_chunks(struct repo *r, repo_chunk_cb *cb, void *arg)
+{
+	struct list_chunks_ctx ctx = { cb, arg };
+
+	return store_list(r->store, "chunks/", list_chunks_cb, &ctx);
+}
+
+/* Deletes the objects of n ids, each named by keyf into keys of size
+ * klen + 1. */
+static int delete_ids(struct repo *r, const unsigned char (*ids)[CODEC_ID_LEN],
+		      size_t n, size_t klen,
+		      void (*keyf)(const unsigned char *, char *))
+{
+	char *text, **keys;
+	size_t i;
+	int err;
+
+	if (n == 0)
+		return 0;
+	text = malloc(n * (klen + 1));
+	keys = malloc(n * sizeof(*keys));
+	if (text == NULL || keys == NULL) {
+		free(text);
+		free(keys);
+		log_error("deleting %zu objects: out of memory", n);
+		return ENOMEM;
+	}
+	for (i = 0; i < n; i++) {
+		keys[i] = text + i * (klen + 1);
+		keyf(ids[i], keys[i]);
+	}
+	err = store_del_many(r->store, (const char *const *)keys, n);
+	free(text);
+	free(keys);
+	return err;
+}
+
+int repo_delete_chunks(struct repo *r, const unsigned char (*ids)[CODEC_ID_LEN],
+		       size_t n)
+{
+	return delete_ids(r, ids, n, REPO_CHUNK_KEY_LEN, repo_chunk_key);
+}
+
+int repo_delete_damage_records(struct repo *r,
+			       const unsigned char (*ids)[CODEC_ID_LEN],
+			       size_t n)
+{
+	return delete_ids(r, ids, n, strlen(DAMAGE_PREFIX) + CODEC_ID_HEX_LEN,
+			  damage_key);
 }

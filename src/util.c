@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -395,4 +396,117 @@ enum proc_state proc_id_state(const struct proc_id *p)
 	    strcmp(p->pidns, self.pidns) != 0)
 		return PROC_UNKNOWN;
 	return proc_start_time(p->pid) == p->start ? PROC_ALIVE : PROC_DEAD;
+}
+
+const char *clock_str(double secs, char *buf, size_t size)
+{
+	unsigned long s = secs > 0 ? (unsigned long)(secs + 0.5) : 0;
+
+	if (s >= 3600)
+		snprintf(buf, size, "%lu:%02lu:%02lu", s / 3600, s / 60 % 60,
+			 s % 60);
+	else
+		snprintf(buf, size, "%lu:%02lu", s / 60, s % 60);
+	return buf;
+}
+
+/* The shared state of one parallel_for(). */
+struct parallel {
+	parallel_fn *fn;
+	void *arg;
+	size_t n;
+	pthread_mutex_t lock;		/* guards the fields below */
+	pthread_cond_t idle;		/* a worker stopped */
+	size_t next, done;
+	unsigned running;
+	int err;
+};
+
+static void *parallel_worker(void *arg)
+{
+	struct parallel *p = arg;
+	int err = 0;
+
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		size_t i;
+
+		if (err != 0 && p->err == 0)
+			p->err = err;
+		if (p->err != 0 || p->next == p->n)
+			break;
+		i = p->next++;
+		pthread_mutex_unlock(&p->lock);
+		err = p->fn(p->arg, i);
+		pthread_mutex_lock(&p->lock);
+		p->done++;
+	}
+	p->running--;
+	pthread_cond_signal(&p->idle);
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+int parallel_for(size_t n, unsigned jobs, parallel_fn *fn, void *arg,
+		 parallel_progress_fn *progress, void *parg)
+{
+	struct parallel p = { .fn = fn, .arg = arg, .n = n };
+	pthread_t *tids;
+	unsigned i, started = 0;
+	int err = 0;
+
+	if (n == 0) {
+		if (progress != NULL)
+			progress(parg, 0, 0);
+		return 0;
+	}
+	if (jobs == 0)
+		jobs = 1;
+	if (jobs > n)
+		jobs = (unsigned)n;
+	tids = calloc(jobs, sizeof(*tids));
+	if (tids == NULL)
+		return ENOMEM;
+	pthread_mutex_init(&p.lock, NULL);
+	pthread_cond_init(&p.idle, NULL);
+	pthread_mutex_lock(&p.lock);
+	for (i = 0; i < jobs; i++) {
+		err = pthread_create(&tids[i], NULL, parallel_worker, &p);
+		if (err != 0)
+			break;
+		started++;
+		p.running++;
+	}
+	if (started == 0) {
+		log_error("cannot start worker threads: %s", ERRSTR(err));
+		p.err = EAGAIN;
+	}
+	while (p.running > 0) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 500000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&p.idle, &p.lock, &ts);
+		if (progress != NULL && p.running > 0) {
+			size_t done = p.done;
+
+			pthread_mutex_unlock(&p.lock);
+			progress(parg, done, n);
+			pthread_mutex_lock(&p.lock);
+		}
+	}
+	err = p.err;
+	pthread_mutex_unlock(&p.lock);
+	for (i = 0; i < started; i++)
+		pthread_join(tids[i], NULL);
+	if (progress != NULL)
+		progress(parg, p.done, n);
+	free(tids);
+	pthread_mutex_destroy(&p.lock);
+	pthread_cond_destroy(&p.idle);
+	return err;
 }

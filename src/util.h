@@ -78,6 +78,22 @@ bool uuid_valid(const char *s);
 
 double now_seconds(void);	/* monotonic */
 
+/* "1:02:03" or "2:03" for a duration in seconds, into buf; returns buf. */
+const char *clock_str(double secs, char *buf, size_t size);
+#define CLOCK(s) clock_str((s), (char[32]){ 0 }, 32)
+
+/*
+ * Runs fn(arg, i) for every i in [0, n) on up to jobs threads, each i
+ * once.  The first non-zero return of fn stops the others from taking
+ * more and is returned; ENOMEM or EAGAIN (logged) if no thread could be
+ * started.  progress (may be NULL) is called on the calling thread about
+ * every half second with the count done so far, and once at the end.
+ */
+typedef int parallel_fn(void *arg, size_t i);
+typedef void parallel_progress_fn(void *arg, size_t done, size_t n);
+int parallel_for(size_t n, unsigned jobs, parallel_fn *fn, void *arg,
+		 parallel_progress_fn *progress, void *parg);
+
 /*
  * Who a process is, precisely enough to tell later, from the same host,
  * whether it is still running: host name, boot id, PID namespace, pid and
