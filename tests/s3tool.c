@@ -5,6 +5,7 @@
  *   s3tool URL keys PREFIX           prints those keys, one a line
  *   s3tool URL delete-prefix PREFIX  deletes them all with store_del_many()
  *   s3tool URL put KEY TEXT / get KEY
+ *   s3tool URL save KEY FILE         writes the object's bytes to FILE
  */
 #include "config.h"
 
@@ -45,7 +46,7 @@ int main(int argc, char *argv[])
 	log_init("s3tool");
 	if (argc < 4) {
 		fprintf(stderr, "usage: s3tool URL put-many|count|keys|"
-			"delete-prefix|put|get ARGS\n");
+			"delete-prefix|put|get|save ARGS\n");
 		return 2;
 	}
 	st = store_open(argv[1], false, &opts, &err);
@@ -79,6 +80,16 @@ int main(int argc, char *argv[])
 		err = store_get(st, argv[3], 0, STORE_TO_END, &b);
 		if (err == 0)
 			printf("%.*s\n", (int)b.len, (const char *)b.data);
+		buf_free(&b);
+	} else if (strcmp(argv[2], "save") == 0 && argc == 5) {
+		struct buf b = { 0 };
+		FILE *f;
+
+		err = store_get(st, argv[3], 0, STORE_TO_END, &b);
+		if (err == 0 && ((f = fopen(argv[4], "wb")) == NULL ||
+				 fwrite(b.data, 1, b.len, f) != b.len ||
+				 fclose(f) != 0))
+			err = EIO;
 		buf_free(&b);
 	} else {
 		fprintf(stderr, "s3tool: bad command\n");
