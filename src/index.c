@@ -679,6 +679,29 @@ static int sync_store(struct index *ix, bool *changed)
 		goto out;
 	qsort(store_ids.v, store_ids.n, sizeof(*store_ids.v), id_cmp);
 
+	/*
+	 * re-read the known snapshots whose parent vanished (see above),
+	 * before dropping it: an image opened meanwhile resolves through
+	 * the old row and the parent's, or through the new row
+	 */
+	for (i = 0; i + 1 < parents.n; i += 2) {
+		const char *id = parents.v[i], *parent = parents.v[i + 1];
+		bool skip, replaced;
+
+		if (!id_set_has(&store_ids, id) ||
+		    id_set_has(&store_ids, parent))
+			continue;
+		pthread_mutex_lock(&ix->lock);
+		skip = id_set_has(&ix->orphans, id) ||
+		       id_set_has(&ix->bad, id);
+		pthread_mutex_unlock(&ix->lock);
+		if (skip)
+			continue;
+		if ((err = reread_orphan(ix, id, parent, &replaced)) != 0)
+			goto out;
+		if (replaced && changed != NULL)
+			*changed = true;
+	}
 	/* drop snapshots whose manifest vanished from the store, at once */
 	pthread_mutex_lock(&ix->lock);
 	for (i = 0; i < known.n && err == 0; i++) {
@@ -735,25 +758,6 @@ static int sync_store(struct index *ix, bool *changed)
 			*changed = true;
 	}
 
-	/* re-read the known snapshots whose parent vanished (see above) */
-	for (i = 0; i + 1 < parents.n; i += 2) {
-		const char *id = parents.v[i], *parent = parents.v[i + 1];
-		bool skip, replaced;
-
-		if (!id_set_has(&store_ids, id) ||
-		    id_set_has(&store_ids, parent))
-			continue;
-		pthread_mutex_lock(&ix->lock);
-		skip = id_set_has(&ix->orphans, id) ||
-		       id_set_has(&ix->bad, id);
-		pthread_mutex_unlock(&ix->lock);
-		if (skip)
-			continue;
-		if ((err = reread_orphan(ix, id, parent, &replaced)) != 0)
-			goto out;
-		if (replaced && changed != NULL)
-			*changed = true;
-	}
 out:
 	free(store_ids.v);
 	free(known.v);
