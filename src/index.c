@@ -551,32 +551,41 @@ static bool id_set_has(const struct id_set *s, const char *id)
 	return bsearch(id, s->v, s->n, sizeof(*s->v), id_cmp) != NULL;
 }
 
-/* The ids of every indexed snapshot, sorted, and into parents (may be
- * NULL) those of the snapshots whose row names a parent, as pairs: the
- * snapshot's id, then its parent's. */
-static int index_ids(struct index *ix, struct id_set *ids,
-		     struct id_set *parents)
+/* Appends the text columns of each row of sql to set. */
+static int query_ids(struct index *ix, const char *sql, struct id_set *set)
 {
 	sqlite3_stmt *st = NULL;
-	int err, rc;
+	int err, rc, col;
 
-	if ((err = db_prepare(ix, "SELECT id, parent_id FROM snapshots",
-			      &st)) != 0)
+	if ((err = db_prepare(ix, sql, &st)) != 0)
 		return err;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *id = (const char *)sqlite3_column_text(st, 0);
-		const char *parent = (const char *)sqlite3_column_text(st, 1);
-
-		if ((err = id_set_add(ids, id)) != 0)
-			break;
-		if (parents != NULL && parent != NULL && parent[0] != '\0' &&
-		    ((err = id_set_add(parents, id)) != 0 ||
-		     (err = id_set_add(parents, parent)) != 0))
-			break;
-	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && err == 0)
+		for (col = 0; col < sqlite3_column_count(st) && err == 0;
+		     col++)
+			err = id_set_add(set, (const char *)
+					 sqlite3_column_text(st, col));
 	if (err == 0 && rc != SQLITE_DONE)
 		err = db_error(ix, "list snapshots");
 	sqlite3_finalize(st);
+	return err;
+}
+
+/*
+ * The ids of every indexed snapshot, sorted, and into parents (may be
+ * NULL) those of the snapshots whose row names a parent, as pairs: the
+ * snapshot's id, then its parent's.  The ids alone are read with a query
+ * of their own, which SQLite answers from the index on id: an entry
+ * damaged there then names a snapshot the store lacks, which the sync
+ * drops and fetches again.
+ */
+static int index_ids(struct index *ix, struct id_set *ids,
+		     struct id_set *parents)
+{
+	int err = query_ids(ix, "SELECT id FROM snapshots", ids);
+
+	if (err == 0 && parents != NULL)
+		err = query_ids(ix, "SELECT id, parent_id FROM snapshots "
+				"WHERE parent_id <> ''", parents);
 	qsort(ids->v, ids->n, sizeof(*ids->v), id_cmp);
 	return err;
 }

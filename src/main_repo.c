@@ -551,9 +551,10 @@ static int cmd_unlock(const struct opts *o)
 			else if (li->kind == REPO_LOCK_PRUNE)
 				log_error("not removing locks/%s of a prune "
 					  "of the repository: it is live "
-					  "(%s); if that prune is gone, remove "
-					  "it with --force, or wait until its "
-					  "lease of %u s runs out", li->id,
+					  "(%s); if that prune is gone, "
+					  "remove it with --force, or wait "
+					  "until its lease of %u s runs out",
+					  li->id,
 					  holder, li->lease);
 			else
 				log_error("not removing locks/%s of volume "
@@ -661,7 +662,8 @@ static void print_forget_json(const struct forget_report *rep, bool dry_run)
 				       json_object_new_string(s->volume));
 		json_object_object_add(js, "name",
 				       json_object_new_string(s->name));
-		json_object_object_add(js, "id", json_object_new_string(s->id));
+		json_object_object_add(js, "id",
+				       json_object_new_string(s->id));
 		json_object_object_add(js, "created",
 				       json_object_new_int64(s->created));
 		json_object_object_add(js, "keep",
@@ -713,9 +715,9 @@ static int cmd_forget(const struct opts *o)
 				       "--keep-hourly, --keep-daily, "
 				       "--keep-weekly or --keep-monthly)");
 	if (policy && o->force)
-		return cli_usage_error(prog, "forget: --force applies to named "
-				       "snapshots only (a policy always keeps "
-				       "the newest)");
+		return cli_usage_error(prog, "forget: --force applies to "
+				       "named snapshots only (a policy always "
+				       "keeps the newest)");
 	if (o->n_operands > 0) {
 		conf.volume = o->operands[0];
 		conf.names = (const char *const *)o->operands + 1;

@@ -347,6 +347,7 @@ static int fold(const struct manifest *k, struct manifest *const *chain,
 /* A snapshot of the volume being judged. */
 struct judged {
 	struct manifest *m;	/* owned by the snapset */
+	size_t depth;		/* parents up to the first backup */
 	unsigned keep;
 	bool rewrite, deleted;
 };
@@ -360,15 +361,18 @@ struct volume_plan {
 	size_t rewrite;		/* how many kept ones are rewritten */
 };
 
-/* Newest first: created, then name, then id, descending. */
+/* Newest first: created (seconds), then the deeper in its chain (a
+ * snapshot is newer than its base), then name, then id, descending. */
 static int judged_cmp(const void *a, const void *b)
 {
-	const struct manifest *x = ((const struct judged *)a)->m;
-	const struct manifest *y = ((const struct judged *)b)->m;
+	const struct judged *ja = a, *jb = b;
+	const struct manifest *x = ja->m, *y = jb->m;
 	int c;
 
 	if (x->created != y->created)
 		return x->created > y->created ? -1 : 1;
+	if (ja->depth != jb->depth)
+		return ja->depth > jb->depth ? -1 : 1;
 	if ((c = strcmp(x->name, y->name)) != 0)
 		return -c;
 	return -strcmp(x->id, y->id);
@@ -412,6 +416,15 @@ static int plan_volume(const struct forget_conf *conf, const char *volume,
 		log_error("volume '%s' has no snapshot in the repository; "
 			  "'cbtfs-repo snapshots' lists them", volume);
 		return ENOENT;
+	}
+	for (i = 0; i < vp->snaps.n; i++) {
+		const struct judged *p = &vp->snaps.v[i];
+
+		/* bounded: parents may loop */
+		while (p->m->parent_id[0] != '\0' &&
+		       vp->snaps.v[i].depth < vp->snaps.n &&
+		       (p = plan_find(vp, p->m->parent_id)) != NULL)
+			vp->snaps.v[i].depth++;
 	}
 	array_sort(vp->snaps.v, vp->snaps.n, sizeof(*vp->snaps.v),
 		   judged_cmp);
@@ -494,8 +507,8 @@ static int plan_volume(const struct forget_conf *conf, const char *volume,
  * (logged) for a chain that loops.
  */
 static int rewrite_kept(const struct forget_conf *conf,
-			const struct volume_plan *vp, const struct snapset *set,
-			const struct judged *s)
+			const struct volume_plan *vp,
+			const struct snapset *set, const struct judged *s)
 {
 	struct {
 		struct manifest **v;
@@ -1016,7 +1029,8 @@ int prune_run(const struct prune_conf *conf, struct prune_report *rep)
 		err = sweep(&p);
 	progress_end(&p.pr);
 	if (err == ENOMEM)
-		log_error("prune of %s: out of memory", conf->repo->store->url);
+		log_error("prune of %s: out of memory",
+			  conf->repo->store->url);
 	repo_unlock(p.lock, true);
 	rep->seconds = now_seconds() - p.pr.start;
 	free(p.referenced.v);

@@ -882,14 +882,22 @@ static const char *lock_what(const struct repo_lock_info *li, char *buf,
 static void *lock_renewer(void *arg)
 {
 	struct repo_lock *l = arg;
-	unsigned every = l->info.lease / 5 ? l->info.lease / 5 : 1;
+	/* a fifth of the lease, so that a slow write or two still renews
+	 * it in time (a lease that runs out is lost for good) */
+	unsigned long every_ms = l->info.lease * 1000ul / 5;
+	unsigned every = (unsigned)((every_ms + 999) / 1000);
 
 	pthread_mutex_lock(&l->lock);
 	while (!l->stop) {
 		struct timespec ts;
 
 		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += every;
+		ts.tv_sec += (time_t)(every_ms / 1000);
+		ts.tv_nsec += (long)(every_ms % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
 		pthread_cond_timedwait(&l->wake, &l->lock, &ts);
 		if (l->stop)
 			break;
@@ -1199,8 +1207,8 @@ void repo_unlock(struct repo_lock *l, bool clean)
 	}
 	if (err != 0)
 		log_warn("could not release the lock of %s (locks/%s); it "
-			 "stops blocking others when its lease ends, %u s from "
-			 "now", LOCK_WHAT(&l->info), l->info.id,
+			 "stops blocking others when its lease ends, %u s "
+			 "from now", LOCK_WHAT(&l->info), l->info.id,
 			 l->info.lease);
 	lock_free(l);
 }
@@ -1284,8 +1292,8 @@ static int delete_ids(struct repo *r, const unsigned char (*ids)[CODEC_ID_LEN],
 	return err;
 }
 
-int repo_delete_chunks(struct repo *r, const unsigned char (*ids)[CODEC_ID_LEN],
-		       size_t n)
+int repo_delete_chunks(struct repo *r,
+		       const unsigned char (*ids)[CODEC_ID_LEN], size_t n)
 {
 	return delete_ids(r, ids, n, REPO_CHUNK_KEY_LEN, repo_chunk_key);
 }

@@ -308,8 +308,8 @@ int repo_list_chunks(struct repo *r, repo_chunk_cb *cb, void *arg);
 /* Deletes the chunk objects, or the damage records, of n ids, in as few
  * requests as the store allows (absent is fine).  0 or an errno
  * (logged). */
-int repo_delete_chunks(struct repo *r, const unsigned char (*ids)[CODEC_ID_LEN],
-		       size_t n);
+int repo_delete_chunks(struct repo *r,
+		       const unsigned char (*ids)[CODEC_ID_LEN], size_t n);
 int repo_delete_damage_records(struct repo *r,
 			       const unsigned char (*ids)[CODEC_ID_LEN],
 			       size_t n);

@@ -63,7 +63,8 @@ static void test_policy(void)
 
 	/* two per day over 6 days, at 12:00 and 06:00 */
 	for (i = 0; i < 12; i++)
-		t[i] = base - (int64_t)(i / 2) * DAY - (int64_t)(i % 2) * 21600;
+		t[i] = base - (int64_t)(i / 2) * DAY -
+		       (int64_t)(i % 2) * 21600;
 	memset(&p, 0, sizeof(p));
 	p.daily = 3;
 	check_policy(&p, t, 12, "k.k.k.......");
