@@ -561,6 +561,19 @@ static void read_ahead(struct cbtfs_fs *fs, struct open_file *of,
 	}
 }
 
+/* Whether snapshot id is gone from the store: it was forgotten while
+ * open, so a chunk missing since (pruned) is no damage. */
+static bool snapshot_gone(struct cbtfs_fs *fs, const char *id)
+{
+	bool exists = true;
+
+	if (repo_has_manifest(fs->repo, id, &exists) != 0 || exists)
+		return false;
+	log_error("snapshot %s was forgotten while its image was open, and "
+		  "its data pruned: it cannot be read any more", id);
+	return true;
+}
+
 static int op_read(const char *path, char *buf, size_t size, off_t offset,
 		   struct fuse_file_info *fi)
 {
@@ -595,7 +608,9 @@ static int op_read(const char *path, char *buf, size_t size, off_t offset,
 		} else {
 			err = chunk_cache_read(fs->cache, map->ids[idx], within,
 					       n, buf + done);
-			if (err == ENOENT || err == EBADMSG)
+			if ((err == ENOENT &&
+			     !snapshot_gone(fs, of->img->snap_id)) ||
+			    err == EBADMSG)
 				index_mark_damaged(fs->index, map->ids[idx],
 						   err == ENOENT ? "missing"
 								 : "corrupt");

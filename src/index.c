@@ -59,6 +59,8 @@ struct index {
 	char *path;
 	sqlite3_int64 data_version;	/* as of the last index_sync() */
 	struct id_set bad;		/* manifests that cannot be read */
+	struct id_set orphans;		/* re-read, and their parent is
+					 * still missing: not read again */
 };
 
 static const char schema_sql[] =
@@ -361,6 +363,7 @@ void index_close(struct index *ix)
 		return;
 	sqlite3_close(ix->db);
 	free(ix->bad.v);
+	free(ix->orphans.v);
 	pthread_mutex_destroy(&ix->lock);
 	free(ix->dir);
 	free(ix->path);
@@ -543,21 +546,41 @@ static bool id_set_has(const struct id_set *s, const char *id)
 	return array_find(id, s->v, s->n, sizeof(*s->v), id_cmp) != NULL;
 }
 
-/* The ids of every indexed snapshot, sorted. */
-static int index_ids(struct index *ix, struct id_set *ids)
+/* Appends the text columns of each row of sql to set. */
+static int query_ids(struct index *ix, const char *sql, struct id_set *set)
 {
 	sqlite3_stmt *st = NULL;
-	int err, rc;
+	int err, rc, col;
 
-	if ((err = db_prepare(ix, "SELECT id FROM snapshots", &st)) != 0)
+	if ((err = db_prepare(ix, sql, &st)) != 0)
 		return err;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-		if ((err = id_set_add(ids, (const char *)
-				      sqlite3_column_text(st, 0))) != 0)
-			break;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && err == 0)
+		for (col = 0; col < sqlite3_column_count(st) && err == 0;
+		     col++)
+			err = id_set_add(set, (const char *)
+					 sqlite3_column_text(st, col));
 	if (err == 0 && rc != SQLITE_DONE)
 		err = db_error(ix, "list snapshots");
 	sqlite3_finalize(st);
+	return err;
+}
+
+/*
+ * The ids of every indexed snapshot, sorted, and into parents (may be
+ * NULL) those of the snapshots whose row names a parent, as pairs: the
+ * snapshot's id, then its parent's.  The ids alone are read with a query
+ * of their own, which SQLite answers from the index on id: an entry
+ * damaged there then names a snapshot the store lacks, which the sync
+ * drops and fetches again.
+ */
+static int index_ids(struct index *ix, struct id_set *ids,
+		     struct id_set *parents)
+{
+	int err = query_ids(ix, "SELECT id FROM snapshots", ids);
+
+	if (err == 0 && parents != NULL)
+		err = query_ids(ix, "SELECT id, parent_id FROM snapshots "
+				"WHERE parent_id <> ''", parents);
 	array_sort(ids->v, ids->n, sizeof(*ids->v), id_cmp);
 	return err;
 }
@@ -594,6 +617,50 @@ static void mark_bad(struct index *ix, const char *id)
 }
 
 /*
+ * Re-reads snapshot id, whose parent vanished from the store: a forget
+ * folded the parent into it and rewrote its manifest (same id, new parent
+ * and entries), so the row is replaced.  A manifest that still names the
+ * vanished parent is remembered, and not read again by later syncs.
+ * *replaced is set when the row changed.
+ */
+static int reread_orphan(struct index *ix, const char *id,
+			 const char *old_parent, bool *replaced)
+{
+	struct manifest *m = NULL;
+	int err;
+
+	*replaced = false;
+	err = repo_get_manifest(ix->repo, id, &m);
+	if (err == ENOENT)
+		return 0;	/* deleted meanwhile: the next sync drops it */
+	pthread_mutex_lock(&ix->lock);
+	if (err == EBADMSG || err == ENOTSUP) {
+		mark_bad(ix, id);	/* logged; dropped, listed as bad */
+	} else if (err == 0 && strcmp(m->parent_id, old_parent) == 0) {
+		if (id_set_add(&ix->orphans, id) == 0)
+			array_sort(ix->orphans.v, ix->orphans.n,
+			      sizeof(*ix->orphans.v), id_cmp);
+		goto out;
+	} else if (err != 0) {
+		goto out;
+	}
+	if ((err = db_exec(ix, "BEGIN IMMEDIATE")) != 0)
+		goto out;
+	err = drop_snapshot(ix, id);
+	if (err == 0 && m != NULL)
+		err = insert_manifest(ix, m);
+	if (err == 0)
+		err = db_exec(ix, "COMMIT");
+	else
+		db_exec(ix, "ROLLBACK");
+	*replaced = err == 0;
+out:
+	pthread_mutex_unlock(&ix->lock);
+	manifest_free(m);
+	return err;
+}
+
+/*
  * The index is read before the store is listed: a snapshot that another
  * process adds while the (possibly slow) listing runs must not look as if
  * it had vanished.  The lock is held only while SQLite is used, not during
@@ -602,13 +669,13 @@ static void mark_bad(struct index *ix, const char *id)
  */
 static int sync_store(struct index *ix, bool *changed)
 {
-	struct id_set store_ids = { 0 }, known = { 0 };
+	struct id_set store_ids = { 0 }, known = { 0 }, parents = { 0 };
 	bool dropping = false;
 	size_t i;
 	int err;
 
 	pthread_mutex_lock(&ix->lock);
-	err = index_ids(ix, &known);
+	err = index_ids(ix, &known, &parents);
 	pthread_mutex_unlock(&ix->lock);
 	if (err != 0)
 		goto out;
@@ -616,6 +683,29 @@ static int sync_store(struct index *ix, bool *changed)
 		goto out;
 	array_sort(store_ids.v, store_ids.n, sizeof(*store_ids.v), id_cmp);
 
+	/*
+	 * re-read the known snapshots whose parent vanished (see above),
+	 * before dropping it: an image opened meanwhile resolves through
+	 * the old row and the parent's, or through the new row
+	 */
+	for (i = 0; i + 1 < parents.n; i += 2) {
+		const char *id = parents.v[i], *parent = parents.v[i + 1];
+		bool skip, replaced;
+
+		if (!id_set_has(&store_ids, id) ||
+		    id_set_has(&store_ids, parent))
+			continue;
+		pthread_mutex_lock(&ix->lock);
+		skip = id_set_has(&ix->orphans, id) ||
+		       id_set_has(&ix->bad, id);
+		pthread_mutex_unlock(&ix->lock);
+		if (skip)
+			continue;
+		if ((err = reread_orphan(ix, id, parent, &replaced)) != 0)
+			goto out;
+		if (replaced && changed != NULL)
+			*changed = true;
+	}
 	/* drop snapshots whose manifest vanished from the store, at once */
 	pthread_mutex_lock(&ix->lock);
 	for (i = 0; i < known.n && err == 0; i++) {
@@ -671,9 +761,11 @@ static int sync_store(struct index *ix, bool *changed)
 		if (changed != NULL)
 			*changed = true;
 	}
+
 out:
 	free(store_ids.v);
 	free(known.v);
+	free(parents.v);
 	return err;
 }
 
@@ -970,6 +1062,8 @@ int index_rebuild(struct index *ix)
 	}
 	if (err == 0) {
 		free(ix->bad.v);
+		free(ix->orphans.v);
+		memset(&ix->orphans, 0, sizeof(ix->orphans));
 		ix->bad = l.bad;
 		array_sort(ix->bad.v, ix->bad.n, sizeof(*ix->bad.v), id_cmp);
 		memset(&l.bad, 0, sizeof(l.bad));

@@ -61,9 +61,12 @@ void index_close(struct index *ix);
 const char *index_path(const struct index *ix);
 
 /*
- * Syncs with the store: snapshots and damage records.  *changed (may be
- * NULL) is set when snapshots were added or dropped, by this sync or by
- * another process (an ingest on this host) since the last sync.  Manifests
+ * Syncs with the store: snapshots and damage records.  New manifests are
+ * fetched and vanished ones dropped; a snapshot whose parent vanished is
+ * read again first (a forget folded the parent into it and rewrote its
+ * manifest, see prune.h).  *changed (may be NULL) is set when snapshots
+ * were added, dropped or replaced, by this sync or by another process (an
+ * ingest on this host) since the last sync.  Manifests
  * that cannot be read are logged and skipped (index_bad_manifests()).  An
  * index found damaged on the way is rebuilt.  0 or an errno (logged).
  */

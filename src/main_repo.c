@@ -14,6 +14,7 @@
 
 #include "array.h"
 #include "cli.h"
+#include "prune.h"
 #include "verify.h"
 
 static const char prog[] = "cbtfs-repo";
@@ -51,6 +52,18 @@ static void usage(void)
 "        change the passphrase of an encrypted repository; the new one\n"
 "        comes from $CBTFS_NEW_PASSWORD, --new-password-file, or is asked\n"
 "        twice on a terminal.  The keys and the data do not change\n"
+"  forget REPO VOLUME SNAPSHOT... [--force] [--dry-run] [--json]\n"
+"  forget REPO [--volume VOLUME] --keep-last N --keep-hourly N\n"
+"         --keep-daily N --keep-weekly N --keep-monthly N [--dry-run]\n"
+"         [--json]\n"
+"        remove the named snapshots, or those no --keep rule keeps (any\n"
+"        of them; per volume; the newest of a volume is always kept);\n"
+"        each one's data is first folded into the snapshots based on it,\n"
+"        so every other snapshot reads the same; chunks are freed by prune\n"
+"  prune REPO [--dry-run] [--jobs N] [--json]\n"
+"        delete the chunks no snapshot uses (of forgotten snapshots and\n"
+"        of ingests that stopped early), their damage records, and old\n"
+"        temporary files; refused while an ingest or forget runs\n"
 "\n"
 "Options:\n"
 "      --chunk-size SIZE  init: chunk size (e.g. 256K, 1M)\n"
@@ -63,16 +76,25 @@ static void usage(void)
 "                         terminal; twice by init)\n"
 "      --new-password-file FILE  passwd: the new passphrase, likewise\n"
 "                         (default $CBTFS_NEW_PASSWORD, or asked twice)\n"
-"      --volume VOLUME    snapshots, verify, unlock: only this volume's\n"
-"                         snapshots or locks\n"
-"      --json             snapshots, verify: machine-readable output\n"
+"      --volume VOLUME    snapshots, verify, unlock, forget: only this\n"
+"                         volume's snapshots or locks\n"
+"      --json             snapshots, verify, forget, prune: machine-readable\n"
+"                         output\n"
 "      --read-data        verify: fetch every chunk and verify its content\n"
 "      --subset PCT       verify --read-data: only PCT percent (1-100) of\n"
 "                         the chunks, chosen at random\n"
-"  -j, --jobs N           verify: chunks fetched in parallel (default: CPUs\n"
-"                         for a directory, 8 for S3)\n"
+"  -j, --jobs N           verify, forget, prune: requests in parallel\n"
+"                         (default: CPUs for a directory, 8 for S3)\n"
 "      --force            unlock: remove live and unreadable lock records\n"
-"                         too\n"
+"                         too; forget: the names may be every snapshot of\n"
+"                         the volume\n"
+"      --keep-last N      forget: keep the N newest snapshots\n"
+"      --keep-hourly N    forget: keep the newest snapshot of each of the\n"
+"                         last N hours that have one (UTC)\n"
+"      --keep-daily N     forget: the same for days\n"
+"      --keep-weekly N    forget: the same for ISO weeks\n"
+"      --keep-monthly N   forget: the same for months\n"
+"      --dry-run          forget, prune: say what would go; change nothing\n"
 "      --cache-dir DIR    snapshots, reindex: where the local index lives\n"
 "                         (default $XDG_CACHE_HOME/cbtfs or ~/.cache/cbtfs)\n"
 "  -v, --verbose          more messages\n"
@@ -82,8 +104,8 @@ static void usage(void)
 CLI_STORE_HELP
 "\n"
 "Exit status: 0 on success; 1 on failure, or when verify finds a problem,\n"
-"snapshots an unreadable manifest, or unlock a live lock it may not\n"
-"remove; 2 on a usage error.\n"
+"snapshots an unreadable manifest, unlock a live lock it may not remove,\n"
+"or forget a snapshot that is not there; 2 on a usage error.\n"
 "See cbtfs-repo(1) and cbtfs-repository(5).\n");
 }
 
@@ -99,10 +121,18 @@ enum {
 	OPT_FORCE,
 	OPT_ENCRYPT,
 	OPT_NEW_PASSWORD_FILE,
+	OPT_KEEP_LAST,
+	OPT_KEEP_HOURLY,
+	OPT_KEEP_DAILY,
+	OPT_KEEP_WEEKLY,
+	OPT_KEEP_MONTHLY,
+	OPT_DRY_RUN,
 	OPT_VERSION,	/* every command */
 	OPT_PASSWORD_FILE,	/* every command */
 };
 #define OPT_BIT(opt) (1u << ((opt) - OPT_CHUNK_SIZE))
+/* a command that takes arguments after REPO */
+#define TAKES_OPERANDS (1u << 31)
 
 static const struct option long_opts[] = {
 	{ "chunk-size", required_argument, NULL, OPT_CHUNK_SIZE },
@@ -117,6 +147,12 @@ static const struct option long_opts[] = {
 	{ "password-file", required_argument, NULL, OPT_PASSWORD_FILE },
 	{ "new-password-file", required_argument, NULL,
 	  OPT_NEW_PASSWORD_FILE },
+	{ "keep-last", required_argument, NULL, OPT_KEEP_LAST },
+	{ "keep-hourly", required_argument, NULL, OPT_KEEP_HOURLY },
+	{ "keep-daily", required_argument, NULL, OPT_KEEP_DAILY },
+	{ "keep-weekly", required_argument, NULL, OPT_KEEP_WEEKLY },
+	{ "keep-monthly", required_argument, NULL, OPT_KEEP_MONTHLY },
+	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
@@ -135,6 +171,10 @@ struct opts {
 	unsigned subset;
 	unsigned jobs;
 	bool force;
+	struct forget_policy policy;
+	bool dry_run;
+	char *const *operands;	/* after REPO, for commands that take them */
+	size_t n_operands;
 	struct store_opts store;
 	struct passphrase_src pass;	/* of an encrypted repository */
 	struct passphrase_src new_pass;	/* passwd */
@@ -512,8 +552,10 @@ static int cmd_unlock(const struct opts *o)
 		bool garbled = li->status == REPO_LOCK_GARBLED;
 		char holder[512];
 
-		/* a garbled record may be of any volume, and blocks all */
+		/* a garbled record may be of any volume, and blocks all;
+		 * so does a prune's */
 		if (o->volume != NULL && !garbled &&
+		    li->kind != REPO_LOCK_PRUNE &&
 		    strcmp(li->volume, o->volume) != 0)
 			continue;
 		if (garbled)
@@ -527,13 +569,23 @@ static int cmd_unlock(const struct opts *o)
 					  "cannot be read; if no ingest is "
 					  "running, remove it with --force",
 					  li->id);
+			else if (li->kind == REPO_LOCK_PRUNE)
+				log_error("not removing locks/%s of a prune "
+					  "of the repository: it is live "
+					  "(%s); if that prune is gone, "
+					  "remove it with --force, or wait "
+					  "until its lease of %u s runs out",
+					  li->id,
+					  holder, li->lease);
 			else
 				log_error("not removing locks/%s of volume "
 					  "'%s': it is live (%s); if that "
-					  "ingest is gone, remove it with "
+					  "%s is gone, remove it with "
 					  "--force, or wait until its lease "
 					  "of %u s runs out", li->id,
-					  li->volume, holder, li->lease);
+					  li->volume, holder,
+					  repo_lock_kind_name(li->kind),
+					  li->lease);
 			refused++;
 			continue;
 		}
@@ -543,7 +595,10 @@ static int cmd_unlock(const struct opts *o)
 		}
 		printf("removed locks/%s (%s, %s, %s)\n", li->id,
 		       repo_lock_status_name(li->status),
-		       garbled ? "volume unknown" : li->volume, holder);
+		       garbled			     ? "volume unknown"
+		       : li->kind == REPO_LOCK_PRUNE ? "repository"
+						     : li->volume,
+		       holder);
 		removed++;
 	}
 	if (err == 0 && removed + refused + failed == 0)
@@ -553,6 +608,217 @@ static int cmd_unlock(const struct opts *o)
 	free(l.v);
 	repo_close(r);
 	return err == 0 && refused + failed == 0 ? EXIT_OK : EXIT_FAIL;
+}
+
+/* ---- forget and prune --------------------------------------------------- */
+
+/* "last, daily" for reason bits into buf. */
+static const char *reasons_str(unsigned keep, char *buf, size_t size)
+{
+	const char *name;
+	size_t n = 0;
+	unsigned b;
+
+	buf[0] = '\0';
+	for (b = 0; (name = forget_reason_name(b)) != NULL; b++)
+		if (keep & (1u << b))
+			n += (size_t)snprintf(buf + n, n < size ? size - n : 0,
+					      "%s%s", n ? ", " : "", name);
+	return buf;
+}
+
+static void print_forget(const struct forget_report *rep, bool dry_run)
+{
+	const char *vol = NULL;
+	size_t i;
+
+	for (i = 0; i < rep->snapshots.n; i++) {
+		const struct forget_snapshot *s = &rep->snapshots.v[i];
+		time_t t = (time_t)s->created;
+		char when[32], why[128];
+
+		if (vol == NULL || strcmp(vol, s->volume) != 0) {
+			printf("volume %s:\n", s->volume);
+			vol = s->volume;
+		}
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S",
+			 localtime(&t));
+		printf("  %-6s %-20s %s  %s%s\n", s->keep ? "keep" : "forget",
+		       s->name, when,
+		       reasons_str(s->keep, why, sizeof(why)),
+		       s->rewritten ? (dry_run ? " (would be rewritten)"
+					       : " (rewritten)")
+				    : "");
+	}
+	printf("forget%s: %" PRIu64 " snapshot%s %sforgotten, %" PRIu64
+	       " kept (%" PRIu64 " rewritten), of %" PRIu64 " volume%s, in "
+	       "%.1f s%s\n", dry_run ? " (dry run)" : "", rep->forgotten,
+	       rep->forgotten == 1 ? "" : "s", dry_run ? "would be " : "",
+	       rep->kept, rep->rewritten, rep->volumes,
+	       rep->volumes == 1 ? "" : "s", rep->seconds,
+	       dry_run ? "; nothing was changed" : "");
+}
+
+static void print_forget_json(const struct forget_report *rep, bool dry_run)
+{
+	struct json_object *o = json_object_new_object();
+	struct json_object *snaps = json_object_new_array();
+	size_t i;
+
+	json_object_object_add(o, "dry_run", json_object_new_boolean(dry_run));
+#define FORGET_COUNTER_JSON(f)                                            \
+	json_object_object_add(o, #f, json_object_new_int64((int64_t)rep->f));
+	FORGET_COUNTERS(FORGET_COUNTER_JSON)
+#undef FORGET_COUNTER_JSON
+	json_object_object_add(o, "seconds",
+			       json_object_new_double(rep->seconds));
+	for (i = 0; i < rep->snapshots.n; i++) {
+		const struct forget_snapshot *s = &rep->snapshots.v[i];
+		struct json_object *js = json_object_new_object();
+		struct json_object *why = json_object_new_array();
+		const char *name;
+		unsigned b;
+
+		json_object_object_add(js, "volume",
+				       json_object_new_string(s->volume));
+		json_object_object_add(js, "name",
+				       json_object_new_string(s->name));
+		json_object_object_add(js, "id",
+				       json_object_new_string(s->id));
+		json_object_object_add(js, "created",
+				       json_object_new_int64(s->created));
+		json_object_object_add(js, "keep",
+				       json_object_new_boolean(s->keep != 0));
+		for (b = 0; (name = forget_reason_name(b)) != NULL; b++)
+			if (s->keep & (1u << b))
+				json_object_array_add(
+					why, json_object_new_string(name));
+		json_object_object_add(js, "reasons", why);
+		json_object_object_add(js, "rewritten",
+				       json_object_new_boolean(s->rewritten));
+		json_object_array_add(snaps, js);
+	}
+	json_object_object_add(o, "snapshots", snaps);
+	cli_print_json(o);
+}
+
+static int cmd_forget(const struct opts *o)
+{
+	struct forget_conf conf = {
+		.volume = o->volume,
+		.policy = o->policy,
+		.force = o->force,
+		.dry_run = o->dry_run,
+		.jobs = o->jobs,
+		.progress = isatty(STDERR_FILENO),
+	};
+	bool policy = forget_policy_any(&o->policy);
+	struct store_opts sopts = o->store;
+	struct forget_report rep;
+	size_t i;
+	int err;
+
+	if (o->n_operands > 0 && o->volume != NULL)
+		return cli_usage_error(prog, "forget: give the volume either "
+				       "as --volume or after REPO, not both");
+	if (o->n_operands > 0 && policy)
+		return cli_usage_error(prog, "forget: name snapshots, or give "
+				       "a --keep policy with --volume, not "
+				       "both");
+	if (o->n_operands == 1)
+		return cli_usage_error(prog, "forget: name the snapshots of "
+				       "volume '%s' to forget after it",
+				       o->operands[0]);
+	if (o->n_operands == 0 && !policy)
+		return cli_usage_error(prog, "forget: name the snapshots to "
+				       "forget (REPO VOLUME SNAPSHOT...), or "
+				       "give a policy (--keep-last, "
+				       "--keep-hourly, --keep-daily, "
+				       "--keep-weekly or --keep-monthly)");
+	if (policy && o->force)
+		return cli_usage_error(prog, "forget: --force applies to "
+				       "named snapshots only (a policy always "
+				       "keeps the newest)");
+	if (o->n_operands > 0) {
+		conf.volume = o->operands[0];
+		conf.names = (const char *const *)o->operands + 1;
+		conf.n_names = o->n_operands - 1;
+	}
+	if (conf.volume != NULL && repo_check_volume_name(conf.volume) != 0)
+		return EXIT_USAGE;
+	for (i = 0; i < conf.n_names; i++)
+		if (repo_check_snapshot_name(conf.names[i]) != 0)
+			return EXIT_USAGE;
+	sopts.connections = o->jobs;
+	conf.repo = repo_open(o->repo, &sopts, &o->pass, &err);
+	if (conf.repo == NULL)
+		return EXIT_FAIL;
+	err = forget_run(&conf, &rep);
+	if (err == 0 && o->json)
+		print_forget_json(&rep, o->dry_run);
+	else if (err == 0)
+		print_forget(&rep, o->dry_run);
+	forget_report_free(&rep);
+	repo_close(conf.repo);
+	return err == 0 ? EXIT_OK : EXIT_FAIL;
+}
+
+static void print_prune(const struct prune_report *rep, bool dry_run)
+{
+	const char *verb = dry_run ? "would delete" : "deleted";
+
+	printf("prune%s: %" PRIu64 " manifests, %" PRIu64 " chunks in the "
+	       "repository, %" PRIu64 " in use; %s %" PRIu64 " chunk%s (%s), "
+	       "%" PRIu64 " damage record%s and %" PRIu64 " temporary "
+	       "file%s (%s) in %.1f s%s\n", dry_run ? " (dry run)" : "",
+	       rep->manifests, rep->chunks_listed, rep->chunks_referenced,
+	       verb, rep->chunks_deleted, rep->chunks_deleted == 1 ? "" : "s",
+	       HUMAN(rep->bytes_freed), rep->damage_removed,
+	       rep->damage_removed == 1 ? "" : "s", rep->temp_removed,
+	       rep->temp_removed == 1 ? "" : "s", HUMAN(rep->temp_bytes),
+	       rep->seconds, dry_run ? "; nothing was changed" : "");
+}
+
+static void print_prune_json(const struct prune_report *rep, bool dry_run)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "dry_run", json_object_new_boolean(dry_run));
+#define PRUNE_COUNTER_JSON(f)                                             \
+	json_object_object_add(o, #f, json_object_new_int64((int64_t)rep->f));
+	PRUNE_COUNTERS(PRUNE_COUNTER_JSON)
+#undef PRUNE_COUNTER_JSON
+	json_object_object_add(o, "seconds",
+			       json_object_new_double(rep->seconds));
+	cli_print_json(o);
+}
+
+static int cmd_prune(const struct opts *o)
+{
+	struct prune_conf conf = {
+		.dry_run = o->dry_run,
+		.jobs = o->jobs,
+		.progress = isatty(STDERR_FILENO),
+	};
+	struct store_opts sopts = o->store;
+	struct prune_report rep;
+	int err;
+
+	sopts.connections = o->jobs;
+	conf.repo = repo_open(o->repo, &sopts, &o->pass, &err);
+	if (conf.repo == NULL)
+		return EXIT_FAIL;
+	err = prune_run(&conf, &rep);
+	if (err != 0)
+		log_error("prune of %s stopped (see above); what it deleted "
+			  "was not in use, and running it again finishes the "
+			  "job", o->repo);
+	else if (o->json)
+		print_prune_json(&rep, o->dry_run);
+	else
+		print_prune(&rep, o->dry_run);
+	repo_close(conf.repo);
+	return err == 0 ? EXIT_OK : EXIT_FAIL;
 }
 
 /* ---- reindex, and the commands ----------------------------------------- */
@@ -585,7 +851,8 @@ static int cmd_passwd(const struct opts *o)
 static const struct command {
 	const char *name;
 	int (*run)(const struct opts *o);
-	unsigned options;	/* OPT_BIT()s of the options that apply */
+	unsigned options;	/* OPT_BIT()s of the options that apply,
+				 * and TAKES_OPERANDS */
 } commands[] = {
 	{ "init", cmd_init, OPT_BIT(OPT_CHUNK_SIZE) | OPT_BIT(OPT_ENCRYPT) },
 	{ "snapshots", cmd_snapshots,
@@ -596,6 +863,14 @@ static const struct command {
 	{ "unlock", cmd_unlock, OPT_BIT(OPT_VOLUME) | OPT_BIT(OPT_FORCE) },
 	{ "reindex", cmd_reindex, OPT_BIT(OPT_CACHE_DIR) },
 	{ "passwd", cmd_passwd, OPT_BIT(OPT_NEW_PASSWORD_FILE) },
+	{ "forget", cmd_forget,
+	  OPT_BIT(OPT_VOLUME) | OPT_BIT(OPT_JSON) | OPT_BIT(OPT_JOBS) |
+		  OPT_BIT(OPT_FORCE) | OPT_BIT(OPT_KEEP_LAST) |
+		  OPT_BIT(OPT_KEEP_HOURLY) | OPT_BIT(OPT_KEEP_DAILY) |
+		  OPT_BIT(OPT_KEEP_WEEKLY) | OPT_BIT(OPT_KEEP_MONTHLY) |
+		  OPT_BIT(OPT_DRY_RUN) | TAKES_OPERANDS },
+	{ "prune", cmd_prune,
+	  OPT_BIT(OPT_JSON) | OPT_BIT(OPT_JOBS) | OPT_BIT(OPT_DRY_RUN) },
 };
 
 /* "--volume" for OPT_VOLUME. */
@@ -671,6 +946,22 @@ int main(int argc, char *argv[])
 		case OPT_NEW_PASSWORD_FILE:
 			o.new_pass.file = optarg;
 			break;
+#define KEEP_OPTION(f, OPT)                                                  \
+		case OPT:                                                     \
+			if (cli_number(prog, "--keep-" #f, optarg, 1,         \
+				       1000000, &n) != 0)                     \
+				return EXIT_USAGE;                            \
+			o.policy.f = (unsigned)n;                             \
+			break;
+		KEEP_OPTION(last, OPT_KEEP_LAST)
+		KEEP_OPTION(hourly, OPT_KEEP_HOURLY)
+		KEEP_OPTION(daily, OPT_KEEP_DAILY)
+		KEEP_OPTION(weekly, OPT_KEEP_WEEKLY)
+		KEEP_OPTION(monthly, OPT_KEEP_MONTHLY)
+#undef KEEP_OPTION
+		case OPT_DRY_RUN:
+			o.dry_run = true;
+			break;
 		case 'v':
 			verbose++;
 			break;
@@ -692,14 +983,16 @@ int main(int argc, char *argv[])
 		o.repo = argv[optind++];
 	if (cmd_name == NULL)
 		return cli_usage_error(prog, "no command given");
-	if (optind < argc)
-		return cli_usage_error(prog, "unexpected argument '%s'",
-				       argv[optind]);
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (strcmp(cmd_name, commands[i].name) == 0)
 			cmd = &commands[i];
 	if (cmd == NULL)
 		return cli_usage_error(prog, "unknown command '%s'", cmd_name);
+	if (optind < argc && !(cmd->options & TAKES_OPERANDS))
+		return cli_usage_error(prog, "unexpected argument '%s'",
+				       argv[optind]);
+	o.operands = argv + optind;
+	o.n_operands = (size_t)(argc - optind);
 	if (o.repo == NULL)
 		return cli_usage_error(prog, "%s: no repository given",
 				       cmd->name);

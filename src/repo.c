@@ -961,11 +961,28 @@ int repo_list_damaged(struct repo *r, repo_damage_cb *cb, void *arg)
 
 /* ---- locks ----------------------------------------------------------- */
 
+/*
+ * Record format (text, one key=value a line, unknown keys ignored):
+ *   kind      ingest (also when absent: records of older versions), forget
+ *             or prune
+ *   volume    the volume (ingest, forget); absent for a prune, so that a
+ *             cbtfs older than prune records finds it garbled and is
+ *             blocked by it
+ *   snapshot  the snapshot being made (ingest), "(forget)" (forget)
+ *   manifest  the id of the manifest an ingest will commit
+ *   state     pending, held, or abandoned (ingest only)
+ *   host, boot_id, pidns, pid, start   the holder (struct proc_id)
+ *   created, renewed   Unix seconds
+ *   lease     seconds
+ * A record of cbtfs before leases has only volume, holder and created.
+ */
+
 #define LOCK_PREFIX "locks/"
 #define LOCK_KEY_SIZE (sizeof(LOCK_PREFIX) + CBTFS_UUID_LEN)
 #define LOCK_MAX_RECORD 4096
-/* how long a starting ingest waits for others starting with it */
+/* how long a starting taker waits for others starting with it */
 #define LOCK_SETTLE_SECONDS 30
+#define LOCK_FORGET_SNAPSHOT "(forget)"
 /* records of cbtfs before leases expire this long after their creation */
 #define LOCK_LEGACY_SECONDS (24 * 3600)
 
@@ -1018,28 +1035,51 @@ const char *repo_lock_status_name(enum repo_lock_status s)
 	return names[s];
 }
 
+const char *repo_lock_kind_name(enum repo_lock_kind k)
+{
+	static const char *const names[] = { "ingest", "forget", "prune" };
+
+	return names[k];
+}
+
 const char *repo_lock_holder(const struct repo_lock_info *li, char *buf,
 			     size_t size)
 {
-	snprintf(buf, size, "cbtfs-ingest pid %ld on %s, making snapshot "
-		 "'%s', renewed %llds ago", li->holder.pid,
-		 li->holder.host[0] ? li->holder.host : "?", li->snapshot,
-		 (long long)time(NULL) - (long long)li->renewed);
+	const char *host = li->holder.host[0] ? li->holder.host : "?";
+	long long ago = (long long)time(NULL) - (long long)li->renewed;
+
+	if (li->kind == REPO_LOCK_INGEST)
+		snprintf(buf, size, "cbtfs-ingest pid %ld on %s, making "
+			 "snapshot '%s', renewed %llds ago", li->holder.pid,
+			 host, li->snapshot, ago);
+	else
+		snprintf(buf, size, "cbtfs-repo %s pid %ld on %s, renewed "
+			 "%llds ago", repo_lock_kind_name(li->kind),
+			 li->holder.pid, host, ago);
 	return buf;
 }
 
 static int lock_format(const struct repo_lock_info *li, char *rec,
 		       size_t size)
 {
-	return snprintf(rec, size,
-			"volume=%s\nsnapshot=%s\nmanifest=%s\nstate=%s\n"
-			"host=%s\nboot_id=%s\npidns=%s\npid=%ld\nstart=%llu\n"
-			"created=%lld\nrenewed=%lld\nlease=%u\n",
-			li->volume, li->snapshot, li->manifest, li->state,
-			li->holder.host, li->holder.boot_id, li->holder.pidns,
-			li->holder.pid, li->holder.start,
-			(long long)li->created, (long long)li->renewed,
-			li->lease);
+	int n = snprintf(rec, size, "kind=%s\n",
+			 repo_lock_kind_name(li->kind));
+
+	if (li->kind != REPO_LOCK_PRUNE)
+		n += snprintf(rec + n, size - (size_t)n,
+			      "volume=%s\nsnapshot=%s\n", li->volume,
+			      li->snapshot);
+	if (li->manifest[0] != '\0')
+		n += snprintf(rec + n, size - (size_t)n, "manifest=%s\n",
+			      li->manifest);
+	return n + snprintf(rec + n, size - (size_t)n,
+			    "state=%s\nhost=%s\n"
+			    "boot_id=%s\npidns=%s\npid=%ld\nstart=%llu\n"
+			    "created=%lld\nrenewed=%lld\nlease=%u\n",
+			    li->state, li->holder.host, li->holder.boot_id,
+			    li->holder.pidns, li->holder.pid,
+			    li->holder.start, (long long)li->created,
+			    (long long)li->renewed, li->lease);
 }
 
 /* Parses a decimal field; false if it is not one. */
@@ -1076,7 +1116,16 @@ static int lock_parse(char *text, struct repo_lock_info *li)
 			return EBADMSG;
 		*eq = '\0';
 		v = eq + 1;
-		if (strcmp(k, "volume") == 0)
+		if (strcmp(k, "kind") == 0) {
+			if (strcmp(v, "ingest") == 0)
+				li->kind = REPO_LOCK_INGEST;
+			else if (strcmp(v, "forget") == 0)
+				li->kind = REPO_LOCK_FORGET;
+			else if (strcmp(v, "prune") == 0)
+				li->kind = REPO_LOCK_PRUNE;
+			else
+				return EBADMSG;
+		} else if (strcmp(k, "volume") == 0)
 			LOCK_TEXT(li->volume, v);
 		else if (strcmp(k, "snapshot") == 0)
 			LOCK_TEXT(li->snapshot, v);
@@ -1107,12 +1156,13 @@ static int lock_parse(char *text, struct repo_lock_info *li)
 		renewed = created;
 		lease = LOCK_LEGACY_SECONDS;
 	}
-	if (li->volume[0] == '\0' || created < 0 || renewed < 0 ||
-	    lease <= 0 || lease > 86400 ||
+	if ((li->volume[0] == '\0') != (li->kind == REPO_LOCK_PRUNE) ||
+	    created < 0 || renewed < 0 || lease <= 0 || lease > 86400 ||
 	    (li->manifest[0] != '\0' && !uuid_valid(li->manifest)) ||
 	    (strcmp(li->state, "pending") != 0 &&
 	     strcmp(li->state, "held") != 0 &&
-	     strcmp(li->state, "abandoned") != 0))
+	     (strcmp(li->state, "abandoned") != 0 ||
+	      li->kind != REPO_LOCK_INGEST)))
 		return EBADMSG;
 	li->holder.pid = pid > 0 ? (long)pid : 0;
 	li->holder.start = start > 0 ? (unsigned long long)start : 0;
@@ -1188,6 +1238,18 @@ int repo_remove_lock(struct repo *r, const char *id)
 	return store_del(r->store, key);
 }
 
+/* "volume 'ns/pvc'" or "the repository", for messages about li. */
+static const char *lock_what(const struct repo_lock_info *li, char *buf,
+			     size_t size)
+{
+	if (li->kind == REPO_LOCK_PRUNE)
+		snprintf(buf, size, "the repository (prune)");
+	else
+		snprintf(buf, size, "volume '%s'", li->volume);
+	return buf;
+}
+#define LOCK_WHAT(li) lock_what((li), (char[560]){ 0 }, 560)
+
 /*
  * Writes l's record with a fresh renewal time; the caller holds l->lock.
  * A write later than the lease after the last one would bring back a
@@ -1201,11 +1263,12 @@ static int lock_write(struct repo_lock *l)
 	int n, err;
 
 	if (!l->lost && l->last_ok > 0 && now - l->last_ok > l->info.lease) {
-		log_error("the lock of volume '%s' (locks/%s) was not renewed "
-			  "for %.0f s, longer than its lease of %u s: another "
-			  "ingest may have taken the volume, so this one "
-			  "will commit nothing", l->info.volume, l->info.id,
-			  now - l->last_ok, l->info.lease);
+		log_error("the lock of %s (locks/%s) was not renewed for "
+			  "%.0f s, longer than its lease of %u s: another "
+			  "ingest, forget or prune may have run meanwhile, so "
+			  "this %s stops here", LOCK_WHAT(&l->info),
+			  l->info.id, now - l->last_ok, l->info.lease,
+			  repo_lock_kind_name(l->info.kind));
 		l->lost = true;
 	}
 	if (l->lost)
@@ -1237,19 +1300,21 @@ static void *lock_renewer(void *arg)
 		ts.tv_sec += every;
 		pthread_cond_timedwait(&l->wake, &l->lock, &ts);
 		if (!l->stop && lock_write(l) != 0 && !l->lost)
-			log_warn("cannot renew the lock of volume '%s' "
-				 "(locks/%s); trying again in %u s",
-				 l->info.volume, l->info.id, every);
+			log_warn("cannot renew the lock of %s (locks/%s); "
+				 "trying again in %u s", LOCK_WHAT(&l->info),
+				 l->info.id, every);
 	}
 	pthread_mutex_unlock(&l->lock);
 	return NULL;
 }
 
-/* What a scan of the volume's other records found. */
+/* What a scan of the other records found. */
 struct lock_scan {
 	struct repo_lock *self;
 	bool wait;			/* pending records after ours */
-	struct repo_lock_found *found;
+	struct repo_lock_found found;
+	bool stopped_same;		/* a stopped record of our kind and
+					 * snapshot was removed */
 	struct repo_lock_info blocker;	/* set when the scan gives EBUSY */
 };
 
@@ -1260,6 +1325,45 @@ static bool lock_before(const struct repo_lock_info *a,
 	if (a->created != b->created)
 		return a->created < b->created;
 	return strcmp(a->id, b->id) < 0;
+}
+
+/* Whether records a and b (both readable) exclude each other: the same
+ * volume, or either a prune. */
+static bool lock_conflicts(const struct repo_lock_info *a,
+			   const struct repo_lock_info *b)
+{
+	return a->kind == REPO_LOCK_PRUNE || b->kind == REPO_LOCK_PRUNE ||
+	       strcmp(a->volume, b->volume) == 0;
+}
+
+/*
+ * Whether taker me removes li, a conflicting record that blocks nothing
+ * (dead, expired or abandoned): ingest records are left to the next ingest
+ * of their volume (they tell it where a stopped run's chunks are).
+ */
+static bool lock_removes(const struct repo_lock_info *me,
+			 const struct repo_lock_info *li)
+{
+	return li->kind != REPO_LOCK_INGEST || me->kind == REPO_LOCK_INGEST;
+}
+
+/* "an ingest", "a forget", "a prune" */
+static const char *lock_a(enum repo_lock_kind k)
+{
+	static const char *const a[] = { "an ingest", "a forget", "a prune" };
+
+	return a[k];
+}
+
+/* "an ingest", "another ingest", "a forget"... of li, seen by me. */
+static const char *lock_who(const struct repo_lock_info *me,
+			    const struct repo_lock_info *li)
+{
+	static const char *const other[] = { "another ingest",
+					     "another forget",
+					     "another prune" };
+
+	return li->kind == me->kind ? other[li->kind] : lock_a(li->kind);
 }
 
 /* Removes a record that blocks nothing, noting what it tells. */
@@ -1274,19 +1378,23 @@ static int lock_clear_stopped(struct lock_scan *ls,
 			 "stopped early (locks/%s); chunks it stored are not "
 			 "sent again", li->volume, li->snapshot, li->id);
 	else
-		log_warn("volume '%s': removing the lock locks/%s of an "
-			 "ingest that %s (%s)", li->volume, li->id,
+		log_warn("%s: removing the lock locks/%s of %s that %s (%s)",
+			 LOCK_WHAT(li), li->id, lock_a(li->kind),
 			 li->status == REPO_LOCK_DEAD ? "is no longer running"
 						      : "stopped renewing it",
 			 repo_lock_holder(li, holder, sizeof(holder)));
 	if (repo_remove_lock(ls->self->repo, li->id) != 0)
 		return EIO;	/* logged */
-	/* a pending record never reached the point of storing anything */
+	/* a pending record never reached the point of changing anything */
 	if (strcmp(li->state, "pending") == 0)
 		return 0;
-	ls->found->leftovers = true;
+	if (li->kind == me->kind && strcmp(li->snapshot, me->snapshot) == 0)
+		ls->stopped_same = true;
+	if (li->kind != REPO_LOCK_INGEST)
+		return 0;
+	ls->found.leftovers = true;
 	if (strcmp(li->snapshot, me->snapshot) == 0 && li->manifest[0])
-		LOCK_TEXT(ls->found->predecessor, li->manifest);
+		LOCK_TEXT(ls->found.predecessor, li->manifest);
 	return 0;
 }
 
@@ -1296,14 +1404,13 @@ static int lock_scan_cb(void *arg, const struct repo_lock_info *li)
 	const struct repo_lock_info *me = &ls->self->info;
 
 	if (strcmp(li->id, me->id) == 0 ||
-	    (li->status != REPO_LOCK_GARBLED &&
-	     strcmp(li->volume, me->volume) != 0))
+	    (li->status != REPO_LOCK_GARBLED && !lock_conflicts(me, li)))
 		return 0;
 	switch (li->status) {
 	case REPO_LOCK_DEAD:
 	case REPO_LOCK_EXPIRED:
 	case REPO_LOCK_ABANDONED:
-		return lock_clear_stopped(ls, li);
+		return lock_removes(me, li) ? lock_clear_stopped(ls, li) : 0;
 	case REPO_LOCK_GARBLED:
 		ls->blocker = *li;
 		return EBUSY;
@@ -1315,11 +1422,57 @@ static int lock_scan_cb(void *arg, const struct repo_lock_info *li)
 		return EBUSY;
 	}
 	if (!ls->wait)
-		log_debug("volume '%s': another ingest is starting at the same "
-			  "time (locks/%s); waiting for it to give way",
-			  me->volume, li->id);
+		log_debug("%s: %s is starting at the same time (locks/%s); "
+			  "waiting for it to give way", LOCK_WHAT(me),
+			  lock_who(me, li), li->id);
 	ls->wait = true;
 	return 0;
+}
+
+/* Says why taker me cannot have its lock: b holds it. */
+static void lock_refused(const struct repo_lock_info *me,
+			 const struct repo_lock_info *b)
+{
+	char holder[512];
+
+	if (b->status == REPO_LOCK_GARBLED) {
+		if (me->kind == REPO_LOCK_PRUNE)
+			log_error("the repository may be locked: the lock "
+				  "record locks/%s cannot be read; if no "
+				  "ingest, forget or prune runs, remove it "
+				  "with 'cbtfs-repo unlock REPO --force'",
+				  b->id);
+		else
+			log_error("volume '%s' may be locked: the lock record "
+				  "locks/%s cannot be read; if no ingest of "
+				  "the volume runs, remove it with "
+				  "'cbtfs-repo unlock REPO --force'",
+				  me->volume, b->id);
+		return;
+	}
+	repo_lock_holder(b, holder, sizeof(holder));
+	if (b->kind == REPO_LOCK_PRUNE)
+		log_error("the repository is being pruned (%s; object "
+			  "locks/%s): no ingest, forget or other prune may "
+			  "start until it ends; run this again then, or if "
+			  "that prune is dead, once its lease of %u s has "
+			  "run out ('cbtfs-repo unlock REPO --force' removes "
+			  "it before)", holder, b->id, b->lease);
+	else if (me->kind == REPO_LOCK_PRUNE)
+		log_error("cannot prune now: volume '%s' is locked by %s "
+			  "(%s; object locks/%s), which may use chunks that "
+			  "no manifest refers to yet; prune when it has "
+			  "finished, or if it is dead, once its lease of %u s "
+			  "has run out ('cbtfs-repo unlock REPO --force' "
+			  "removes it before)", b->volume, lock_who(me, b),
+			  holder, b->id, b->lease);
+	else
+		log_error("volume '%s' is locked by %s (%s; object locks/%s); "
+			  "wait for it to finish; if you know it is dead, "
+			  "'cbtfs-repo unlock REPO --volume %s --force' "
+			  "removes the lock, which otherwise ends %us after "
+			  "its last renewal", me->volume, lock_who(me, b),
+			  holder, b->id, b->volume, b->lease);
 }
 
 static void lock_free(struct repo_lock *l)
@@ -1329,28 +1482,8 @@ static void lock_free(struct repo_lock *l)
 	free(l);
 }
 
-static void lock_log_blocker(const struct repo_lock_info *b)
-{
-	char holder[512];
-
-	if (b->status == REPO_LOCK_GARBLED)
-		log_error("volume '%s' may be locked: the lock record "
-			  "locks/%s cannot be read; if no ingest of the "
-			  "volume runs, remove it with 'cbtfs-repo unlock "
-			  "REPO --force'", b->volume[0] ? b->volume : "?",
-			  b->id);
-	else
-		log_error("volume '%s' is locked by another ingest (%s; "
-			  "object locks/%s); wait for it to finish; if you "
-			  "know it is dead, 'cbtfs-repo unlock REPO --volume "
-			  "%s --force' removes the lock, which otherwise ends "
-			  "%us after its last renewal", b->volume,
-			  repo_lock_holder(b, holder, sizeof(holder)), b->id,
-			  b->volume, b->lease);
-}
-
 /*
- * Lists the volume's records until no other is live (0), one blocks
+ * Lists the records until no conflicting one is live (0), one blocks
  * (EBUSY, logged), or the wait for pending ones ordered after ours ends
  * (EBUSY or EINTR, logged); renews our pending record meanwhile.  The
  * caller holds l->lock.
@@ -1368,19 +1501,19 @@ static int lock_settle(struct repo_lock *l, struct lock_scan *ls,
 		ls->wait = false;
 		err = repo_list_locks(l->repo, lock_scan_cb, ls);
 		if (err == EBUSY)
-			lock_log_blocker(&ls->blocker);
+			lock_refused(&l->info, &ls->blocker);
 		if (err != 0 || !ls->wait)
 			return err;
 		if (stop != NULL && *stop) {
 			log_error("interrupted while waiting for the lock of "
-				  "volume '%s'", l->info.volume);
+				  "%s", LOCK_WHAT(&l->info));
 			return EINTR;
 		}
 		if (boot_seconds() > deadline) {
-			log_error("volume '%s': another ingest started at the "
-				  "same time and neither finished starting "
-				  "within %.0f s; try again", l->info.volume,
-				  limit);
+			log_error("%s: another ingest, forget or prune "
+				  "started at the same time and neither "
+				  "finished starting within %.0f s; try again",
+				  LOCK_WHAT(&l->info), limit);
 			return EBUSY;
 		}
 		sleep_ms(100 + backoff_ms(1, 100, 200), stop);
@@ -1390,18 +1523,21 @@ static int lock_settle(struct repo_lock *l, struct lock_scan *ls,
 	}
 }
 
-int repo_lock_volume(struct repo *r, const struct repo_lock_request *req,
-		     struct repo_lock **lp, struct repo_lock_found *found)
+/* Takes a lock of kind for req (see repo.h); *ls receives what the scan
+ * found. */
+static int lock_take(struct repo *r, enum repo_lock_kind kind,
+		     const struct repo_lock_request *req,
+		     struct repo_lock **lp, struct lock_scan *ls)
 {
 	struct repo_lock *l = calloc(1, sizeof(*l));
-	struct lock_scan ls = { .self = l, .found = found };
 	pthread_condattr_t ca;
 	int err;
 
 	*lp = NULL;
-	memset(found, 0, sizeof(*found));
+	memset(ls, 0, sizeof(*ls));
 	if (l == NULL)
 		return ENOMEM;
+	ls->self = l;
 	l->repo = r;
 	pthread_mutex_init(&l->lock, NULL);
 	pthread_condattr_init(&ca);
@@ -1409,6 +1545,7 @@ int repo_lock_volume(struct repo *r, const struct repo_lock_request *req,
 	pthread_cond_init(&l->wake, &ca);
 	pthread_condattr_destroy(&ca);
 	uuid_new(l->info.id);
+	l->info.kind = kind;
 	LOCK_TEXT(l->info.volume, req->volume);
 	LOCK_TEXT(l->info.snapshot, req->snapshot);
 	LOCK_TEXT(l->info.manifest, req->manifest ? req->manifest : "");
@@ -1420,7 +1557,7 @@ int repo_lock_volume(struct repo *r, const struct repo_lock_request *req,
 	pthread_mutex_lock(&l->lock);
 	err = lock_write(l);
 	if (err == 0)
-		err = lock_settle(l, &ls, req->stop);
+		err = lock_settle(l, ls, req->stop);
 	if (err == 0) {
 		LOCK_TEXT(l->info.state, "held");
 		err = lock_write(l);
@@ -1430,7 +1567,7 @@ int repo_lock_volume(struct repo *r, const struct repo_lock_request *req,
 		err = pthread_create(&l->renewer, NULL, lock_renewer, l);
 		if (err != 0)
 			log_error("cannot start the thread renewing the lock "
-				  "of volume '%s': %s", req->volume,
+				  "of %s: %s", LOCK_WHAT(&l->info),
 				  ERRSTR(err));
 		l->renewing = err == 0;
 	}
@@ -1443,6 +1580,37 @@ int repo_lock_volume(struct repo *r, const struct repo_lock_request *req,
 	return 0;
 }
 
+int repo_lock_volume(struct repo *r, const struct repo_lock_request *req,
+		     struct repo_lock **lp, struct repo_lock_found *found)
+{
+	struct lock_scan ls;
+	int err = lock_take(r, REPO_LOCK_INGEST, req, lp, &ls);
+
+	*found = ls.found;
+	return err;
+}
+
+int repo_lock_forget(struct repo *r, const char *volume,
+		     struct repo_lock **lp, bool *predecessor)
+{
+	struct repo_lock_request req = { volume, LOCK_FORGET_SNAPSHOT, NULL,
+					 NULL };
+	struct lock_scan ls;
+	int err = lock_take(r, REPO_LOCK_FORGET, &req, lp, &ls);
+
+	if (predecessor != NULL)
+		*predecessor = ls.stopped_same;
+	return err;
+}
+
+int repo_lock_prune(struct repo *r, struct repo_lock **lp)
+{
+	struct repo_lock_request req = { "", "", NULL, NULL };
+	struct lock_scan ls;
+
+	return lock_take(r, REPO_LOCK_PRUNE, &req, lp, &ls);
+}
+
 int repo_lock_confirm(struct repo_lock *l)
 {
 	char key[LOCK_KEY_SIZE];
@@ -1452,10 +1620,11 @@ int repo_lock_confirm(struct repo_lock *l)
 	snprintf(key, sizeof(key), LOCK_PREFIX "%s", l->info.id);
 	err = l->lost ? ESTALE : store_head(l->repo->store, key, NULL);
 	if (err == ENOENT) {
-		log_error("the lock of volume '%s' (locks/%s) was removed by "
-			  "someone else: another ingest may have taken the "
-			  "volume, so this one commits nothing",
-			  l->info.volume, l->info.id);
+		log_error("the lock of %s (locks/%s) was removed by someone "
+			  "else: another ingest, forget or prune may have run "
+			  "meanwhile, so this %s stops here",
+			  LOCK_WHAT(&l->info), l->info.id,
+			  repo_lock_kind_name(l->info.kind));
 		l->lost = true;
 		err = ESTALE;
 	}
@@ -1482,16 +1651,109 @@ void repo_unlock(struct repo_lock *l, bool clean)
 		lock_free(l);	/* the record is not ours to touch */
 		return;
 	}
-	if (clean) {
+	if (clean || l->info.kind != REPO_LOCK_INGEST) {
 		err = repo_remove_lock(l->repo, l->info.id);
 	} else {
 		LOCK_TEXT(l->info.state, "abandoned");
 		err = lock_write(l);
 	}
 	if (err != 0)
-		log_warn("could not release the lock of volume '%s' "
-			 "(locks/%s); it stops blocking other ingests when "
-			 "its lease ends, %u s from now", l->info.volume,
-			 l->info.id, l->info.lease);
+		log_warn("could not release the lock of %s (locks/%s); it "
+			 "stops blocking others when its lease ends, %u s "
+			 "from now", LOCK_WHAT(&l->info), l->info.id,
+			 l->info.lease);
 	lock_free(l);
+}
+
+/* ---- forget and prune ------------------------------------------------ */
+
+int repo_delete_manifest(struct repo *r, const char *id)
+{
+	char key[16 + CBTFS_UUID_LEN];
+
+	snprintf(key, sizeof(key), "snapshots/%s", id);
+	return store_del(r->store, key);
+}
+
+int repo_has_manifest(struct repo *r, const char *id, bool *exists)
+{
+	char key[16 + CBTFS_UUID_LEN];
+	int err;
+
+	snprintf(key, sizeof(key), "snapshots/%s", id);
+	err = store_head(r->store, key, NULL);
+	*exists = err == 0;
+	return err == ENOENT ? 0 : err;
+}
+
+struct list_chunks_ctx {
+	repo_chunk_cb *cb;
+	void *arg;
+};
+
+/* One key of the listing of chunks/: "chunks/<2 hex>/<64 hex>". */
+static int list_chunks_cb(void *arg, const char *key, uint64_t size)
+{
+	struct list_chunks_ctx *ctx = arg;
+	char canon[REPO_CHUNK_KEY_LEN + 1];
+	unsigned char id[CODEC_ID_LEN];
+
+	if (strlen(key) != REPO_CHUNK_KEY_LEN ||
+	    hex_decode(key + strlen("chunks/xx/"), id, CODEC_ID_LEN) != 0)
+		return 0;	/* not a chunk object */
+	repo_chunk_key(id, canon);
+	if (strcmp(key, canon) != 0)
+		return 0;	/* not where a read would look for it */
+	return ctx->cb(ctx->arg, id, size);
+}
+
+int repo_list_chunks(struct repo *r, repo_chunk_cb *cb, void *arg)
+{
+	struct list_chunks_ctx ctx = { cb, arg };
+
+	return store_list(r->store, "chunks/", list_chunks_cb, &ctx);
+}
+
+/* Deletes the objects of n ids, each named by keyf into keys of size
+ * klen + 1. */
+static int delete_ids(struct repo *r, const unsigned char (*ids)[CODEC_ID_LEN],
+		      size_t n, size_t klen,
+		      void (*keyf)(const unsigned char *, char *))
+{
+	char *text, **keys;
+	size_t i;
+	int err;
+
+	if (n == 0)
+		return 0;
+	text = malloc(n * (klen + 1));
+	keys = malloc(n * sizeof(*keys));
+	if (text == NULL || keys == NULL) {
+		free(text);
+		free(keys);
+		log_error("deleting %zu objects: out of memory", n);
+		return ENOMEM;
+	}
+	for (i = 0; i < n; i++) {
+		keys[i] = text + i * (klen + 1);
+		keyf(ids[i], keys[i]);
+	}
+	err = store_del_many(r->store, (const char *const *)keys, n);
+	free(text);
+	free(keys);
+	return err;
+}
+
+int repo_delete_chunks(struct repo *r,
+		       const unsigned char (*ids)[CODEC_ID_LEN], size_t n)
+{
+	return delete_ids(r, ids, n, REPO_CHUNK_KEY_LEN, repo_chunk_key);
+}
+
+int repo_delete_damage_records(struct repo *r,
+			       const unsigned char (*ids)[CODEC_ID_LEN],
+			       size_t n)
+{
+	return delete_ids(r, ids, n, strlen(DAMAGE_PREFIX) + CODEC_ID_HEX_LEN,
+			  damage_key);
 }

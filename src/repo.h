@@ -210,9 +210,15 @@ typedef int repo_damage_cb(void *arg, const unsigned char id[CODEC_ID_LEN]);
 int repo_list_damaged(struct repo *r, repo_damage_cb *cb, void *arg);
 
 /*
- * Volume locks: "locks/<uuid>" text records, one per ingest, carrying the
- * volume, the snapshot being made, the holder (struct proc_id), a state
- * and a lease renewed by a thread while the lock is held.  A record is
+ * Locks: "locks/<uuid>" text records with a kind, a holder (struct
+ * proc_id), a state and a lease renewed by a thread while the lock is
+ * held.  Kinds:
+ *   ingest     one per ingest, naming its volume and the snapshot it makes;
+ *   forget     one per volume a forget changes (cbtfs-repo forget);
+ *   prune      one for the whole repository (cbtfs-repo prune).
+ * Two records conflict when they are of the same volume (ingest and
+ * forget) or when either is a prune: so a prune excludes every ingest and
+ * forget, and they exclude it.  A record is
  *   live       held or pending, its holder not provably dead, its lease
  *              not run out;
  *   dead       its holder is gone (same host, boot and PID namespace);
@@ -221,24 +227,38 @@ int repo_list_damaged(struct repo *r, repo_damage_cb *cb, void *arg);
  *   abandoned  left by an ingest that failed after uploading chunks: it
  *              blocks nothing and tells the next ingest of the volume to
  *              look for chunks already stored;
- *   garbled    unreadable: blocks until removed with 'unlock --force'.
+ *   garbled    unreadable: blocks every taker until removed with 'unlock
+ *              --force' (so does a prune record for a cbtfs that predates
+ *              prune records: it cannot read one).
  * A record of cbtfs before leases (volume=, holder=, created=) is held
  * and expires 24 hours after it was created.  A record renewed in the
  * future by more than its lease (a wrong clock) counts as expired.
- * Dead, expired and abandoned records of a volume are removed by the next
- * ingest of that volume, with a notice.
+ * A taker removes, with a notice, the dead and expired records it
+ * conflicts with, except that a forget leaves ingest records to the next
+ * ingest of the volume, and a prune leaves every volume's records (they
+ * tell that ingest where to look for chunks, and block nothing); an
+ * ingest also removes the abandoned records of its volume.
  *
- * Taking a lock: write a pending record, list the volume's records; go on
- * when no other is live; give up when another is held, or pending and
+ * Taking a lock: write a pending record, list locks/; go on when no
+ * conflicting record is live; give up when one is held, or pending and
  * ordered before ours (created time, then id); wait while only pending
  * records ordered after ours remain (they give up when they see ours),
- * renewing ours.  So of ingests started at the same instant exactly one
- * proceeds, on any store with read-after-write listings.  A holder whose
- * renewals stopped for longer than its lease (a stalled network, a paused
- * process) has lost the lock: it stops renewing, and repo_lock_confirm()
- * refuses its commit.
+ * renewing ours.  So of conflicting takers started at the same instant
+ * exactly one proceeds, on any store with read-after-write listings: each
+ * writes before it lists, so of two, at least one sees the other.
+ *
+ * A holder whose renewals failed (or that was stopped) for longer than the
+ * lease has lost the lock for good, even if a later renewal works: it
+ * stops renewing, repo_lock_confirm() says so, and the holder must not
+ * commit, rewrite or delete anything after that.
  */
 #define REPO_LOCK_LEASE_SECONDS 300	/* CBTFS_LOCK_LEASE overrides */
+
+enum repo_lock_kind {
+	REPO_LOCK_INGEST,
+	REPO_LOCK_FORGET,
+	REPO_LOCK_PRUNE,
+};
 
 enum repo_lock_status {
 	REPO_LOCK_LIVE,
@@ -250,10 +270,12 @@ enum repo_lock_status {
 
 struct repo_lock_info {
 	char id[CBTFS_UUID_LEN + 1];
-	char volume[520];
-	char snapshot[256];
-	char manifest[CBTFS_UUID_LEN + 1];	/* the manifest it commits,
-						 * "" if unknown */
+	enum repo_lock_kind kind;
+	char volume[520];		/* "" for a prune */
+	char snapshot[256];		/* "(forget)" for a forget, "" for a
+					 * prune */
+	char manifest[CBTFS_UUID_LEN + 1];	/* the manifest an ingest
+						 * commits, "" if unknown */
 	char state[16];			/* pending, held, abandoned */
 	struct proc_id holder;
 	int64_t created, renewed;	/* Unix seconds */
@@ -263,7 +285,10 @@ struct repo_lock_info {
 
 /* "live", "dead", ... */
 const char *repo_lock_status_name(enum repo_lock_status s);
-/* "pid 123 on host (started ...)" into buf; returns buf. */
+/* "ingest", "forget", "prune" */
+const char *repo_lock_kind_name(enum repo_lock_kind k);
+/* "cbtfs-ingest pid 123 on host, making snapshot ..." into buf; returns
+ * buf. */
 const char *repo_lock_holder(const struct repo_lock_info *li, char *buf,
 			     size_t size);
 
@@ -296,29 +321,76 @@ struct repo_lock_found {
 };
 
 /*
- * Takes the lock of req->volume: removes the dead, expired and abandoned
- * records of the volume (with a notice, reported in *found), then follows
- * the protocol above.  Returns 0 with *lp set; EBUSY (logged, naming the
- * holder) when another ingest holds the volume; EINTR if *req->stop was
- * set while waiting; or an errno (logged).
+ * Takes the lock of req->volume for an ingest: removes the dead, expired
+ * and abandoned records of the volume (with a notice, reported in
+ * *found), then follows the protocol above.  Returns 0 with *lp set;
+ * EBUSY (logged, naming the holder) when another ingest or a forget holds
+ * the volume or a prune the repository; EINTR if *req->stop was set while
+ * waiting; or an errno (logged).
  */
 int repo_lock_volume(struct repo *r, const struct repo_lock_request *req,
 		     struct repo_lock **lp, struct repo_lock_found *found);
 
 /*
+ * Takes the lock of volume for a forget.  *predecessor (may be NULL) is
+ * set when the record of an earlier forget of the volume that stopped
+ * early (dead or expired) was removed.  Returns 0 with *lp set, EBUSY
+ * (logged, naming the holder), or an errno (logged).
+ */
+int repo_lock_forget(struct repo *r, const char *volume,
+		     struct repo_lock **lp, bool *predecessor);
+
+/*
+ * Takes the repository's prune lock: no ingest or forget runs anywhere
+ * while it is held, and none starts.  Returns 0 with *lp set, EBUSY
+ * (logged, naming the holder of the first live record met), or an errno
+ * (logged).
+ */
+int repo_lock_prune(struct repo *r, struct repo_lock **lp);
+
+/*
  * Renews the lease now, after checking that the record is still there and
  * that no renewal came later than the lease: ESTALE (logged) otherwise,
- * as another ingest may then have taken the volume.  Call it right before
- * committing.
+ * as another taker may then have run.  Call it right before committing,
+ * rewriting or deleting.
  */
 int repo_lock_confirm(struct repo_lock *l);
 
 /*
  * Releases and frees l.  clean: nothing of this run is left behind (it
  * committed, or stored nothing and found nothing stopped runs stored), so
- * the record is deleted; otherwise it is marked abandoned.  A record that
- * cannot be updated ends with its lease.
+ * the record is deleted; otherwise it is marked abandoned (an ingest's;
+ * other records are deleted).  A record that cannot be updated ends with
+ * its lease.
  */
 void repo_unlock(struct repo_lock *l, bool clean);
+
+/*
+ * ---- forget and prune ----
+ * Deleting snapshots and unreferenced objects (see prune.h).
+ */
+/* Deletes snapshots/<id> (absent is fine).  0 or an errno (logged). */
+int repo_delete_manifest(struct repo *r, const char *id);
+/* Sets *exists if snapshots/<id> exists.  0 or an errno (logged). */
+int repo_has_manifest(struct repo *r, const char *id, bool *exists);
+
+/*
+ * Calls cb for every chunk object, with its id and stored size.  Keys
+ * under chunks/ that are not where a chunk of that id is kept are skipped
+ * (not cbtfs's: never judged, never deleted).  0, cb's non-zero return,
+ * or the store's errno.
+ */
+typedef int repo_chunk_cb(void *arg, const unsigned char id[CODEC_ID_LEN],
+			  uint64_t size);
+int repo_list_chunks(struct repo *r, repo_chunk_cb *cb, void *arg);
+
+/* Deletes the chunk objects, or the damage records, of n ids, in as few
+ * requests as the store allows (absent is fine).  0 or an errno
+ * (logged). */
+int repo_delete_chunks(struct repo *r,
+		       const unsigned char (*ids)[CODEC_ID_LEN], size_t n);
+int repo_delete_damage_records(struct repo *r,
+			       const unsigned char (*ids)[CODEC_ID_LEN],
+			       size_t n);
 
 #endif

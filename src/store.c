@@ -77,6 +77,16 @@ int store_del_many(struct store *st, const char *const *keys, size_t n)
 	return err;
 }
 
+int store_clean_temp(struct store *st, unsigned max_age, bool dry_run,
+		     uint64_t *files, uint64_t *bytes)
+{
+	*files = 0;
+	*bytes = 0;
+	if (st->ops->clean_temp == NULL)
+		return 0;
+	return st->ops->clean_temp(st, max_age, dry_run, files, bytes);
+}
+
 void store_get_stats(struct store *st, struct store_stats *stats)
 {
 	memset(stats, 0, sizeof(*stats));

@@ -39,12 +39,17 @@ struct store_ops {
 	int (*head)(struct store *st, const char *key, uint64_t *sizep);
 	/* Deleting a missing key is not an error. */
 	int (*del)(struct store *st, const char *key);
-	/* Optional: deletes n keys, in as few requests as it can (for
-	 * pruning; today only tests/s3tool calls it). */
+	/* Optional: deletes n keys, in as few requests as it can (prune). */
 	int (*del_many)(struct store *st, const char *const *keys, size_t n);
 	/* Lists keys beginning with prefix, in no particular order. */
 	int (*list)(struct store *st, const char *prefix, store_list_cb *cb,
 		    void *arg);
+	/* Optional: removes the backend's own temporary files (not
+	 * objects) older than max_age seconds or whose writer is dead;
+	 * with dry_run only counts them.  *files and *bytes receive what
+	 * was (or would be) removed.  0 or an errno (logged). */
+	int (*clean_temp)(struct store *st, unsigned max_age, bool dry_run,
+			  uint64_t *files, uint64_t *bytes);
 	/* Optional: counters so far. */
 	void (*get_stats)(struct store *st, struct store_stats *stats);
 	void (*destroy)(struct store *st);
@@ -121,6 +126,10 @@ static inline int store_list(struct store *st, const char *prefix,
 
 /* Deletes n keys: del_many() where the store has it, else one by one. */
 int store_del_many(struct store *st, const char *const *keys, size_t n);
+
+/* clean_temp() where the store has one; else 0 with nothing removed. */
+int store_clean_temp(struct store *st, unsigned max_age, bool dry_run,
+		     uint64_t *files, uint64_t *bytes);
 
 /* Zeroes stats for stores that keep none. */
 void store_get_stats(struct store *st, struct store_stats *stats);

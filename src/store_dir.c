@@ -13,7 +13,8 @@
  * SHA-256 of the host name; the rest as in struct proc_id).  Opening the
  * store removes the temporaries whose writer is provably dead (same host,
  * boot and PID namespace, see proc_id_state()) and any older than a day
- * whoever wrote them (a writer on another host sharing the directory).
+ * whoever wrote them (a writer on another host sharing the directory);
+ * prune (clean_temp) removes those older than an hour.
  * Names beginning with '.' are never listed, so ".tmp" holds no objects.
  * No state is shared between calls, so there is no lock.
  */
@@ -261,17 +262,21 @@ static enum proc_state tmp_writer(const char *name)
 }
 
 /*
- * Removes the temporaries of dead writers and those older than a day.
- * Best effort: what cannot be removed (by a reader without write access to
+ * Removes the temporaries of dead writers and those older than max_age
+ * seconds (with dry_run, only counts them), into *files and *bytes.  Best
+ * effort: what cannot be removed (by a reader without write access to
  * the repository) stays, and nothing is logged but at debug level.
  */
-static void clean_tmp(struct store_dir *sd)
+static void sweep_tmp(struct store_dir *sd, unsigned max_age, bool dry_run,
+		      uint64_t *files, uint64_t *bytes)
 {
 	char path[PATH_MAX];
 	struct dirent *de;
 	time_t now = time(NULL);
 	DIR *d;
 
+	*files = 0;
+	*bytes = 0;
 	snprintf(path, sizeof(path), "%s/" TMP_DIR, sd->root);
 	d = opendir(path);
 	if (d == NULL)
@@ -283,17 +288,29 @@ static void clean_tmp(struct store_dir *sd)
 		    fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) ||
 		    !S_ISREG(sb.st_mode))
 			continue;
-		if (now - sb.st_mtime <= TMP_MAX_AGE &&
+		if (now - sb.st_mtime <= (time_t)max_age &&
 		    tmp_writer(de->d_name) != PROC_DEAD)
 			continue;
-		if (unlinkat(dirfd(d), de->d_name, 0) == 0)
-			log_debug("%s/%s: removed a temporary file left by a "
-				  "killed or old writer", path, de->d_name);
-		else
+		if (dry_run || unlinkat(dirfd(d), de->d_name, 0) == 0) {
+			if (!dry_run)
+				log_debug("%s/%s: removed a temporary file "
+					  "left by a killed or old writer",
+					  path, de->d_name);
+			(*files)++;
+			*bytes += (uint64_t)sb.st_size;
+		} else {
 			log_debug("%s/%s: cannot remove: %s", path,
 				  de->d_name, ERRSTR(errno));
+		}
 	}
 	closedir(d);
+}
+
+static int dir_clean_temp(struct store *st, unsigned max_age, bool dry_run,
+			  uint64_t *files, uint64_t *bytes)
+{
+	sweep_tmp((struct store_dir *)st, max_age, dry_run, files, bytes);
+	return 0;
 }
 
 static int write_all(int fd, const void *data, size_t len)
@@ -465,6 +482,7 @@ static const struct store_ops store_dir_ops = {
 	.head = dir_head,
 	.del = dir_del,
 	.list = dir_list,
+	.clean_temp = dir_clean_temp,
 	.destroy = dir_destroy,
 };
 
@@ -496,6 +514,7 @@ struct store *store_dir_create(const char *path, bool create, int *errp)
 	sd->root = root;
 	tmp_prefix(sd->tmp_prefix, sizeof(sd->tmp_prefix));
 	sd->prefix_pid = getpid();
-	clean_tmp(sd);
+	sweep_tmp(sd, TMP_MAX_AGE, false, &(uint64_t){ 0 },
+		  &(uint64_t){ 0 });
 	return &sd->st;
 }

@@ -413,3 +413,16 @@ enum proc_state proc_id_state(const struct proc_id *p)
 		return PROC_UNKNOWN;	/* cannot tell: never judged dead */
 	}
 }
+
+const char *clock_str(double secs, char *buf, size_t size)
+{
+	unsigned long s = secs > 0 ? (unsigned long)(secs + 0.5) : 0;
+
+	if (s >= 3600)
+		snprintf(buf, size, "%lu:%02lu:%02lu", s / 3600, s / 60 % 60,
+			 s % 60);
+	else
+		snprintf(buf, size, "%lu:%02lu", s / 60, s % 60);
+	return buf;
+}
+

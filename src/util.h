@@ -78,6 +78,10 @@ bool uuid_valid(const char *s);
 
 double now_seconds(void);	/* monotonic */
 
+/* "1:02:03" or "2:03" for a duration in seconds, into buf; returns buf. */
+const char *clock_str(double secs, char *buf, size_t size);
+#define CLOCK(s) clock_str((s), (char[32]){ 0 }, 32)
+
 /*
  * Who a process is, precisely enough to tell later, from the same host,
  * whether it is still running: host name, boot id, PID namespace, pid and

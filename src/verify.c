@@ -35,6 +35,7 @@
 
 #include "array.h"
 #include "pool.h"
+#include "snapset.h"
 #include "verify.h"
 
 #define NO_PROBLEM UINT32_MAX
@@ -119,20 +120,6 @@ const char *verify_kind_name(enum verify_kind k)
 }
 
 /* ---- progress --------------------------------------------------------- */
-
-/* "1:02:03" or "2:03" into buf. */
-static const char *clock_str(double secs, char *buf, size_t size)
-{
-	unsigned long s = secs > 0 ? (unsigned long)(secs + 0.5) : 0;
-
-	if (s >= 3600)
-		snprintf(buf, size, "%lu:%02lu:%02lu", s / 3600, s / 60 % 60,
-			 s % 60);
-	else
-		snprintf(buf, size, "%lu:%02lu", s / 60, s % 60);
-	return buf;
-}
-#define CLOCK(s) clock_str((s), (char[32]){ 0 }, 32)
 
 /* Redraws the progress line, at most every PROGRESS_EVERY seconds; v->lock
  * held (or no workers running). */
@@ -313,12 +300,6 @@ static uint64_t nchunks(const struct manifest *m)
 	return (m->capacity + m->chunk_size - 1) / m->chunk_size;
 }
 
-static int vman_cmp(const void *a, const void *b)
-{
-	return strcmp(((const struct vman *)a)->id,
-		      ((const struct vman *)b)->id);
-}
-
 static int vman_key_cmp(const void *key, const void *elem)
 {
 	return strcmp(key, ((const struct vman *)elem)->id);
@@ -354,51 +335,45 @@ static bool has_entry(const struct manifest *m, uint64_t index)
 			  sizeof(*m->entries), entry_key_cmp) != NULL;
 }
 
-static int add_manifest_id(void *arg, const char *id)
+/* Progress of snapset_read(): listing (n 0), then fetching. */
+static void manifests_progress(void *arg, size_t done, size_t n)
 {
 	struct verify *v = arg;
-	struct vman *vm;
-	int err;
 
-	if ((err = ARRAY_GROW(&v->mans)) != 0)
-		return err;
-	vm = &v->mans.v[v->mans.n++];
-	memset(vm, 0, sizeof(*vm));
-	snprintf(vm->id, sizeof(vm->id), "%s", id);
-	v->done++;
+	pthread_mutex_lock(&v->lock);
+	v->phase = n == 0 ? "listing snapshots/" : "manifests";
+	v->done = done;
+	v->total = n;
 	draw_progress(v);
-	return 0;
+	pthread_mutex_unlock(&v->lock);
 }
 
-static int fetch_manifest(struct verify *v, size_t i, struct buf *scratch)
-{
-	struct vman *vm = &v->mans.v[i];
-
-	vm->err = repo_get_manifest(v->r, vm->id, &vm->m);
-	switch (vm->err) {
-	case 0:
-	case ENOENT:		/* deleted since the listing */
-	case EBADMSG:		/* corrupt: a problem, logged */
-	case ENOTSUP:
-		return 0;
-	default:
-		return vm->err;	/* the store could not answer: logged */
-	}
-}
-
-/* Lists snapshots/, fetches every manifest, marks the checked ones. */
+/* Reads every manifest from the store (snapset.h), marks the checked
+ * ones. */
 static int read_manifests(struct verify *v)
 {
 	const char *volume = v->conf->volume;
+	struct snapset set;
 	bool any = false;
 	size_t i;
 	int err;
 
 	phase_begin(v, "listing snapshots/", 0, 0);
-	if ((err = repo_list_manifests(v->r, add_manifest_id, v)) != 0)
-		return err;
-	array_sort(v->mans.v, v->mans.n, sizeof(*v->mans.v), vman_cmp);
-	err = run_pool(v, "manifests", fetch_manifest, NULL, v->mans.n, 0);
+	err = snapset_read(v->r, v->conf->jobs, NULL, NULL, manifests_progress,
+			   v, &set);
+	for (i = 0; i < set.items.n && err == 0; i++) {
+		struct vman *vm;
+
+		if ((err = ARRAY_GROW(&v->mans)) != 0)
+			break;
+		vm = &v->mans.v[v->mans.n++];
+		memset(vm, 0, sizeof(*vm));
+		snprintf(vm->id, sizeof(vm->id), "%s", set.items.v[i].id);
+		vm->m = set.items.v[i].m;
+		vm->err = set.items.v[i].err;
+		set.items.v[i].m = NULL;	/* v->mans owns it now */
+	}
+	snapset_free(&set);
 	if (err != 0)
 		return err;
 	for (i = 0; i < v->mans.n; i++) {
@@ -620,22 +595,15 @@ static int listed_record(void *arg, const unsigned char id[CODEC_ID_LEN])
 	return 0;
 }
 
-/* One key of the listing of chunks/: "chunks/<2 hex>/<64 hex>". */
-static int listed_chunk(void *arg, const char *key, uint64_t size)
+/* One chunk object of the listing of chunks/. */
+static int listed_chunk(void *arg, const unsigned char id[CODEC_ID_LEN],
+			uint64_t size)
 {
 	struct verify *v = arg;
-	char canon[REPO_CHUNK_KEY_LEN + 1];
-	unsigned char id[CODEC_ID_LEN];
 	struct vchunk *c;
 
 	v->done++;
 	draw_progress(v);
-	if (strlen(key) != REPO_CHUNK_KEY_LEN ||
-	    hex_decode(key + strlen("chunks/xx/"), id, CODEC_ID_LEN) != 0)
-		return 0;	/* not a chunk object: not ours to judge */
-	repo_chunk_key(id, canon);
-	if (strcmp(key, canon) != 0)
-		return 0;	/* not where a read would look for it */
 	c = find_chunk(v, id);
 	if (c != NULL) {
 		c->size = size;
@@ -912,7 +880,7 @@ int verify_run(const struct verify_conf *conf, struct verify_report *rep)
 		err = repo_list_damaged(v.r, listed_record, &v);
 	if (err == 0) {
 		phase_begin(&v, "listing chunks/", 0, 0);
-		err = store_list(v.r->store, "chunks/", listed_chunk, &v);
+		err = repo_list_chunks(v.r, listed_chunk, &v);
 	}
 	if (err == 0)
 		err = read_chunks(&v);

@@ -7,6 +7,7 @@
  *   s3tool URL put KEY TEXT / get KEY
  *   s3tool URL put-file KEY FILE     puts the content of FILE as KEY
  *   s3tool URL mirror DIR            copies every object to DIR/KEY
+ *   s3tool URL save KEY FILE         writes the object's bytes to FILE
  */
 #include "config.h"
 
@@ -72,7 +73,7 @@ int main(int argc, char *argv[])
 	log_init("s3tool");
 	if (argc < 4) {
 		fprintf(stderr, "usage: s3tool URL put-many|count|keys|"
-			"delete-prefix|put|get|put-file|mirror ARGS\n");
+			"delete-prefix|put|get|put-file|mirror|save ARGS\n");
 		return 2;
 	}
 	st = store_open(argv[1], false, &opts, &err);
@@ -125,6 +126,16 @@ int main(int argc, char *argv[])
 				err = write_under(argv[3], k.v[i], &b);
 			buf_free(&b);
 		}
+	} else if (strcmp(argv[2], "save") == 0 && argc == 5) {
+		struct buf b = { 0 };
+		FILE *f;
+
+		err = store_get(st, argv[3], 0, STORE_TO_END, &b);
+		if (err == 0 && ((f = fopen(argv[4], "wb")) == NULL ||
+				 fwrite(b.data, 1, b.len, f) != b.len ||
+				 fclose(f) != 0))
+			err = EIO;
+		buf_free(&b);
 	} else {
 		fprintf(stderr, "s3tool: bad command\n");
 		err = EINVAL;
