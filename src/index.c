@@ -639,7 +639,7 @@ static int reread_orphan(struct index *ix, const char *id,
 	} else if (err == 0 && strcmp(m->parent_id, old_parent) == 0) {
 		if (id_set_add(&ix->orphans, id) == 0)
 			array_sort(ix->orphans.v, ix->orphans.n,
-			      sizeof(*ix->orphans.v), id_cmp);
+				   sizeof(*ix->orphans.v), id_cmp);
 		goto out;
 	} else if (err != 0) {
 		goto out;

@@ -1338,13 +1338,15 @@ static bool lock_conflicts(const struct repo_lock_info *a,
 
 /*
  * Whether taker me removes li, a conflicting record that blocks nothing
- * (dead, expired or abandoned): ingest records are left to the next ingest
- * of their volume (they tell it where a stopped run's chunks are).
+ * (dead, expired or abandoned; see repo.h): an ingest removes any, a
+ * forget those of forgets, a prune those of prunes.  What is left tells
+ * the next ingest, or forget, of the volume what a stopped run did.
  */
 static bool lock_removes(const struct repo_lock_info *me,
 			 const struct repo_lock_info *li)
 {
-	return li->kind != REPO_LOCK_INGEST || me->kind == REPO_LOCK_INGEST;
+	return li->kind == REPO_LOCK_PRUNE || me->kind == REPO_LOCK_INGEST ||
+	       li->kind == me->kind;
 }
 
 /* "an ingest", "a forget", "a prune" */

@@ -169,13 +169,16 @@ scenario() {
 			--password-file "$T/wrong"
 		expect_fail_same "$R" "$MISSING" "$INGEST" --repo "$R" \
 			--volume ns/vol --snapshot gen3 --device "$T/gen2.img"
-		for cmd in snapshots verify unlock reindex passwd; do
+		for cmd in snapshots verify unlock reindex passwd prune; do
 			expect_fail_same "$R" "$WRONG" env CBTFS_PASSWORD=not-it \
 				CBTFS_NEW_PASSWORD=x "$REPO" $cmd "$R"
 		done
 		expect_fail_same "$R" "$WRONG" "$REPO" verify "$R" \
 			--password-file "$T/wrong"
 		expect_fail_same "$R" "$MISSING" "$REPO" verify "$R"
+		expect_fail_same "$R" "$MISSING" "$REPO" prune "$R"
+		expect_fail_same "$R" "$MISSING" "$REPO" forget "$R" \
+			--keep-last 1
 		: >"$T/empty"
 		expect_fail_same "$R" "passphrase file $T/empty is empty" \
 			"$REPO" snapshots "$R" --password-file "$T/empty"
@@ -302,6 +305,18 @@ scenario() {
 	put_object "$R" "snapshots/$id2" "$sr/m2"
 	"$REPO" verify "$R" --read-data >/dev/null ||
 		fail "verify after the manifest was put back"
+
+	# 9. forget and prune: gen1 folded into gen2 (a sealed manifest
+	#    rewritten), its own chunks deleted; gen2 still byte-exact
+	"$REPO" forget "$R" ns/vol gen1 >/dev/null || fail "forget gen1"
+	"$REPO" prune "$R" >/dev/null || fail "prune"
+	start_mount "$R" "$MNT"
+	[ -e "$MNT/ns/vol/gen1.img" ] && fail "gen1 still mounted"
+	cmp "$MNT/ns/vol/gen2.img" "$T/gen2.img" ||
+		fail "gen2 after forget and prune"
+	stop_mount "$MNT"
+	"$REPO" verify "$R" --read-data >/dev/null ||
+		fail "verify after forget and prune"
 	unset CBTFS_PASSWORD
 }
 

@@ -197,8 +197,8 @@ static void one_trial(const char *dir, int trial)
 	snprintf(path, sizeof(path), "%s/repo%d", dir, trial);
 	snprintf(cache_old, sizeof(cache_old), "%s/cache-old%d", dir, trial);
 	snprintf(cache_new, sizeof(cache_new), "%s/cache-new%d", dir, trial);
-	CHECK_EQ(repo_init(path, NULL, CS, rid), 0);
-	r = repo_open(path, NULL, &err);
+	CHECK_EQ(repo_init(path, NULL, CS, NULL, rid), 0);
+	r = repo_open(path, NULL, NULL, &err);
 	CHECK(r != NULL);
 	make_tree(r, &t, n);
 	old = index_open(r, cache_old, &err);
@@ -283,8 +283,8 @@ static void test_refusals(const char *dir)
 	int err;
 
 	snprintf(path, sizeof(path), "%s/refusals", dir);
-	CHECK_EQ(repo_init(path, NULL, CS, rid), 0);
-	r = repo_open(path, NULL, &err);
+	CHECK_EQ(repo_init(path, NULL, CS, NULL, rid), 0);
+	r = repo_open(path, NULL, NULL, &err);
 	CHECK(r != NULL);
 	make_tree(r, &t, 3);
 	conf.repo = r;
