@@ -730,7 +730,15 @@ static struct cbtfs_fs *fs_open(const struct mount_conf *conf)
 	fs->index = index_open(fs->repo, conf->cache_dir, &err);
 	if (fs->index == NULL)
 		goto fail;
-	if (index_sync(fs->index, NULL) != 0 || rebuild_tree(fs) != 0)
+	err = index_sync(fs->index, NULL);
+	if (err == 0 && (err = rebuild_tree(fs)) == EUCLEAN) {
+		/* a damaged index the sync did not touch: start afresh */
+		log_warn("rebuilding the damaged index %s from the repository",
+			 index_path(fs->index));
+		if ((err = index_rebuild(fs->index)) == 0)
+			err = rebuild_tree(fs);
+	}
+	if (err != 0)
 		goto fail;
 	fs->last_sync = now_seconds();
 	return fs;

@@ -106,6 +106,17 @@ def main():
                     if attempt == 1:
                         raise
 
+        def s3_error(self, status, code, message):
+            msg = ('<?xml version="1.0" encoding="UTF-8"?><Error>'
+                   '<Code>%s</Code><Message>%s</Message></Error>'
+                   % (code, message)).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(msg)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(msg)
+
         def handle_any(self):
             n = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(n) if n else None
@@ -114,28 +125,12 @@ def main():
             if any(self.command == m and sub in self.path
                    for m, sub in deny):
                 count("denied")
-                msg = (b'<?xml version="1.0" encoding="UTF-8"?><Error>'
-                       b'<Code>AccessDenied</Code><Message>denied by the '
-                       b'test</Message></Error>')
-                self.send_response(403)
-                self.send_header("Content-Type", "application/xml")
-                self.send_header("Content-Length", str(len(msg)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(msg)
+                self.s3_error(403, "AccessDenied", "denied by the test")
                 return
             kind = draw()
             if kind == "error":
                 count(kind)
-                msg = (b'<?xml version="1.0" encoding="UTF-8"?><Error>'
-                       b'<Code>SlowDown</Code><Message>injected</Message>'
-                       b'</Error>')
-                self.send_response(503)
-                self.send_header("Content-Type", "application/xml")
-                self.send_header("Content-Length", str(len(msg)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(msg)
+                self.s3_error(503, "SlowDown", "injected")
                 return
             if kind == "reset":
                 count(kind)
