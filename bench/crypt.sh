@@ -16,6 +16,7 @@ set -uo pipefail
 top_srcdir=$(cd "$(dirname "$0")/.." && pwd)
 top_builddir=${top_builddir:-$top_srcdir}
 . "$top_srcdir/tests/functions.sh"
+. "$top_srcdir/bench/lib.sh"
 size=${1:-256}
 runs=${2:-3}
 requires_fuse
@@ -24,23 +25,6 @@ requires /usr/bin/time
 export CBTFS_PASSWORD=bench-passphrase-$RANDOM$RANDOM
 MNT=$T/mnt
 
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-# secs CMD...: wall seconds of CMD
-secs() {
-	local t0 t1
-	t0=$(date +%s.%N)
-	"$@" >/dev/null 2>"$T/stderr" || { cat "$T/stderr" >&2; fail "$*"; }
-	t1=$(date +%s.%N)
-	echo "$t1 - $t0" | bc -l
-}
-mbps() { echo "scale=1; $size * 1.048576 / $1" | bc -l; }
-# stats FORMAT V...: "min median max" of the values
-stats() {
-	local f=$1
-	shift
-	printf '%s\n' "$@" | sort -g | awk -v f="$f" '{ v[NR] = $1 } END {
-		printf f " " f " " f, v[1], v[int((NR + 1) / 2)], v[NR] }'
-}
 
 img=$T/disk.img
 head -c "${size}M" /dev/urandom >"$img"

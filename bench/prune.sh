@@ -13,6 +13,7 @@ set -uo pipefail
 top_srcdir=$(cd "$(dirname "$0")/.." && pwd)
 top_builddir=${top_builddir:-$top_srcdir}
 . "$top_srcdir/tests/functions.sh"
+. "$top_srcdir/bench/lib.sh"
 size=${1:-640}
 P=${2:-8}
 RUNS=${3:-3}
@@ -47,11 +48,5 @@ for ((i = 1; i <= RUNS; i++)); do
 		bc)" "$(json_field chunks_referenced <"$T/p.json")" "$s"
 done
 
-stats() {
-	printf '%s\n' "$@" | sort -g | awk '
-		{ v[NR] = $1 }
-		END { printf "min %.2f  median %.2f  max %.2f\n", v[1],
-			v[int((NR + 1) / 2)], v[NR] }'
-}
-echo "prune seconds:          $(stats "${secs[@]}")"
-echo "chunks deleted per s:   $(stats "${rates[@]}")"
+echo "prune seconds (min median max):        $(stats %.2f "${secs[@]}")"
+echo "chunks deleted per s (min median max): $(stats %.0f "${rates[@]}")"

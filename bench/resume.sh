@@ -15,16 +15,15 @@ set -uo pipefail
 top_srcdir=$(cd "$(dirname "$0")/.." && pwd)
 top_builddir=${top_builddir:-$top_srcdir}
 . "$top_srcdir/tests/functions.sh"
+. "$top_srcdir/bench/lib.sh"
 size=${1:-256}
 R=${2:-3}
 start_rgw
 img=$T/img
 head -c "${size}M" /dev/urandom >"$img"
 
-# stats LIST: min median max of numbers
-stats() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 }
-	END { printf "%s %s %s", v[1], v[int((NR + 1) / 2)], v[NR] }'; }
-median() { stats "$1" | cut -d' ' -f2; }
+# median LIST: the median of the numbers in LIST
+median() { stats %s $1 | cut -d' ' -f2; }
 
 # abandoned PREFIX: the record a stopped ingest of volume ns/b leaves
 abandoned() {
@@ -66,7 +65,7 @@ for ((i = 1; i <= R; i++)); do
 	kill_found="$kill_found $(json_field chunks_found <<<"$out")"
 done
 echo "image: $size MiB, $R runs each (min median max)"
-echo "plain first ingest:  seconds $(stats "$plain_s"); requests $(stats "$plain_q")"
-echo "resume-mode ingest:  seconds $(stats "$resume_s"); requests $(stats "$resume_q")"
+echo "plain first ingest:  seconds $(stats %s $plain_s); requests $(stats %s $plain_q)"
+echo "resume-mode ingest:  seconds $(stats %s $resume_s); requests $(stats %s $resume_q)"
 echo "resume / plain (median seconds): $(bc <<<"scale=3; $(median "$resume_s") / $(median "$plain_s")")"
-echo "re-run after kill -9 halfway: chunks uploaded $(stats "$kill_new"); found stored $(stats "$kill_found")"
+echo "re-run after kill -9 halfway: chunks uploaded $(stats %s $kill_new); found stored $(stats %s $kill_found)"

@@ -18,6 +18,7 @@ set -uo pipefail
 top_srcdir=$(cd "$(dirname "$0")/.." && pwd)
 top_builddir=${top_builddir:-$top_srcdir}
 . "$top_srcdir/tests/functions.sh"
+. "$top_srcdir/bench/lib.sh"
 size=${1:-1024}
 P=${2:-8}
 requires_fuse
@@ -35,15 +36,6 @@ if [ "${PIN:-0}" = 1 ]; then
 	CLIENT=(taskset -c 1)
 fi
 
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-secs() {
-	local t0 t1
-	t0=$(date +%s.%N)
-	"$@" >/dev/null 2>"$T/stderr" || { cat "$T/stderr" >&2; fail "$*"; }
-	t1=$(date +%s.%N)
-	echo "$t1 - $t0" | bc -l
-}
-mbps() { echo "scale=1; $size * 1.048576 / $1" | bc -l; }
 sigv4=(--aws-sigv4 "aws:amz:us-east-1:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY")
 
 img=$T/disk.img

@@ -14,6 +14,7 @@ set -uo pipefail
 top_srcdir=$(cd "$(dirname "$0")/.." && pwd)
 top_builddir=${top_builddir:-$top_srcdir}
 . "$top_srcdir/tests/functions.sh"
+. "$top_srcdir/bench/lib.sh"
 size=${1:-256}
 P=${2:-8}
 RUNS=${3:-3}
@@ -21,14 +22,6 @@ requires bc
 requires_root
 start_rgw
 
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-secs() {
-	local t0 t1
-	t0=$(date +%s.%N)
-	"$@" >/dev/null 2>"$T/stderr" || { cat "$T/stderr" >&2; fail "$*"; }
-	t1=$(date +%s.%N)
-	echo "$t1 - $t0" | bc -l
-}
 sigv4=(--aws-sigv4 "aws:amz:us-east-1:s3"
 	--user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY")
 
@@ -69,8 +62,8 @@ done
 drop
 t_struct=$(secs "$REPO" verify "$R")
 
-# stats FILE: "min median max" MB/s of the times in FILE
-stats() {
+# rate_stats FILE: "min median max" MB/s of the times in FILE
+rate_stats() {
 	local mbps
 	mbps=$(while read -r t; do echo "scale=1; $bytes / $t / 1000000" | bc -l
 	done <"$1" | sort -n)
@@ -81,7 +74,7 @@ printf '\n%s MiB random image, %s chunk objects (%s bytes), Ceph RGW on ' \
 	"$size" "$(wc -l <"$T/keys")" "$bytes"
 printf '127.0.0.1, %s in flight, %s runs, page cache dropped\n' "$P" "$RUNS"
 printf '%-36s %8s %8s %8s   (MB/s)\n' "" min median max
-printf '%-36s %8s %8s %8s\n' "curl GET of the chunk objects" $(stats "$T/get.t")
+printf '%-36s %8s %8s %8s\n' "curl GET of the chunk objects" $(rate_stats "$T/get.t")
 printf '%-36s %8s %8s %8s\n' "cbtfs-repo verify --read-data" \
-	$(stats "$T/verify.t")
+	$(rate_stats "$T/verify.t")
 printf '%-36s %8.2f s\n' "cbtfs-repo verify (structure)" "$t_struct"
