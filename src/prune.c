@@ -830,11 +830,6 @@ struct prune {
 	pthread_mutex_t counters;	/* guards rep during deletions */
 };
 
-static int id_cmp(const void *a, const void *b)
-{
-	return memcmp(a, b, CODEC_ID_LEN);
-}
-
 static int ids_add(struct chunk_ids *s, const unsigned char *id)
 {
 	int err;
@@ -850,7 +845,7 @@ static void ids_dedupe(struct chunk_ids *s)
 {
 	size_t i, n = 0;
 
-	array_sort(s->v, s->n, sizeof(*s->v), id_cmp);
+	array_sort(s->v, s->n, sizeof(*s->v), codec_id_cmp);
 	for (i = 0; i < s->n; i++)
 		if (n == 0 || memcmp(s->v[n - 1], s->v[i], CODEC_ID_LEN) != 0)
 			memcpy(s->v[n++], s->v[i], CODEC_ID_LEN);
@@ -898,7 +893,7 @@ static int listed_chunk(void *arg, const unsigned char id[CODEC_ID_LEN],
 		      p->rep->chunks_listed,
 		      CLOCK(now_seconds() - p->pr.start));
 	ref = array_find(id, p->referenced.v, p->referenced.n,
-			 sizeof(*p->referenced.v), id_cmp);
+			 sizeof(*p->referenced.v), codec_id_cmp);
 	if (ref != NULL) {
 		p->listed[ref - p->referenced.v] = true;
 		return 0;
@@ -915,7 +910,7 @@ static int listed_record(void *arg, const unsigned char id[CODEC_ID_LEN])
 	struct prune *p = arg;
 
 	if (array_find(id, p->referenced.v, p->referenced.n,
-		       sizeof(*p->referenced.v), id_cmp) != NULL)
+		       sizeof(*p->referenced.v), codec_id_cmp) != NULL)
 		return 0;
 	return ids_add(&p->records, id);
 }
