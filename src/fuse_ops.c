@@ -42,6 +42,8 @@ struct node {
 	char snap_id[CBTFS_UUID_LEN + 1];
 	uint64_t size;
 	int64_t created;
+	uint64_t stored;	/* bytes in non-zero chunks, once known */
+	bool stored_known;
 };
 
 struct image {
@@ -334,17 +336,74 @@ static void fill_stat(struct cbtfs_fs *fs, const struct node *n,
 		st->st_mode = S_IFREG | 0444;
 		st->st_nlink = 1;
 		st->st_size = (off_t)n->size;
-		st->st_blocks = (blkcnt_t)((n->size + 511) / 512);
+		/* zero chunks are holes: cp --sparse, qemu-img skip them */
+		st->st_blocks = (blkcnt_t)(((n->stored_known ? n->stored
+							     : n->size) +
+					    511) / 512);
 		st->st_mtime = st->st_ctime = st->st_atime =
 			(time_t)n->created;
 	}
 	st->st_blksize = (blksize_t)fs->repo->chunk_size;
 }
 
+/* Bytes of the non-zero chunks of map (the last one up to the capacity). */
+static uint64_t map_stored(const struct chunk_map *map)
+{
+	uint64_t i, n = 0, last = map->nchunks - 1;
+
+	for (i = 0; i < map->nchunks; i++)
+		if (!codec_id_is_zero(map->ids[i]))
+			n += i == last ? map->capacity - last * map->chunk_size
+				       : map->chunk_size;
+	return n;
+}
+
+/*
+ * Learns how much of the image at path is stored (not holes), from an
+ * open image's map or the index's (local, verified), and remembers it in
+ * its node.  Failures leave it unknown: st_blocks then says all of it.
+ */
+static void learn_stored(struct cbtfs_fs *fs, const char *path,
+			 const char *snap_id, struct stat *st)
+{
+	struct chunk_map *map = NULL;
+	struct image *img;
+	uint64_t stored = 0;
+	struct node *n;
+	bool known = false;
+
+	pthread_mutex_lock(&fs->lock);
+	for (img = fs->images; img != NULL; img = img->next)
+		if (strcmp(img->snap_id, snap_id) == 0)
+			break;
+	if (img != NULL) {
+		stored = map_stored(img->map);
+		known = true;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (!known &&
+	    index_resolve_chain(fs->index, snap_id, NULL, &map) == 0) {
+		stored = map_stored(map);
+		known = true;
+		chunk_map_free(map);
+	}
+	if (!known)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	n = lookup_locked(fs, path);
+	if (n != NULL && !n->is_dir && strcmp(n->snap_id, snap_id) == 0) {
+		n->stored = stored;
+		n->stored_known = true;
+		fill_stat(fs, n, st);
+	}
+	pthread_mutex_unlock(&fs->lock);
+}
+
 static int op_getattr(const char *path, struct stat *st,
 		      struct fuse_file_info *fi)
 {
 	struct cbtfs_fs *fs = get_fs();
+	char snap_id[CBTFS_UUID_LEN + 1] = "";
 	struct node *n;
 	int pass;
 
@@ -353,7 +412,11 @@ static int op_getattr(const char *path, struct stat *st,
 		n = lookup_locked(fs, path);
 		if (n != NULL)
 			fill_stat(fs, n, st);
+		if (n != NULL && !n->is_dir && !n->stored_known)
+			snprintf(snap_id, sizeof(snap_id), "%s", n->snap_id);
 		pthread_mutex_unlock(&fs->lock);
+		if (snap_id[0] != '\0')
+			learn_stored(fs, path, snap_id, st);
 		if (n != NULL)
 			return 0;
 		if (pass == 0)
@@ -622,6 +685,31 @@ static int op_read(const char *path, char *buf, size_t size, off_t offset,
 	return (int)done;
 }
 
+/*
+ * SEEK_DATA and SEEK_HOLE: zero chunks are holes.  Other whences never
+ * reach here (the kernel handles them).
+ */
+static off_t op_lseek(const char *path, off_t off, int whence,
+		      struct fuse_file_info *fi)
+{
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	const struct chunk_map *map = of->img->map;
+	uint64_t i, pos = (uint64_t)off;
+
+	if (whence != SEEK_DATA && whence != SEEK_HOLE)
+		return -EINVAL;
+	if (off < 0 || pos >= map->capacity)
+		return -ENXIO;
+	for (i = pos / map->chunk_size; i < map->nchunks; i++)
+		if (codec_id_is_zero(map->ids[i]) == (whence == SEEK_HOLE))
+			break;
+	if (i == map->nchunks)
+		return whence == SEEK_HOLE ? (off_t)map->capacity : -ENXIO;
+	if (i * map->chunk_size > pos)
+		pos = i * map->chunk_size;
+	return (off_t)pos;
+}
+
 static int op_statfs(const char *path, struct statvfs *sv)
 {
 	memset(sv, 0, sizeof(*sv));
@@ -639,6 +727,7 @@ static const struct fuse_operations cbtfs_ops = {
 	.open = op_open,
 	.release = op_release,
 	.read = op_read,
+	.lseek = op_lseek,
 	.statfs = op_statfs,
 };
 

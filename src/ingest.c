@@ -611,13 +611,50 @@ static void plan_free(struct plan *p)
 	manifest_free(p->base);
 }
 
+/*
+ * Scan mode: every chunk but those in the holes of the device (an image
+ * file; a block device reports no holes): a chunk without data is zero
+ * without being read, and is read only where the base has data, so that
+ * it becomes a zero entry.  Cost grows with the data, not the capacity.
+ */
+static int scan_todo(struct ingest *ing, struct plan *p)
+{
+	uint64_t cs = ing->chunk_size, cap = ing->capacity, i = 0;
+	size_t n = 0;
+
+	p->todo = malloc((p->nchunks ? p->nchunks : 1) * sizeof(*p->todo));
+	if (p->todo == NULL)
+		return ENOMEM;
+	while (i < p->nchunks) {
+		off_t data = lseek(ing->fd, (off_t)(i * cs), SEEK_DATA);
+		off_t hole;
+
+		if (data < 0 && errno == ENXIO)
+			data = (off_t)cap;	/* no data after i */
+		else if (data < 0)
+			data = (off_t)(i * cs);	/* holes not known */
+		for (; i < p->nchunks && (i + 1) * cs <= (uint64_t)data; i++)
+			if (ing->base != NULL && i < ing->base->nchunks &&
+			    !codec_id_is_zero(ing->base->ids[i]))
+				p->todo[n++] = i;
+		if ((uint64_t)data >= cap)
+			break;
+		hole = lseek(ing->fd, data, SEEK_HOLE);
+		if (hole < 0 || (uint64_t)hole > cap)
+			hole = (off_t)cap;
+		for (; i < p->nchunks && i * cs < (uint64_t)hole; i++)
+			p->todo[n++] = i;
+	}
+	p->n_todo = n;
+	return 0;
+}
+
 /* Syncs the index, finds the base and asks the change source which
  * chunks to read.  Writes nothing. */
 static int plan_ingest(const struct ingest_conf *conf, struct ingest *ing,
 		       struct plan *p, char existing[CBTFS_UUID_LEN + 1])
 {
 	struct cbt_request req = { 0 };
-	uint64_t k;
 	int err;
 
 	if ((err = index_sync(conf->index, NULL)) != 0 ||
@@ -657,15 +694,9 @@ static int plan_ingest(const struct ingest_conf *conf, struct ingest *ing,
 		}
 	}
 	p->nchunks = (ing->capacity + ing->chunk_size - 1) / ing->chunk_size;
-	if (conf->changes->ops->get_ranges == NULL) {
-		p->todo = malloc((p->nchunks ? p->nchunks : 1) *
-				 sizeof(*p->todo));
-		if (p->todo == NULL)
-			return ENOMEM;
-		for (k = 0; k < p->nchunks; k++)
-			p->todo[k] = k;
-		p->n_todo = p->nchunks;
-	}
+	if (conf->changes->ops->get_ranges == NULL &&
+	    (err = scan_todo(ing, p)) != 0)
+		return err;
 	if (ing->base != NULL &&
 	    (err = add_forced_chunks(ing, &p->todo, &p->n_todo)) != 0)
 		return err;

@@ -3,6 +3,10 @@
   imgtool.py changed BASE NEW CHUNK   chunks of NEW whose content (zero-padded
                                       to CHUNK) differs from BASE's
   imgtool.py nonzero IMAGE CHUNK      chunks of IMAGE holding a non-zero byte
+  imgtool.py scanned IMAGE BASE CHUNK chunks a scan ingest reads: those
+                                      with allocated data (SEEK_DATA), and
+                                      holes where BASE ("-": none) is not
+                                      zero
   imgtool.py preads A B SEED COUNT    reads A and B at the same random and
                                       boundary-straddling offsets and sizes;
                                       exits 1 at the first difference
@@ -34,6 +38,29 @@ def changed(base, new, cs):
 def nonzero(path, cs):
     zero = bytes(cs)
     return sum(1 for c in chunks(path, cs) if c != zero)
+
+
+def scanned(path, base, cs):
+    fd = os.open(path, os.O_RDONLY)
+    size = os.fstat(fd).st_size
+    n = (size + cs - 1) // cs
+    data = set()
+    off = 0
+    while off < size:
+        try:
+            d = os.lseek(fd, off, os.SEEK_DATA)
+        except OSError:
+            break
+        h = os.lseek(fd, d, os.SEEK_HOLE)
+        data.update(range(d // cs, (h + cs - 1) // cs))
+        off = h
+    os.close(fd)
+    zero = bytes(cs)
+    if base != "-":
+        for i, c in enumerate(chunks(base, cs)):
+            if i < n and i not in data and c != zero:
+                data.add(i)
+    return len([i for i in data if i < n])
 
 
 def preads(a, b, seed, count):
@@ -75,6 +102,9 @@ def preads(a, b, seed, count):
 
 
 def main(argv):
+    if len(argv) == 5 and argv[1] == "scanned":
+        print(scanned(argv[2], argv[3], int(argv[4])))
+        return 0
     if len(argv) == 5 and argv[1] == "changed":
         print(changed(argv[2], argv[3], int(argv[4])))
         return 0
