@@ -12,11 +12,7 @@
 # and max, and the ratio of the medians (encrypted / plain).
 # Usage: bench/crypt.sh [SIZE_MIB [RUNS]]   (default 256 MiB, 3 runs)
 # Needs root (drops page caches), /dev/fuse, bc and the Ceph packages.
-set -uo pipefail
-top_srcdir=$(cd "$(dirname "$0")/.." && pwd)
-top_builddir=${top_builddir:-$top_srcdir}
-. "$top_srcdir/tests/functions.sh"
-. "$top_srcdir/bench/lib.sh"
+. "$(dirname "$0")/lib.sh"
 size=${1:-256}
 runs=${2:-3}
 requires_fuse

@@ -1,4 +1,10 @@
-# Helpers shared by the benchmarks; source after tests/functions.sh ($T).
+# What every benchmark starts with: the source and build trees, the
+# test helpers (tests/functions.sh: $T, start_rgw, cleanup traps), and the
+# measuring helpers below.  Source it first: . "$(dirname "$0")/lib.sh"
+set -uo pipefail
+top_srcdir=$(cd "$(dirname "$0")/.." && pwd)
+top_builddir=${top_builddir:-$top_srcdir}
+. "$top_srcdir/tests/functions.sh"
 
 # drop: empties the page cache, for cold reads (root)
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }

@@ -9,11 +9,7 @@
 # RUNS runs; seconds and chunks deleted per second, min / median / max.
 # Usage: bench/prune.sh [SIZE_MIB [P [RUNS]]]  (default 640, 8, 3)
 # Needs the Ceph packages and bc.
-set -uo pipefail
-top_srcdir=$(cd "$(dirname "$0")/.." && pwd)
-top_builddir=${top_builddir:-$top_srcdir}
-. "$top_srcdir/tests/functions.sh"
-. "$top_srcdir/bench/lib.sh"
+. "$(dirname "$0")/lib.sh"
 size=${1:-640}
 P=${2:-8}
 RUNS=${3:-3}

@@ -11,11 +11,7 @@
 # the requests, and the ratio of the medians.
 # Usage: bench/resume.sh [SIZE_MIB [R]]   (default 256 MiB, R = 3)
 # Needs the Ceph packages; root.
-set -uo pipefail
-top_srcdir=$(cd "$(dirname "$0")/.." && pwd)
-top_builddir=${top_builddir:-$top_srcdir}
-. "$top_srcdir/tests/functions.sh"
-. "$top_srcdir/bench/lib.sh"
+. "$(dirname "$0")/lib.sh"
 size=${1:-256}
 R=${2:-3}
 start_rgw

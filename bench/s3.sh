@@ -14,11 +14,7 @@
 # small box the clients otherwise take CPU from the server, and the
 # clients that do more per byte (cbtfs verifies every chunk) pay twice.
 # Needs the Ceph packages and s3backer (apt-get install s3backer); root.
-set -uo pipefail
-top_srcdir=$(cd "$(dirname "$0")/.." && pwd)
-top_builddir=${top_builddir:-$top_srcdir}
-. "$top_srcdir/tests/functions.sh"
-. "$top_srcdir/bench/lib.sh"
+. "$(dirname "$0")/lib.sh"
 size=${1:-1024}
 P=${2:-8}
 requires_fuse

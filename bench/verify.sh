@@ -10,11 +10,7 @@
 # Usage: bench/verify.sh [SIZE_MIB [P [RUNS]]]  (default 256 MiB, 8, 3)
 # CHUNK_SIZE=64K (default 1M) sets the repository's chunk size.
 # Needs the Ceph packages, bc, and root (to drop the page cache).
-set -uo pipefail
-top_srcdir=$(cd "$(dirname "$0")/.." && pwd)
-top_builddir=${top_builddir:-$top_srcdir}
-. "$top_srcdir/tests/functions.sh"
-. "$top_srcdir/bench/lib.sh"
+. "$(dirname "$0")/lib.sh"
 size=${1:-256}
 P=${2:-8}
 RUNS=${3:-3}

@@ -35,6 +35,20 @@ static void pass_erase_free(char *p)
 	}
 }
 
+/* Ends a read: on success p (len bytes) becomes *pp's, else it is erased
+ * and freed.  Returns err. */
+static int pass_hand_over(char *p, size_t len, int err,
+			  struct passphrase *pp)
+{
+	if (err != 0) {
+		pass_erase_free(p);
+		return err;
+	}
+	pp->text = p;
+	pp->len = len;
+	return 0;
+}
+
 void passphrase_free(struct passphrase *pp)
 {
 	pass_erase_free(pp->text);	/* every text is from pass_alloc() */
@@ -89,13 +103,7 @@ static int read_file(const char *path, struct passphrase *pp)
 		log_error("the passphrase file %s is empty", path);
 		err = ENODATA;
 	}
-	if (err != 0) {
-		pass_erase_free(p);
-		return err;
-	}
-	pp->text = p;
-	pp->len = len;
-	return 0;
+	return pass_hand_over(p, len, err, pp);
 }
 
 static volatile sig_atomic_t prompt_signal;
@@ -203,13 +211,7 @@ static int prompt(const char *repo, const char *what, bool confirm,
 		}
 		pass_erase_free(again);
 	}
-	if (err != 0) {
-		pass_erase_free(p);
-		return err;
-	}
-	pp->text = p;
-	pp->len = len;
-	return 0;
+	return pass_hand_over(p, len, err, pp);
 }
 
 int passphrase_get(const struct passphrase_src *src, const char *repo,
