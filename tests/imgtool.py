@@ -7,6 +7,11 @@
                                       with allocated data (SEEK_DATA), and
                                       holes where BASE ("-": none) is not
                                       zero
+  imgtool.py holes MOUNTED SOURCE CHUNK
+                                      the mounted image's SEEK_DATA regions
+                                      are SOURCE's rounded out to chunks,
+                                      its st_blocks their size; exits 1 if
+                                      not
   imgtool.py preads A B SEED COUNT    reads A and B at the same random and
                                       boundary-straddling offsets and sizes;
                                       exits 1 at the first difference
@@ -40,27 +45,59 @@ def nonzero(path, cs):
     return sum(1 for c in chunks(path, cs) if c != zero)
 
 
-def scanned(path, base, cs):
+def data_regions(path):
+    """(start, end) of each data region of path, by SEEK_DATA/SEEK_HOLE;
+    and the file's stat."""
     fd = os.open(path, os.O_RDONLY)
-    size = os.fstat(fd).st_size
-    n = (size + cs - 1) // cs
+    st = os.fstat(fd)
+    out, off = [], 0
+    try:
+        while off < st.st_size:
+            try:
+                d = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError:
+                break
+            h = os.lseek(fd, d, os.SEEK_HOLE)
+            out.append((d, h))
+            off = h
+    finally:
+        os.close(fd)
+    return out, st
+
+
+def scanned(path, base, cs):
+    regions, st = data_regions(path)
+    n = (st.st_size + cs - 1) // cs
     data = set()
-    off = 0
-    while off < size:
-        try:
-            d = os.lseek(fd, off, os.SEEK_DATA)
-        except OSError:
-            break
-        h = os.lseek(fd, d, os.SEEK_HOLE)
+    for d, h in regions:
         data.update(range(d // cs, (h + cs - 1) // cs))
-        off = h
-    os.close(fd)
     zero = bytes(cs)
     if base != "-":
         for i, c in enumerate(chunks(base, cs)):
             if i < n and i not in data and c != zero:
                 data.add(i)
     return len([i for i in data if i < n])
+
+
+def holes(image, source, cs):
+    """The data regions of image (a mounted snapshot) are those of source
+    rounded out to chunks, and its st_blocks counts just them."""
+    mine, st = data_regions(image)
+    theirs = []
+    for d, h in data_regions(source)[0]:
+        d, h = d // cs * cs, min(st.st_size, -(-h // cs) * cs)
+        if theirs and theirs[-1][1] >= d:
+            theirs[-1] = (theirs[-1][0], h)
+        else:
+            theirs.append((d, h))
+    if mine != theirs:
+        print("mount %s, source (chunk-aligned) %s" % (mine, theirs))
+        return 1
+    stored = sum(h - d for d, h in mine)
+    if st.st_blocks != (stored + 511) // 512:
+        print("st_blocks %d, stored %d bytes" % (st.st_blocks, stored))
+        return 1
+    return 0
 
 
 def preads(a, b, seed, count):
@@ -102,6 +139,8 @@ def preads(a, b, seed, count):
 
 
 def main(argv):
+    if len(argv) == 5 and argv[1] == "holes":
+        return holes(argv[2], argv[3], int(argv[4]))
     if len(argv) == 5 and argv[1] == "scanned":
         print(scanned(argv[2], argv[3], int(argv[4])))
         return 0
