@@ -346,18 +346,6 @@ static void fill_stat(struct cbtfs_fs *fs, const struct node *n,
 	st->st_blksize = (blksize_t)fs->repo->chunk_size;
 }
 
-/* Bytes of the non-zero chunks of map (the last one up to the capacity). */
-static uint64_t map_stored(const struct chunk_map *map)
-{
-	uint64_t i, n = 0, last = map->nchunks - 1;
-
-	for (i = 0; i < map->nchunks; i++)
-		if (!codec_id_is_zero(map->ids[i]))
-			n += i == last ? map->capacity - last * map->chunk_size
-				       : map->chunk_size;
-	return n;
-}
-
 /*
  * Learns how much of the image at path is stored (not holes), from an
  * open image's map or the index's (local, verified), and remembers it in
@@ -377,13 +365,13 @@ static void learn_stored(struct cbtfs_fs *fs, const char *path,
 		if (strcmp(img->snap_id, snap_id) == 0)
 			break;
 	if (img != NULL) {
-		stored = map_stored(img->map);
+		stored = chunk_map_stored(img->map);
 		known = true;
 	}
 	pthread_mutex_unlock(&fs->lock);
 	if (!known &&
 	    index_resolve_chain(fs->index, snap_id, NULL, &map) == 0) {
-		stored = map_stored(map);
+		stored = chunk_map_stored(map);
 		known = true;
 		chunk_map_free(map);
 	}
@@ -609,16 +597,17 @@ static void read_ahead(struct cbtfs_fs *fs, struct open_file *of,
 		       const struct chunk_map *map, uint64_t idx)
 {
 	uint64_t end = idx + 1 + fs->conf->readahead, i;
+	size_t k;
 
 	i = __atomic_exchange_n(&of->ahead, end, __ATOMIC_RELAXED);
 	if (i < idx + 1 || i > end)
 		i = idx + 1;	/* first time, or the reader jumped */
-	for (; i < end && i < map->nchunks; i++) {
-		if (codec_id_is_zero(map->ids[i]))
-			continue;
-		if (!chunk_cache_prefetch(fs->cache, map->ids[i])) {
+	for (k = chunk_map_lower(map, i);
+	     k < map->n && map->v[k].index < end; k++) {
+		if (!chunk_cache_prefetch(fs->cache, map->v[k].id)) {
 			/* queue full: the next read asks from here on */
-			__atomic_store_n(&of->ahead, i, __ATOMIC_RELAXED);
+			__atomic_store_n(&of->ahead, map->v[k].index,
+					 __ATOMIC_RELAXED);
 			break;
 		}
 	}
@@ -662,19 +651,20 @@ static int op_read(const char *path, char *buf, size_t size, off_t offset,
 		uint64_t pos = off + done, idx = pos / csize;
 		uint32_t within = (uint32_t)(pos % csize);
 		uint32_t n = csize - within;
+		const unsigned char *id = chunk_map_id(map, idx);
 		int err;
 
 		if (n > size - done)
 			n = (uint32_t)(size - done);
-		if (codec_id_is_zero(map->ids[idx])) {
+		if (codec_id_is_zero(id)) {
 			memset(buf + done, 0, n);
 		} else {
-			err = chunk_cache_read(fs->cache, map->ids[idx], within,
+			err = chunk_cache_read(fs->cache, id, within,
 					       n, buf + done);
 			if ((err == ENOENT &&
 			     !snapshot_gone(fs, of->img->snap_id)) ||
 			    err == EBADMSG)
-				index_mark_damaged(fs->index, map->ids[idx],
+				index_mark_damaged(fs->index, id,
 						   err == ENOENT ? "missing"
 								 : "corrupt");
 			if (err != 0)
@@ -700,9 +690,7 @@ static off_t op_lseek(const char *path, off_t off, int whence,
 		return -EINVAL;
 	if (off < 0 || pos >= map->capacity)
 		return -ENXIO;
-	for (i = pos / map->chunk_size; i < map->nchunks; i++)
-		if (codec_id_is_zero(map->ids[i]) == (whence == SEEK_HOLE))
-			break;
+	i = chunk_map_next(map, pos / map->chunk_size, whence == SEEK_DATA);
 	if (i == map->nchunks)
 		return whence == SEEK_HOLE ? (off_t)map->capacity : -ENXIO;
 	if (i * map->chunk_size > pos)

@@ -146,14 +146,6 @@ static int db_prepare(struct index *ix, const char *sql, sqlite3_stmt **st)
 	return 0;
 }
 
-void chunk_map_free(struct chunk_map *map)
-{
-	if (map == NULL)
-		return;
-	free(map->ids);
-	free(map);
-}
-
 char *index_default_cache_dir(void)
 {
 	const char *xdg = getenv("XDG_CACHE_HOME");
@@ -1271,7 +1263,7 @@ static int resolve_locked(struct index *ix, const char *snap_id,
 			  struct manifest **leafp, struct chunk_map **mapp)
 {
 	struct manifest *chain = NULL;
-	size_t n = 0, cap = 0, i, k;
+	size_t n = 0, cap = 0, i;
 	sqlite3_stmt *row_st = NULL, *ent_st = NULL;
 	struct chunk_map *map = NULL;
 	const char *cur = snap_id;
@@ -1310,32 +1302,16 @@ static int resolve_locked(struct index *ix, const char *snap_id,
 		cur = chain[n - 1].parent_id;
 	}
 
-	map = calloc(1, sizeof(*map));
+	map = chunk_map_create(chain[0].capacity, chain[0].chunk_size);
 	if (map == NULL) {
 		err = ENOMEM;
 		goto out;
 	}
-	map->capacity = chain[0].capacity;
-	map->chunk_size = chain[0].chunk_size;
-	map->nchunks = link_chunks(&chain[0]);
-	map->ids = calloc(map->nchunks ? map->nchunks : 1, CODEC_ID_LEN);
-	if (map->ids == NULL) {
-		err = ENOMEM;
-		goto out;
-	}
 	for (i = n; i-- > 0;) {
-		uint64_t lim = link_chunks(&chain[i]);
-
-		if (lim < map->nchunks)
-			memset(map->ids[lim], 0,
-			       (map->nchunks - lim) * CODEC_ID_LEN);
-		for (k = 0; k < chain[i].n_entries; k++) {
-			const struct manifest_entry *e = &chain[i].entries[k];
-
-			if (e->index < lim && e->index < map->nchunks)
-				memcpy(map->ids[e->index], e->id,
-				       CODEC_ID_LEN);
-		}
+		err = chunk_map_overlay(map, link_chunks(&chain[i]),
+					chain[i].entries, chain[i].n_entries);
+		if (err != 0)
+			goto out;
 	}
 	if (leafp != NULL) {
 		*leafp = malloc(sizeof(**leafp));

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "chunk_map.h"
 #include "repo.h"
 
 struct index;
@@ -30,19 +31,6 @@ struct index;
 #define INDEX_REPAIR_HINT                                                   \
 	"the local index is damaged; 'cbtfs-repo reindex REPO' rebuilds it " \
 	"from the repository (ingests rebuild it by themselves)"
-
-/*
- * The chunk ids of one snapshot, resolved through its chain: ids[i] is the
- * id of chunk i, codec_zero_id for a zero chunk.  Immutable once built.
- */
-struct chunk_map {
-	uint64_t capacity;
-	uint32_t chunk_size;
-	uint64_t nchunks;	/* ceil(capacity / chunk_size) */
-	unsigned char (*ids)[CODEC_ID_LEN];
-};
-
-void chunk_map_free(struct chunk_map *map);
 
 /* Default cache directory (malloc'd; NULL if out of memory), from
  * XDG_CACHE_HOME or HOME. */

@@ -221,7 +221,7 @@ static int process_chunk(struct ingest *ing, size_t k, unsigned char *buf)
 	else if ((err = repo_chunk_id(ing->conf->repo, buf, id)) != 0)
 		return err;
 	if (ing->base != NULL && idx < ing->base->nchunks)
-		base_id = ing->base->ids[idx];
+		base_id = chunk_map_id(ing->base, idx);
 	same = memcmp(id, base_id, CODEC_ID_LEN) == 0;
 
 	pthread_mutex_lock(&ing->lock);
@@ -533,7 +533,7 @@ static int add_forced_chunks(const struct ingest *ing, uint64_t **todop,
 		return 0;
 	for (i = 0; err == 0 && i < base->nchunks &&
 		    i * ing->chunk_size < ing->capacity; i++) {
-		if ((grown && i == last) || is_damaged(ing, base->ids[i])) {
+		if ((grown && i == last) || is_damaged(ing, chunk_map_id(base, i))) {
 			err = ARRAY_GROW(&extra);
 			if (err == 0)
 				extra.v[extra.n++] = i;
@@ -634,8 +634,8 @@ static int scan_todo(struct ingest *ing, struct plan *p)
 		else if (data < 0)
 			data = (off_t)(i * cs);	/* holes not known */
 		for (; i < p->nchunks && (i + 1) * cs <= (uint64_t)data; i++)
-			if (ing->base != NULL && i < ing->base->nchunks &&
-			    !codec_id_is_zero(ing->base->ids[i]))
+			if (ing->base != NULL &&
+			    !codec_id_is_zero(chunk_map_id(ing->base, i)))
 				p->todo[n++] = i;
 		if ((uint64_t)data >= cap)
 			break;

@@ -66,25 +66,37 @@ static void check_map(struct index *ix, const struct manifest *m,
 		      const char *expect)
 {
 	struct chunk_map *map;
-	size_t i, n = strlen(expect);
+	size_t i, n = strlen(expect), stored = 0;
 
 	CHECK_EQ(index_resolve_chain(ix, m->id, NULL, &map), 0);
 	CHECK_EQ(map->nchunks, (uint64_t)n);
 	CHECK_EQ(map->capacity, m->capacity);
 	for (i = 0; i < n; i++) {
 		unsigned char id[CODEC_ID_LEN];
+		size_t j;
 
+		/* the compact map's searches agree with the plain string */
+		for (j = i; j < n && expect[j] == '0'; j++)
+			;
+		CHECK_EQ(chunk_map_next(map, i, true), (uint64_t)j);
+		for (j = i; j < n && expect[j] != '0'; j++)
+			;
+		CHECK_EQ(chunk_map_next(map, i, false), (uint64_t)j);
 		if (expect[i] == '0') {
-			CHECK(codec_id_is_zero(map->ids[i]));
+			CHECK(codec_id_is_zero(chunk_map_id(map, i)));
 		} else {
+			stored++;
 			id_of(expect[i], id);
-			if (memcmp(map->ids[i], id, CODEC_ID_LEN) != 0) {
+			if (memcmp(chunk_map_id(map, i), id,
+				   CODEC_ID_LEN) != 0) {
 				fprintf(stderr, "%s chunk %zu: want %c\n",
 					m->name, i, expect[i]);
 				abort();
 			}
 		}
 	}
+	CHECK_EQ(map->n, stored);
+	CHECK_EQ(chunk_map_next(map, n, true), (uint64_t)n);
 	chunk_map_free(map);
 }
 

@@ -177,7 +177,8 @@ static void free_tree(struct trial *t)
 static bool same_map(const struct chunk_map *a, const struct chunk_map *b)
 {
 	return a->nchunks == b->nchunks && a->capacity == b->capacity &&
-	       memcmp(a->ids, b->ids, a->nchunks * CODEC_ID_LEN) == 0;
+	       a->n == b->n &&
+	       memcmp(a->v, b->v, a->n * sizeof(*a->v)) == 0;
 }
 
 static void one_trial(const char *dir, int trial)
