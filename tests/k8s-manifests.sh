@@ -93,7 +93,7 @@ for y in "${yamls[@]}"; do
 				SNAPSHOT_CLASS=csi-hostpath-snapclass IMAGE=cbtfs:dev
 				IMAGE_PULL_POLICY=IfNotPresent REPO=s3://cbtfs/backups
 				S3_ENDPOINT=http://minio.cbtfs.svc.cluster.local:9000 S3_REGION=us-east-1
-				DEADLINE=600 SOURCE_SHA256=1 EXPECT_SHA256=
+				DEADLINE=600 SOURCE_SHA256=1 EXPECT_SHA256= TARGET_ZEROED=
 				SMS_NAME=hostpath.csi.k8s.io SMS_ADDRESS=csi-snapshot-metadata.default:6443
 				SMS_AUDIENCE=cbtfs-snapshot-metadata
 			}
