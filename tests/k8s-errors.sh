@@ -108,6 +108,16 @@ obj no-handle 'del vsc["status"]["snapshotHandle"]'
 refused "has no status.snapshotHandle" --snapshot no-handle "${KC[@]}"
 obj no-driver 'del vsc["spec"]["driver"]'
 refused "has no spec.driver" --snapshot no-driver "${KC[@]}"
+# what it had read of that snapshot is freed (valgrind: 99 on a leak)
+if command -v valgrind >/dev/null; then
+	rc=0
+	valgrind -q --leak-check=full --errors-for-leak-kinds=definite \
+		--error-exitcode=99 \
+		--suppressions="$top_srcdir/tests/grpc-valgrind.supp" \
+		"${ING[@]}" --snapshot no-driver "${KC[@]}" >"$T/vg" 2>&1 ||
+		rc=$?
+	[ $rc = 1 ] || fail "no-driver under valgrind: exit $rc: $(cat "$T/vg")"
+fi
 
 k8s_state_edit "$KS" 'del s["snapshotmetadataservices"]["v1beta1"]["'"$DRIVER"'"]["spec"]["audience"]'
 refused "SnapshotMetadataService $DRIVER (cbt.storage.k8s.io/v1beta1) lacks spec.audience" \
