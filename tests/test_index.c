@@ -238,6 +238,9 @@ int main(void)
 	}
 	CHECK_EQ(index_resolve_chain(ix, "00000000-0000-0000-0000-000000000000", NULL,
 				     &map), ENOENT);
+	/* no id at all: not found, not a crash */
+	CHECK_EQ(index_resolve_chain(ix, "", NULL, &map), ENOENT);
+	CHECK(map == NULL);
 
 	test_concurrency(r, cache, ix, &g4, "ADE00000000F");
 
