@@ -8,12 +8,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 
 void cli_version(const char *prog)
 {
 	printf("%s (cbtfs) %s\n", prog, PACKAGE_VERSION);
+}
+
+bool cli_names_repo(const char *arg)
+{
+	char path[4096];
+	struct stat sb;
+
+	if (strncmp(arg, "s3://", 5) == 0 || strncmp(arg, "file://", 7) == 0 ||
+	    arg[0] == '/' || arg[0] == '.')
+		return true;
+	snprintf(path, sizeof(path), "%s/config", arg);
+	return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
 int cli_usage_error(const char *prog, const char *fmt, ...)

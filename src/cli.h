@@ -16,6 +16,17 @@
 
 void cli_version(const char *prog);
 
+/* The environment variable that names the repository when no -r (or
+ * positional REPO) does. */
+#define REPO_ENV "CBTFS_REPOSITORY"
+
+/*
+ * Whether arg, given where REPO or another argument may stand, names a
+ * repository: an s3:// or file:// URL, a path starting with / or ., or a
+ * directory holding a config object.
+ */
+bool cli_names_repo(const char *arg);
+
 /* Reports a usage error and how to get help; returns EXIT_USAGE. */
 int cli_usage_error(const char *prog, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -22,114 +22,6 @@
 
 static const char prog[] = "cbtfs-repo";
 
-static void usage(void)
-{
-	printf(
-"Usage: cbtfs-repo COMMAND REPO [OPTIONS]\n"
-"\n"
-"Commands:\n"
-"  init REPO [--chunk-size SIZE] [--encrypt]\n"
-"        create an empty repository in REPO (a new or empty directory,\n"
-"        file:///path, or s3://BUCKET/PREFIX where the bucket exists and the\n"
-"        prefix is empty); SIZE is a power of two from 64K to 16M\n"
-"        (default 1M); with --encrypt, its chunks and manifests are\n"
-"        encrypted with keys that a passphrase unlocks\n"
-"  snapshots REPO [--volume VOLUME] [--json]\n"
-"        list snapshots: volume, name, parent, capacity, creation time and\n"
-"        bytes stored by each; a manifest that cannot be read is listed\n"
-"        as UNREADABLE, with its id, and makes the exit status 1\n"
-"  verify REPO [--volume VOLUME] [--read-data [--subset PCT]] [--jobs N]\n"
-"         [--json]\n"
-"        check the repository from its objects alone: every manifest\n"
-"        decodes, every chain of parents is complete, every chunk the\n"
-"        snapshots use exists; with --read-data, fetch and verify the\n"
-"        chunks too.  Each problem is reported with the snapshots and\n"
-"        byte ranges it damages; damaged chunks are recorded, so that the\n"
-"        next ingest of their data stores them again\n"
-"  unlock REPO [--volume VOLUME] [--force]\n"
-"        remove the lock records of ingests that are dead, expired or\n"
-"        abandoned; refuse live and unreadable ones unless --force\n"
-"  reindex REPO\n"
-"        rebuild the local index of REPO from the repository\n"
-"  passwd REPO\n"
-"        change the passphrase of an encrypted repository; the new one\n"
-"        comes from $CBTFS_NEW_PASSWORD, --new-password-file, or is asked\n"
-"        twice on a terminal.  The keys and the data do not change\n"
-"  forget REPO VOLUME SNAPSHOT... [--force] [--dry-run] [--json]\n"
-"  forget REPO [--volume VOLUME] --keep-last N --keep-hourly N\n"
-"         --keep-daily N --keep-weekly N --keep-monthly N [--dry-run]\n"
-"         [--json]\n"
-"        remove the named snapshots, or those no --keep rule keeps (any\n"
-"        of them; per volume; the newest of a volume is always kept);\n"
-"        each one's data is first folded into the snapshots based on it,\n"
-"        so every other snapshot reads the same; chunks are freed by prune\n"
-"  restore REPO VOLUME SNAPSHOT --to PATH [--from SNAPSHOT]\n"
-"          [--target-zeroed] [--verify] [--jobs N] [--json]\n"
-"        write the image of VOLUME's SNAPSHOT (also VOLUME@SNAPSHOT) to\n"
-"        PATH: a block device, a file (created if missing), or - for\n"
-"        stdout.  Chunks are fetched in parallel and verified; zero\n"
-"        chunks are skipped on a new file or with --target-zeroed, and\n"
-"        otherwise zeroed without writing them.  Refuses a target that\n"
-"        is smaller than the image, mounted or read-only\n"
-"  prune REPO [--dry-run] [--jobs N] [--json]\n"
-"        delete the chunks no snapshot uses (of forgotten snapshots and\n"
-"        of ingests that stopped early), their damage records, and old\n"
-"        temporary files; refused while an ingest or forget runs\n"
-"\n"
-"Options:\n"
-"      --chunk-size SIZE  init: chunk size (e.g. 256K, 1M)\n"
-"      --encrypt          init: encrypt the repository (AES-256-GCM under a\n"
-"                         random key, wrapped with one derived from the\n"
-"                         passphrase by scrypt)\n"
-"      --password-file FILE  every command: the passphrase of an encrypted\n"
-"                         repository is the file's content but a trailing\n"
-"                         newline (default $CBTFS_PASSWORD, or asked on a\n"
-"                         terminal; twice by init)\n"
-"      --new-password-file FILE  passwd: the new passphrase, likewise\n"
-"                         (default $CBTFS_NEW_PASSWORD, or asked twice)\n"
-"      --volume VOLUME    snapshots, verify, unlock, forget: only this\n"
-"                         volume's snapshots or locks\n"
-"      --json             snapshots, verify, forget, prune, restore:\n"
-"                         machine-readable output\n"
-"      --read-data        verify: fetch every chunk and verify its content\n"
-"      --subset PCT       verify --read-data: only PCT percent (1-100) of\n"
-"                         the chunks, chosen at random\n"
-"  -j, --jobs N           verify, forget, prune, restore: requests in\n"
-"                         parallel\n"
-"                         (default: CPUs for a directory, 8 for S3)\n"
-"      --force            unlock: remove live and unreadable lock records\n"
-"                         too; forget: the names may be every snapshot of\n"
-"                         the volume\n"
-"      --keep-last N      forget: keep the N newest snapshots\n"
-"      --keep-hourly N    forget: keep the newest snapshot of each of the\n"
-"                         last N hours that have one (UTC)\n"
-"      --keep-daily N     forget: the same for days\n"
-"      --keep-weekly N    forget: the same for ISO weeks\n"
-"      --keep-monthly N   forget: the same for months\n"
-"      --dry-run          forget, prune: say what would go; change nothing\n"
-"      --to PATH          restore: the block device, file or - (stdout)\n"
-"                         to write the image to\n"
-"      --from SNAPSHOT    restore: PATH holds this earlier (or later)\n"
-"                         snapshot of the volume already; write only the\n"
-"                         chunks that differ\n"
-"      --target-zeroed    restore: PATH reads zeros (a new thin volume):\n"
-"                         skip the zero chunks\n"
-"      --verify           restore: read back what was written, and check\n"
-"                         it against the chunk ids\n"
-"      --cache-dir DIR    snapshots, reindex: where the local index lives\n"
-"                         (default $XDG_CACHE_HOME/cbtfs or ~/.cache/cbtfs)\n"
-"  -v, --verbose          more messages\n"
-"  -h, --help             show this help and exit\n"
-"      --version          show the version and exit\n"
-"\n"
-CLI_STORE_HELP
-"\n"
-"Exit status: 0 on success; 1 on failure, or when verify finds a problem,\n"
-"snapshots an unreadable manifest, unlock a live lock it may not remove,\n"
-"or forget a snapshot that is not there; 2 on a usage error.\n"
-"See cbtfs-repo(1) and cbtfs-repository(5).\n");
-}
-
 /* Options of some commands only; each has a bit in struct command. */
 enum {
 	OPT_CHUNK_SIZE = 256,
@@ -152,8 +44,7 @@ enum {
 	OPT_FROM,
 	OPT_TARGET_ZEROED,
 	OPT_VERIFY,
-	OPT_VERSION,	/* every command */
-	OPT_PASSWORD_FILE,	/* every command */
+	OPT_PASSWORD_FILE,	/* every command from here */
 };
 #define OPT_BIT(opt) (1u << ((opt) - OPT_CHUNK_SIZE))
 /* a command that takes arguments after REPO */
@@ -182,12 +73,91 @@ static const struct option long_opts[] = {
 	{ "from", required_argument, NULL, OPT_FROM },
 	{ "target-zeroed", no_argument, NULL, OPT_TARGET_ZEROED },
 	{ "verify", no_argument, NULL, OPT_VERIFY },
+	{ "repo", required_argument, NULL, 'r' },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
-	{ "version", no_argument, NULL, OPT_VERSION },
+	{ "version", no_argument, NULL, 'V' },
 	CLI_STORE_LONG_OPTS,
 	{ NULL, 0, NULL, 0 }
 };
+
+/*
+ * Help: each option's lines, and for each command its synopsis and what it
+ * does (in commands[] below).  `cbtfs-repo --help` prints every command
+ * and option; `cbtfs-repo COMMAND --help` that command and its options.
+ */
+static const struct opt_help {
+	int opt;
+	const char *text;
+} opt_helps[] = {
+	{ OPT_CHUNK_SIZE,
+"      --chunk-size SIZE  chunk size, a power of two from 64K to 16M\n"
+"                         (default 1M)\n" },
+	{ OPT_ENCRYPT,
+"      --encrypt          encrypt the repository (AES-256-GCM under a\n"
+"                         random key, wrapped with one derived from the\n"
+"                         passphrase by scrypt)\n" },
+	{ OPT_NEW_PASSWORD_FILE,
+"      --new-password-file FILE  the new passphrase is the file's content\n"
+"                         but a trailing newline (default\n"
+"                         $CBTFS_NEW_PASSWORD, or asked twice)\n" },
+	{ OPT_VOLUME,
+"      --volume VOLUME    only this volume's snapshots or locks\n" },
+	{ OPT_JSON,
+"      --json             machine-readable output\n" },
+	{ OPT_READ_DATA,
+"      --read-data        fetch every chunk and verify its content\n" },
+	{ OPT_SUBSET,
+"      --subset PCT       with --read-data: only PCT percent (1-100) of\n"
+"                         the chunks, chosen at random\n" },
+	{ OPT_JOBS,
+"  -j, --jobs N           requests in parallel (default: CPUs for a\n"
+"                         directory, 8 for S3)\n" },
+	{ OPT_FORCE,
+"      --force            unlock: remove live and unreadable lock records\n"
+"                         too; forget: the names may be every snapshot of\n"
+"                         the volume\n" },
+	{ OPT_KEEP_LAST,
+"      --keep-last N      keep the N newest snapshots\n" },
+	{ OPT_KEEP_HOURLY,
+"      --keep-hourly N    keep the newest snapshot of each of the last N\n"
+"                         hours that have one (UTC)\n" },
+	{ OPT_KEEP_DAILY,
+"      --keep-daily N     the same for days\n" },
+	{ OPT_KEEP_WEEKLY,
+"      --keep-weekly N    the same for ISO weeks\n" },
+	{ OPT_KEEP_MONTHLY,
+"      --keep-monthly N   the same for months\n" },
+	{ OPT_DRY_RUN,
+"      --dry-run          say what would go; change nothing\n" },
+	{ OPT_TO,
+"      --to PATH          the block device, file or - (stdout) to write\n"
+"                         the image to\n" },
+	{ OPT_FROM,
+"      --from SNAPSHOT    PATH holds this snapshot of the volume already:\n"
+"                         write only the chunks that differ\n" },
+	{ OPT_TARGET_ZEROED,
+"      --target-zeroed    PATH reads zeros (a new thin volume): skip the\n"
+"                         zero chunks\n" },
+	{ OPT_VERIFY,
+"      --verify           read back what was written, and check it\n"
+"                         against the chunk ids\n" },
+	{ OPT_CACHE_DIR,
+"      --cache-dir DIR    where the local index lives (default\n"
+"                         $XDG_CACHE_HOME/cbtfs or ~/.cache/cbtfs)\n" },
+};
+
+/* What every command takes. */
+static const char common_help[] =
+"  -r, --repo REPO        the repository (default $CBTFS_REPOSITORY); or\n"
+"                         give REPO right after the command\n"
+"      --password-file FILE  the passphrase of an encrypted repository is\n"
+"                         the file's content but a trailing newline\n"
+"                         (default $CBTFS_PASSWORD, or asked on a terminal;\n"
+"                         twice by init)\n"
+"  -v, --verbose          more messages\n"
+"  -h, --help             show this help and exit\n"
+"  -V, --version          show the version and exit\n";
 
 struct opts {
 	const char *repo;
@@ -206,6 +176,10 @@ struct opts {
 	bool target_zeroed, verify;
 	char *const *operands;	/* after REPO, for commands that take them */
 	size_t n_operands;
+	/* the operands as a volume and snapshot names (split_operands()) */
+	const char *volume_arg;
+	const char **names;
+	size_t n_names;
 	struct store_opts store;
 	struct passphrase_src pass;	/* of an encrypted repository */
 	struct passphrase_src new_pass;	/* passwd */
@@ -756,10 +730,10 @@ static int cmd_forget(const struct opts *o)
 		return cli_usage_error(prog, "forget: name snapshots, or give "
 				       "a --keep policy with --volume, not "
 				       "both");
-	if (o->n_operands == 1)
+	if (o->n_operands > 0 && o->n_names == 0)
 		return cli_usage_error(prog, "forget: name the snapshots of "
 				       "volume '%s' to forget after it",
-				       o->operands[0]);
+				       o->volume_arg);
 	if (o->n_operands == 0 && !policy)
 		return cli_usage_error(prog, "forget: name the snapshots to "
 				       "forget (REPO VOLUME SNAPSHOT...), or "
@@ -771,9 +745,9 @@ static int cmd_forget(const struct opts *o)
 				       "named snapshots only (a policy always "
 				       "keeps the newest)");
 	if (o->n_operands > 0) {
-		conf.volume = o->operands[0];
-		conf.names = (const char *const *)o->operands + 1;
-		conf.n_names = o->n_operands - 1;
+		conf.volume = o->volume_arg;
+		conf.names = o->names;
+		conf.n_names = o->n_names;
 	}
 	if (conf.volume != NULL && repo_check_volume_name(conf.volume) != 0)
 		return EXIT_USAGE;
@@ -910,31 +884,6 @@ static void print_restore_json(const struct restore_conf *conf,
 	cli_print_json(o);
 }
 
-/*
- * VOLUME SNAPSHOT or VOLUME@SNAPSHOT from the operands, into a buffer of
- * the caller's (buf keeps the volume of the second form).
- */
-static int snapshot_operands(const struct opts *o, char *buf, size_t size,
-			     const char **volume, const char **snapshot)
-{
-	char *at;
-
-	if (o->n_operands == 2) {
-		*volume = o->operands[0];
-		*snapshot = o->operands[1];
-		return 0;
-	}
-	if (o->n_operands == 1 && (at = strrchr(o->operands[0], '@')) &&
-	    (size_t)(at - o->operands[0]) < size) {
-		snprintf(buf, size, "%.*s", (int)(at - o->operands[0]),
-			 o->operands[0]);
-		*volume = buf;
-		*snapshot = at + 1;
-		return 0;
-	}
-	return -1;
-}
-
 static int cmd_restore(const struct opts *o)
 {
 	struct restore_conf conf = {
@@ -949,15 +898,15 @@ static int cmd_restore(const struct opts *o)
 	struct store_opts sopts = o->store;
 	struct restore_report rep;
 	struct sigaction sa = { .sa_handler = on_signal };
-	char volume[256];
 	bool to_stdout;
 	int err;
 
-	if (snapshot_operands(o, volume, sizeof(volume), &conf.volume,
-			      &conf.snapshot) != 0)
-		return cli_usage_error(prog, "restore: name the snapshot as "
-				       "VOLUME SNAPSHOT or VOLUME@SNAPSHOT "
+	if (o->n_names != 1)
+		return cli_usage_error(prog, "restore: name one snapshot, as "
+				       "VOLUME SNAPSHOT or VOLUME@SNAPSHOT, "
 				       "after REPO");
+	conf.volume = o->volume_arg;
+	conf.snapshot = o->names[0];
 	if (o->to == NULL)
 		return cli_usage_error(prog, "restore: say where to with --to "
 				       "PATH (a block device, a file, or - "
@@ -1019,35 +968,174 @@ static int cmd_passwd(const struct opts *o)
 	return EXIT_OK;
 }
 
+/*
+ * Reads the operands as snapshots of one volume: VOLUME SNAPSHOT..., or
+ * VOLUME@SNAPSHOT... (split at the last '@': a snapshot whose name holds
+ * an '@' is named the first way), all of one volume.  0, or ENOMEM.
+ */
+static int split_operands(struct opts *o, char *vol, size_t size)
+{
+	const char *at = NULL;
+	size_t i, len = 0;
+	bool all_at = o->n_operands > 0;
+
+	for (i = 0; i < o->n_operands && all_at; i++) {
+		at = strrchr(o->operands[i], '@');
+		if (at == NULL || (i > 0 && ((size_t)(at - o->operands[i]) !=
+					     len || strncmp(o->operands[i],
+							    o->operands[0],
+							    len) != 0)))
+			all_at = false;
+		else
+			len = (size_t)(at - o->operands[i]);
+	}
+	if (all_at && len >= size)
+		all_at = false;
+	o->names = calloc(o->n_operands + 1, sizeof(*o->names));
+	if (o->names == NULL)
+		return ENOMEM;
+	if (all_at) {
+		snprintf(vol, size, "%.*s", (int)len, o->operands[0]);
+		o->volume_arg = vol;
+		for (i = 0; i < o->n_operands; i++)
+			o->names[i] = o->operands[i] + len + 1;
+		o->n_names = o->n_operands;
+	} else if (o->n_operands > 0) {
+		o->volume_arg = o->operands[0];
+		for (i = 1; i < o->n_operands; i++)
+			o->names[i - 1] = o->operands[i];
+		o->n_names = o->n_operands - 1;
+	}
+	return 0;
+}
+
 static const struct command {
 	const char *name;
 	int (*run)(const struct opts *o);
 	unsigned options;	/* OPT_BIT()s of the options that apply,
 				 * and TAKES_OPERANDS */
+	const char *synopsis;	/* after "cbtfs-repo NAME REPO" */
+	const char *help;	/* what it does */
 } commands[] = {
-	{ "init", cmd_init, OPT_BIT(OPT_CHUNK_SIZE) | OPT_BIT(OPT_ENCRYPT) },
+	{ "init", cmd_init, OPT_BIT(OPT_CHUNK_SIZE) | OPT_BIT(OPT_ENCRYPT),
+	  "[--chunk-size SIZE] [--encrypt]",
+"create an empty repository in REPO (a new or empty directory, its\n"
+"missing parents created, file:///path, or s3://BUCKET/PREFIX where the\n"
+"bucket exists and the prefix is empty); with --encrypt, its chunks and\n"
+"manifests are encrypted with keys that a passphrase unlocks\n" },
 	{ "snapshots", cmd_snapshots,
-	  OPT_BIT(OPT_VOLUME) | OPT_BIT(OPT_JSON) | OPT_BIT(OPT_CACHE_DIR) },
+	  OPT_BIT(OPT_VOLUME) | OPT_BIT(OPT_JSON) | OPT_BIT(OPT_CACHE_DIR),
+	  "[--volume VOLUME] [--json]",
+"list snapshots: volume, name, parent, capacity, creation time and bytes\n"
+"stored by each; a manifest that cannot be read is listed as UNREADABLE,\n"
+"with its id, and makes the exit status 1\n" },
 	{ "verify", cmd_verify,
 	  OPT_BIT(OPT_VOLUME) | OPT_BIT(OPT_JSON) | OPT_BIT(OPT_READ_DATA) |
-		  OPT_BIT(OPT_SUBSET) | OPT_BIT(OPT_JOBS) },
-	{ "unlock", cmd_unlock, OPT_BIT(OPT_VOLUME) | OPT_BIT(OPT_FORCE) },
-	{ "reindex", cmd_reindex, OPT_BIT(OPT_CACHE_DIR) },
-	{ "passwd", cmd_passwd, OPT_BIT(OPT_NEW_PASSWORD_FILE) },
+		  OPT_BIT(OPT_SUBSET) | OPT_BIT(OPT_JOBS),
+	  "[--volume VOLUME] [--read-data [--subset PCT]]\n"
+	  "         [--jobs N] [--json]",
+"check the repository from its objects alone: every manifest decodes,\n"
+"every chain of parents is complete, every chunk the snapshots use\n"
+"exists; with --read-data, fetch and verify the chunks too.  Each problem\n"
+"is reported with the snapshots and byte ranges it damages; damaged\n"
+"chunks are recorded, so that the next ingest of their data stores them\n"
+"again\n" },
+	{ "unlock", cmd_unlock, OPT_BIT(OPT_VOLUME) | OPT_BIT(OPT_FORCE),
+	  "[--volume VOLUME] [--force]",
+"remove the lock records of ingests that are dead, expired or abandoned;\n"
+"refuse live and unreadable ones unless --force\n" },
+	{ "reindex", cmd_reindex, OPT_BIT(OPT_CACHE_DIR), "",
+"rebuild the local index of REPO from the repository\n" },
+	{ "passwd", cmd_passwd, OPT_BIT(OPT_NEW_PASSWORD_FILE),
+	  "[--new-password-file FILE]",
+"change the passphrase of an encrypted repository; the new one comes\n"
+"from --new-password-file, $CBTFS_NEW_PASSWORD, or is asked twice on a\n"
+"terminal.  The keys and the data do not change\n" },
 	{ "forget", cmd_forget,
 	  OPT_BIT(OPT_VOLUME) | OPT_BIT(OPT_JSON) | OPT_BIT(OPT_JOBS) |
 		  OPT_BIT(OPT_FORCE) | OPT_BIT(OPT_KEEP_LAST) |
 		  OPT_BIT(OPT_KEEP_HOURLY) | OPT_BIT(OPT_KEEP_DAILY) |
 		  OPT_BIT(OPT_KEEP_WEEKLY) | OPT_BIT(OPT_KEEP_MONTHLY) |
-		  OPT_BIT(OPT_DRY_RUN) | TAKES_OPERANDS },
+		  OPT_BIT(OPT_DRY_RUN) | TAKES_OPERANDS,
+	  "VOLUME SNAPSHOT... [--force] [--dry-run] [--json]\n"
+	  "  cbtfs-repo forget REPO [--volume VOLUME] --keep-last N\n"
+	  "         --keep-hourly N --keep-daily N --keep-weekly N\n"
+	  "         --keep-monthly N [--dry-run] [--json]",
+"remove the named snapshots (VOLUME SNAPSHOT..., or VOLUME@SNAPSHOT...),\n"
+"or those no --keep rule keeps (any of them; per volume; the newest of a\n"
+"volume is always kept); each one's data is first folded into the\n"
+"snapshots based on it, so every other snapshot reads the same; chunks\n"
+"are freed by prune\n" },
 	{ "prune", cmd_prune,
-	  OPT_BIT(OPT_JSON) | OPT_BIT(OPT_JOBS) | OPT_BIT(OPT_DRY_RUN) },
+	  OPT_BIT(OPT_JSON) | OPT_BIT(OPT_JOBS) | OPT_BIT(OPT_DRY_RUN),
+	  "[--dry-run] [--jobs N] [--json]",
+"delete the chunks no snapshot uses (of forgotten snapshots and of\n"
+"ingests that stopped early), their damage records, and old temporary\n"
+"files; refused while an ingest or forget runs\n" },
 	{ "restore", cmd_restore,
 	  OPT_BIT(OPT_JSON) | OPT_BIT(OPT_JOBS) | OPT_BIT(OPT_TO) |
 		  OPT_BIT(OPT_FROM) | OPT_BIT(OPT_TARGET_ZEROED) |
 		  OPT_BIT(OPT_VERIFY) | OPT_BIT(OPT_CACHE_DIR) |
-		  TAKES_OPERANDS },
+		  TAKES_OPERANDS,
+	  "VOLUME SNAPSHOT --to PATH [--from SNAPSHOT]\n"
+	  "         [--target-zeroed] [--verify] [--jobs N] [--json]",
+"write the image of VOLUME's SNAPSHOT (also VOLUME@SNAPSHOT) to PATH: a\n"
+"block device, a file (created if missing), or - for stdout.  Chunks are\n"
+"fetched in parallel and verified; zero chunks are skipped on a new file\n"
+"or with --target-zeroed, and otherwise zeroed without writing them.\n"
+"Refuses a target that is smaller than the image, mounted or read-only\n" },
 };
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void print_indented(const char *text)
+{
+	const char *line = text, *nl;
+
+	for (; *line != '\0'; line = nl + 1) {
+		nl = strchr(line, '\n');
+		printf("    %.*s\n", (int)(nl - line), line);
+	}
+}
+
+static const char exit_help[] =
+"Exit status: 0 on success; 1 on failure, or when verify finds a problem,\n"
+"snapshots an unreadable manifest, unlock a live lock it may not remove,\n"
+"or forget a snapshot that is not there; 2 on a usage error.\n"
+"See cbtfs-repo(1) and cbtfs-repository(5).\n";
+
+/* Every command and option. */
+static void usage(void)
+{
+	size_t i;
+
+	printf("Usage: cbtfs-repo COMMAND [REPO] [ARGUMENTS] [OPTIONS]\n"
+	       "\nCommands ('cbtfs-repo COMMAND --help' tells more):\n");
+	for (i = 0; i < N_COMMANDS; i++) {
+		printf("  cbtfs-repo %s REPO%s%s\n", commands[i].name,
+		       commands[i].synopsis[0] ? " " : "",
+		       commands[i].synopsis);
+		print_indented(commands[i].help);
+	}
+	printf("\nOptions:\n");
+	for (i = 0; i < sizeof(opt_helps) / sizeof(opt_helps[0]); i++)
+		fputs(opt_helps[i].text, stdout);
+	printf("%s\n%s\n%s", common_help, CLI_STORE_HELP, exit_help);
+}
+
+/* One command, and the options it takes. */
+static void command_usage(const struct command *cmd)
+{
+	size_t i;
+
+	printf("Usage: cbtfs-repo %s REPO%s%s [OPTIONS]\n\n", cmd->name,
+	       cmd->synopsis[0] ? " " : "", cmd->synopsis);
+	print_indented(cmd->help);
+	printf("\nOptions:\n");
+	for (i = 0; i < sizeof(opt_helps) / sizeof(opt_helps[0]); i++)
+		if (cmd->options & OPT_BIT(opt_helps[i].opt))
+			fputs(opt_helps[i].text, stdout);
+	printf("%s\n%s\n%s", common_help, CLI_STORE_HELP, exit_help);
+}
 
 /* "--volume" for OPT_VOLUME. */
 static const char *opt_name(int opt)
@@ -1069,16 +1157,20 @@ int main(int argc, char *argv[])
 			      .file_opt = "--new-password-file FILE" },
 	};
 	const struct command *cmd = NULL;
-	const char *cmd_name = NULL;
+	const char *cmd_name = NULL, *repo_opt = NULL;
+	const char *repo_env = getenv(REPO_ENV);
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN), n;
-	int c, verbose = 0, opt;
+	int c, verbose = 0, opt, rc;
+	bool help = false;
+	char volume_arg[520];
 	size_t i;
 
 	log_init(prog);
-	while ((c = getopt_long(argc, argv, "j:vh", long_opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "j:r:vhV", long_opts, NULL)) !=
+	       -1) {
 		if (c == 'j')
 			c = OPT_JOBS;
-		if (c >= OPT_CHUNK_SIZE && c < OPT_VERSION)
+		if (c >= OPT_CHUNK_SIZE && c < OPT_PASSWORD_FILE)
 			o.given |= OPT_BIT(c);
 		switch (c) {
 		case OPT_CHUNK_SIZE:
@@ -1153,10 +1245,13 @@ int main(int argc, char *argv[])
 		case 'v':
 			verbose++;
 			break;
+		case 'r':
+			repo_opt = optarg;
+			break;
 		case 'h':
-			usage();
-			return EXIT_OK;
-		case OPT_VERSION:
+			help = true;
+			break;
+		case 'V':
 			cli_version(prog);
 			return EXIT_OK;
 		default:
@@ -1167,24 +1262,46 @@ int main(int argc, char *argv[])
 	log_set_verbose(verbose);
 	if (optind < argc)
 		cmd_name = argv[optind++];
-	if (optind < argc)
-		o.repo = argv[optind++];
-	if (cmd_name == NULL)
-		return cli_usage_error(prog, "no command given");
-	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+	for (i = 0; cmd_name != NULL && i < N_COMMANDS; i++)
 		if (strcmp(cmd_name, commands[i].name) == 0)
 			cmd = &commands[i];
+	if (help && cmd_name == NULL) {
+		usage();
+		return EXIT_OK;
+	}
+	if (cmd_name == NULL)
+		return cli_usage_error(prog, "no command given");
 	if (cmd == NULL)
 		return cli_usage_error(prog, "unknown command '%s'", cmd_name);
+	if (help) {
+		command_usage(cmd);
+		return EXIT_OK;
+	}
+	/* REPO: -r, else the first argument (with $CBTFS_REPOSITORY set,
+	 * only if it names a repository), else $CBTFS_REPOSITORY */
+	if (repo_opt != NULL)
+		o.repo = repo_opt;
+	else if (optind < argc &&
+		 (repo_env == NULL || !(cmd->options & TAKES_OPERANDS) ||
+		  cli_names_repo(argv[optind])))
+		o.repo = argv[optind++];
+	else
+		o.repo = repo_env != NULL && repo_env[0] != '\0' ? repo_env
+								 : NULL;
 	if (optind < argc && !(cmd->options & TAKES_OPERANDS))
 		return cli_usage_error(prog, "unexpected argument '%s'",
 				       argv[optind]);
 	o.operands = argv + optind;
 	o.n_operands = (size_t)(argc - optind);
+	if (split_operands(&o, volume_arg, sizeof(volume_arg)) != 0) {
+		log_error("out of memory");
+		return EXIT_FAIL;
+	}
 	if (o.repo == NULL)
-		return cli_usage_error(prog, "%s: no repository given",
-				       cmd->name);
-	for (opt = OPT_CHUNK_SIZE; opt < OPT_VERSION; opt++)
+		return cli_usage_error(prog, "%s: no repository given (REPO, "
+				       "-r REPO or $%s)", cmd->name,
+				       REPO_ENV);
+	for (opt = OPT_CHUNK_SIZE; opt < OPT_PASSWORD_FILE; opt++)
 		if ((o.given & OPT_BIT(opt)) && !(cmd->options & OPT_BIT(opt)))
 			return cli_usage_error(prog, "--%s does not apply to "
 					       "%s", opt_name(opt), cmd->name);
@@ -1195,5 +1312,7 @@ int main(int argc, char *argv[])
 		o.jobs = strncmp(o.repo, "s3://", 5) == 0 ? 8
 			 : ncpu > 0			 ? (unsigned)ncpu
 							 : 2;
-	return cmd->run(&o);
+	rc = cmd->run(&o);
+	free(o.names);
+	return rc;
 }
