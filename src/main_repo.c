@@ -273,27 +273,61 @@ static void snap_list_free(struct snap_list *l)
 	free(l->bad.v);
 }
 
+/* Local time with its zone, for tables. */
+static const char *local_time(int64_t secs, char *buf, size_t size)
+{
+	time_t t = (time_t)secs;
+	struct tm tm;
+
+	if (localtime_r(&t, &tm) == NULL ||
+	    strftime(buf, size, "%Y-%m-%d %H:%M:%S %Z", &tm) == 0)
+		snprintf(buf, size, "@%lld", (long long)secs);
+	return buf;
+}
+
+/* Widens *w to the length of s. */
+static void widen(int *w, const char *s)
+{
+	int n = (int)strlen(s);
+
+	if (n > *w)
+		*w = n;
+}
+
+/* The table: each column as wide as its widest cell. */
 static void print_table(const struct snap_list *l)
 {
+	int wv = 6, wn = 4, wp = 6, wc = 8, wt = 7, ws = 6;
+	char when[64];
 	size_t i;
 
-	printf("%-24s %-20s %-20s %12s  %-20s %12s\n", "VOLUME", "NAME",
-	       "PARENT", "CAPACITY", "CREATED", "STORED");
 	for (i = 0; i < l->snaps.n; i++) {
 		const struct manifest *m = l->snaps.v[i];
 		const char *parent = parent_name(l, m);
-		time_t t = (time_t)m->created;
-		char when[32];
 
-		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S",
-			 localtime(&t));
-		printf("%-24s %-20s %-20s %12s  %-20s %12s\n", m->volume,
-		       m->name, parent ? parent : "-", HUMAN(m->capacity), when,
+		widen(&wv, m->volume);
+		widen(&wn, m->name);
+		widen(&wp, parent ? parent : "-");
+		widen(&wc, HUMAN(m->capacity));
+		widen(&wt, local_time(m->created, when, sizeof(when)));
+		widen(&ws, HUMAN(m->stats.bytes_stored));
+	}
+	printf("%-*s  %-*s  %-*s  %*s  %-*s  %*s\n", wv, "VOLUME", wn, "NAME",
+	       wp, "PARENT", wc, "CAPACITY", wt, "CREATED", ws, "STORED");
+	for (i = 0; i < l->snaps.n; i++) {
+		const struct manifest *m = l->snaps.v[i];
+		const char *parent = parent_name(l, m);
+
+		printf("%-*s  %-*s  %-*s  %*s  %-*s  %*s\n", wv, m->volume, wn,
+		       m->name, wp, parent ? parent : "-", wc,
+		       HUMAN(m->capacity), wt,
+		       local_time(m->created, when, sizeof(when)), ws,
 		       HUMAN(m->stats.bytes_stored));
 	}
 	for (i = 0; i < l->bad.n; i++)
-		printf("%-24s snapshots/%s: its manifest cannot be read; see "
-		       "'cbtfs-repo verify'\n", "UNREADABLE", l->bad.v[i]);
+		printf("%-*s  snapshots/%s: its manifest cannot be read; see "
+		       "'cbtfs-repo verify'\n", wv, "UNREADABLE",
+		       l->bad.v[i]);
 }
 
 static void print_json(const struct snap_list *l)

@@ -74,6 +74,24 @@ CBTFS_REPOSITORY=$R "$REPO" forget ns/v@s1 --dry-run >"$T/out" ||
 grep -q "forget s1 " "$T/out" || fail "forget --dry-run ns/v@s1: $(cat "$T/out")"
 expect_fail "name one snapshot" "$REPO" restore "$R" ns/v@s1 ns/v@s2 --to "$T/x"
 
+# the table sizes its columns: a 60-character volume keeps them aligned
+long=ns/$(printf 'v%.0s' $(seq 57))
+"$INGEST" --repo "$R" --volume "$long" --snapshot s1 --device "$T/img" \
+	>/dev/null || fail "ingest $long"
+"$REPO" snapshots "$R" >"$T/table" || fail "snapshots"
+/usr/bin/python3 - "$T/table" <<'PY' || fail "table not aligned: $(cat "$T/table")"
+import re, sys
+lines = open(sys.argv[1]).read().splitlines()
+head = lines[0]
+cols = [head.index(c) for c in ("NAME", "PARENT", "CREATED")]
+for row in lines[1:]:
+    # each column starts where its heading does, after two spaces
+    for c in cols:
+        assert row[c - 2:c] == "  " and row[c] != " ", (row, c)
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Z+-]", row[cols[2]:]), row
+assert len(lines) == 4, lines
+PY
+
 # an unknown option is a usage error (exit 2) that points to --help
 for p in cbtfs-ingest cbtfs-repo; do
 	"$top_builddir/$p" --bogus >/dev/null 2>"$T/err"
