@@ -118,9 +118,9 @@ have_validator=0
 if ! command -v node >/dev/null; then
 	missing+=(node)
 elif [ ! -d "$NODE_PREFIX/node_modules/kubernetes-models" ]; then
-	missing+=("validator modules in $NODE_PREFIX (run scripts/install-deps.sh)")
+	missing+=("validator modules in $NODE_PREFIX (run scripts/install-deps.sh --test)")
 elif [ "$(cat "$NODE_PREFIX/.lock-sha256" 2>/dev/null)" != "$(sha "$VDIR/package-lock.json")" ]; then
-	missing+=("current validator modules in $NODE_PREFIX (run scripts/install-deps.sh)")
+	missing+=("current validator modules in $NODE_PREFIX (run scripts/install-deps.sh --test)")
 else
 	have_validator=1
 fi
