@@ -90,6 +90,13 @@ int cli_open_repo(const char *url, const struct store_opts *opts,
 /* Prints a JSON object on stdout and frees it. */
 void cli_print_json(struct json_object *obj);
 
+/* A time (Unix seconds) as an RFC 3339 string in UTC; NULL (JSON null)
+ * if it cannot be represented. */
+struct json_object *cli_json_time(int64_t secs);
+
+/* A string, or JSON null for NULL or "" (unset). */
+struct json_object *cli_json_text(const char *s);
+
 /* A duration in seconds as a JSON number with millisecond digits. */
 struct json_object *cli_json_seconds(double secs);
 

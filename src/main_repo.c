@@ -342,7 +342,7 @@ static void print_json(const struct snap_list *l)
 
 		json_object_object_add(o, "volume",
 				       json_object_new_string(m->volume));
-		json_object_object_add(o, "name",
+		json_object_object_add(o, "snapshot",
 				       json_object_new_string(m->name));
 		json_object_object_add(o, "id", json_object_new_string(m->id));
 		json_object_object_add(o, "parent",
@@ -356,13 +356,13 @@ static void print_json(const struct snap_list *l)
 		json_object_object_add(o, "chunk_size",
 				       json_object_new_int64(m->chunk_size));
 		json_object_object_add(o, "created",
-				       json_object_new_int64(m->created));
+				       cli_json_time(m->created));
 		json_object_object_add(o, "changes",
-				       json_object_new_string(m->changes));
+				       cli_json_text(m->changes));
 		json_object_object_add(o, "csi_snapshot_handle",
-				       json_object_new_string(m->csi_handle));
+				       cli_json_text(m->csi_handle));
 		json_object_object_add(o, "csi_driver",
-				       json_object_new_string(m->csi_driver));
+				       cli_json_text(m->csi_driver));
 		cli_json_stats(o, &m->stats);
 		json_object_array_add(arr, o);
 	}
@@ -413,7 +413,7 @@ static int cmd_snapshots(const struct opts *o)
 
 /* ---- verify ------------------------------------------------------------- */
 
-/* {"volume":.., "name":.., "id":.., "ranges":[[off,len],...]} */
+/* {"volume":.., "snapshot":.., "id":.., "ranges":[[off,len],...]} */
 static struct json_object *json_damaged(const struct verify_snapshot *s)
 {
 	struct json_object *o = json_object_new_object();
@@ -421,7 +421,7 @@ static struct json_object *json_damaged(const struct verify_snapshot *s)
 	size_t i;
 
 	json_object_object_add(o, "volume", json_object_new_string(s->volume));
-	json_object_object_add(o, "name", json_object_new_string(s->name));
+	json_object_object_add(o, "snapshot", json_object_new_string(s->name));
 	json_object_object_add(o, "id", json_object_new_string(s->id));
 	for (i = 0; i < s->ranges.n; i++) {
 		struct json_object *r = json_object_new_array();
@@ -449,7 +449,7 @@ static void print_verify_json(const struct verify_report *rep)
 	VERIFY_COUNTERS(VERIFY_COUNTER_JSON)
 #undef VERIFY_COUNTER_JSON
 	json_object_object_add(o, "seconds",
-			       json_object_new_double(rep->seconds));
+			       cli_json_seconds(rep->seconds));
 	for (i = 0; i < rep->problems.n; i++) {
 		const struct verify_problem *p = &rep->problems.v[i];
 		struct json_object *jp = json_object_new_object();
@@ -475,7 +475,7 @@ static void print_verify_json(const struct verify_report *rep)
 
 static void print_verify(const struct verify_report *rep)
 {
-	double mbps = rep->seconds > 0 ? rep->bytes_read / rep->seconds / 1e6
+	double mbps = rep->seconds > 0 ? rep->read_bytes / rep->seconds / 1e6
 				       : 0.0;
 	size_t i, j, k;
 
@@ -501,7 +501,7 @@ static void print_verify(const struct verify_report *rep)
 	       rep->manifests, rep->chunks_checked);
 	if (rep->chunks_read > 0)
 		printf(", %" PRIu64 " read (%s, %.1f MB/s)", rep->chunks_read,
-		       HUMAN(rep->bytes_read), mbps);
+		       HUMAN(rep->read_bytes), mbps);
 	printf(" in %.1f s: ", rep->seconds);
 	if (rep->problems.n == 0)
 		printf("no problems");
@@ -710,7 +710,7 @@ static void print_forget_json(const struct forget_report *rep, bool dry_run)
 	FORGET_COUNTERS(FORGET_COUNTER_JSON)
 #undef FORGET_COUNTER_JSON
 	json_object_object_add(o, "seconds",
-			       json_object_new_double(rep->seconds));
+			       cli_json_seconds(rep->seconds));
 	for (i = 0; i < rep->snapshots.n; i++) {
 		const struct forget_snapshot *s = &rep->snapshots.v[i];
 		struct json_object *js = json_object_new_object();
@@ -720,12 +720,12 @@ static void print_forget_json(const struct forget_report *rep, bool dry_run)
 
 		json_object_object_add(js, "volume",
 				       json_object_new_string(s->volume));
-		json_object_object_add(js, "name",
+		json_object_object_add(js, "snapshot",
 				       json_object_new_string(s->name));
 		json_object_object_add(js, "id",
 				       json_object_new_string(s->id));
 		json_object_object_add(js, "created",
-				       json_object_new_int64(s->created));
+				       cli_json_time(s->created));
 		json_object_object_add(js, "keep",
 				       json_object_new_boolean(s->keep != 0));
 		for (b = 0; (name = forget_reason_name(b)) != NULL; b++)
@@ -812,7 +812,7 @@ static void print_prune(const struct prune_report *rep, bool dry_run)
 	       "file%s (%s) in %.1f s%s\n", dry_run ? " (dry run)" : "",
 	       rep->manifests, rep->chunks_listed, rep->chunks_referenced,
 	       verb, rep->chunks_deleted, rep->chunks_deleted == 1 ? "" : "s",
-	       HUMAN(rep->bytes_freed), rep->damage_removed,
+	       HUMAN(rep->freed_bytes), rep->damage_removed,
 	       rep->damage_removed == 1 ? "" : "s", rep->temp_removed,
 	       rep->temp_removed == 1 ? "" : "s", HUMAN(rep->temp_bytes),
 	       rep->seconds, dry_run ? "; nothing was changed" : "");
@@ -828,7 +828,7 @@ static void print_prune_json(const struct prune_report *rep, bool dry_run)
 	PRUNE_COUNTERS(PRUNE_COUNTER_JSON)
 #undef PRUNE_COUNTER_JSON
 	json_object_object_add(o, "seconds",
-			       json_object_new_double(rep->seconds));
+			       cli_json_seconds(rep->seconds));
 	cli_print_json(o);
 }
 
@@ -881,11 +881,11 @@ static void print_restore(const struct restore_conf *conf,
 		strcmp(conf->target, "-") == 0 ? "stdout" : conf->target,
 		rep->new_file ? " (a new file)" : "", rep->seconds,
 		rep->chunks_written, rep->chunks_written == 1 ? "" : "s",
-		HUMAN(rep->bytes_written),
-		(double)rep->bytes_written / secs / 1e6);
+		HUMAN(rep->written_bytes),
+		(double)rep->written_bytes / secs / 1e6);
 	if (rep->chunks_zeroed > 0)
 		fprintf(out, ", zeroed %" PRIu64 " (%s)", rep->chunks_zeroed,
-			HUMAN(rep->bytes_zeroed));
+			HUMAN(rep->zeroed_bytes));
 	if (rep->chunks_skipped > 0)
 		fprintf(out, ", skipped %" PRIu64 " %s", rep->chunks_skipped,
 			conf->from != NULL ? "unchanged since --from"

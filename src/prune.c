@@ -863,7 +863,7 @@ static int delete_batch(void *arg, size_t i, struct buf *scratch)
 		bytes += p->sizes.v[k];
 	pthread_mutex_lock(&p->counters);
 	p->rep->chunks_deleted += n;
-	p->rep->bytes_freed += bytes;
+	p->rep->freed_bytes += bytes;
 	pthread_mutex_unlock(&p->counters);
 	return 0;
 }
@@ -875,7 +875,7 @@ static void delete_progress(void *arg, size_t done, bool final)
 	uint64_t bytes;
 
 	pthread_mutex_lock(&p->counters);
-	bytes = p->rep->bytes_freed;
+	bytes = p->rep->freed_bytes;
 	pthread_mutex_unlock(&p->counters);
 	progress_show(&p->pr, false, done, n, "deleting batches %zu/%zu, %s "
 		      "freed", done, n, HUMAN(bytes));
@@ -899,7 +899,7 @@ static int sweep(struct prune *p)
 	if (conf->dry_run) {
 		rep->chunks_deleted = p->doomed.n;
 		for (i = 0; i < p->sizes.n; i++)
-			rep->bytes_freed += p->sizes.v[i];
+			rep->freed_bytes += p->sizes.v[i];
 		rep->damage_removed = p->records.n;
 		return store_clean_temp(conf->repo->store, PRUNE_TEMP_AGE,
 					true, &rep->temp_removed,

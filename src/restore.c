@@ -381,7 +381,7 @@ static int write_task(void *arg, size_t k, struct buf *scratch)
 	}
 	pthread_mutex_lock(&rs->lock);
 	rs->rep->chunks_written++;
-	rs->rep->bytes_written += len;
+	rs->rep->written_bytes += len;
 	pthread_mutex_unlock(&rs->lock);
 	return 0;
 }
@@ -422,10 +422,10 @@ static int stream_task(void *arg, size_t k, struct buf *scratch)
 		rs->err = err;
 	} else if (zero) {
 		rs->rep->chunks_zeroed++;
-		rs->rep->bytes_zeroed += len;
+		rs->rep->zeroed_bytes += len;
 	} else {
 		rs->rep->chunks_written++;
-		rs->rep->bytes_written += len;
+		rs->rep->written_bytes += len;
 	}
 	rs->next_out++;
 	pthread_cond_broadcast(&rs->turn);
@@ -441,7 +441,7 @@ static void draw_progress(void *arg, size_t done, bool final)
 	uint64_t bytes;
 
 	pthread_mutex_lock(&rs->lock);
-	bytes = rs->rep->bytes_written + rs->rep->bytes_zeroed;
+	bytes = rs->rep->written_bytes + rs->rep->zeroed_bytes;
 	pthread_mutex_unlock(&rs->lock);
 	progress_show(&rs->pr, final, done, rs->phase_total,
 		      "%s %.1f%%  %zu/%" PRIu64 " chunks  %.0f MB/s",
@@ -541,7 +541,7 @@ static int zero_runs(struct restore *rs)
 			return err;
 		}
 		rs->rep->chunks_zeroed += z->count;
-		rs->rep->bytes_zeroed += len;
+		rs->rep->zeroed_bytes += len;
 		if (rs->conf->interrupted && *rs->conf->interrupted)
 			return EINTR;
 	}

@@ -610,7 +610,7 @@ static int fetch_chunk(struct verify *v, size_t i, struct buf *scratch)
 	c->state = err == 0 ? C_OK : err == ENOENT ? C_MISSING : C_CORRUPT;
 	v->rep->chunks_read++;
 	if (err != ENOENT)
-		v->rep->bytes_read += c->size;
+		v->rep->read_bytes += c->size;
 	v->bytes_done += c->size;
 	pthread_mutex_unlock(&v->lock);
 	return 0;

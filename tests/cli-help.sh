@@ -57,9 +57,9 @@ head -c 300K /dev/urandom >"$T/img"
 for form in "$R" "-r $R" "--repo=$R"; do
 	# shellcheck disable=SC2086 # the form is split on purpose
 	"$REPO" snapshots $form --json >"$T/out" || fail "snapshots $form"
-	grep -q '"name":"s2"' "$T/out" || fail "snapshots $form: $(cat "$T/out")"
+	grep -q '"snapshot":"s2"' "$T/out" || fail "snapshots $form: $(cat "$T/out")"
 done
-CBTFS_REPOSITORY=$R "$REPO" snapshots --json | grep -q '"name":"s2"' ||
+CBTFS_REPOSITORY=$R "$REPO" snapshots --json | grep -q '"snapshot":"s2"' ||
 	fail "snapshots with CBTFS_REPOSITORY"
 CBTFS_REPOSITORY=$R "$REPO" restore ns/v@s1 --to "$T/r1" >/dev/null ||
 	fail "restore VOLUME@SNAPSHOT with CBTFS_REPOSITORY"
