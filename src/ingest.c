@@ -353,39 +353,18 @@ static int open_device(const char *path, int *fdp, uint64_t *sizep)
 	return 0;
 }
 
-/* Looks, among the lock records, for one of an ingest that stopped
- * after it began to store this snapshot, meaning to commit manifest id. */
-struct stopped_scan {
-	const struct ingest_conf *conf;
-	const char *id;
-};
-
-static int stopped_cb(void *arg, const struct repo_lock_info *li)
-{
-	const struct stopped_scan *ss = arg;
-
-	if (li->status != REPO_LOCK_LIVE && li->status != REPO_LOCK_GARBLED &&
-	    strcmp(li->state, "pending") != 0 &&
-	    strcmp(li->volume, ss->conf->volume) == 0 &&
-	    strcmp(li->snapshot, ss->conf->name) == 0 &&
-	    strcmp(li->manifest, ss->id) == 0)
-		return EEXIST;
-	return 0;
-}
-
 /*
- * Checks that no snapshot of that name exists.  *existing receives the id
- * of one that does if an ingest of it stopped right after committing it: a
- * plain re-run then has nothing to do.  That is so when the stopped run's
- * lock record (found here, or by the caller taking the lock: predecessor,
- * "" if not) names the manifest the name has, and that manifest is there
- * and verifies.  EEXIST (logged) for a name in use.
+ * Checks, under the volume's lock, that no snapshot of that name exists.
+ * *existing receives the id of one that does if an ingest of it stopped
+ * right after committing it: a plain re-run then has nothing to do.  That
+ * is so when the stopped run's lock record (found by taking the lock:
+ * predecessor, "" if none) names the manifest the name has, and that
+ * manifest is there and verifies.  EEXIST (logged) for a name in use.
  */
 static int check_name_free(const struct ingest_conf *conf,
 			   const char *predecessor,
 			   char existing[CBTFS_UUID_LEN + 1])
 {
-	struct stopped_scan ss = { conf, NULL };
 	struct manifest *m, *stored = NULL;
 	int err;
 
@@ -393,18 +372,13 @@ static int check_name_free(const struct ingest_conf *conf,
 	err = index_find_snapshot(conf->index, conf->volume, conf->name, &m);
 	if (err != 0)
 		return err == ENOENT ? 0 : err;
-	ss.id = m->id;
-	if (predecessor[0] != '\0')
-		err = strcmp(predecessor, m->id) == 0 ? EEXIST : 0;
-	else
-		err = repo_list_locks(conf->repo, stopped_cb, &ss);
-	if (err == EEXIST &&
+	if (strcmp(predecessor, m->id) == 0 &&
 	    repo_get_manifest(conf->repo, m->id, &stored) == 0 &&
 	    strcmp(stored->volume, conf->volume) == 0 &&
 	    strcmp(stored->name, conf->name) == 0) {
 		snprintf(existing, CBTFS_UUID_LEN + 1, "%s", m->id);
 		err = 0;
-	} else if (err == 0 || err == EEXIST) {
+	} else {
 		log_error("snapshot '%s' of volume '%s' already exists in the "
 			  "repository (id %s); choose another name", conf->name,
 			  conf->volume, m->id);
@@ -569,27 +543,6 @@ static int take_answer(const struct ingest_conf *conf,
 	return 0;
 }
 
-/*
- * Checks, under the volume's lock, that the base found while planning is
- * still there: a snapshot forgotten meanwhile must not become a parent.
- */
-static int check_base_kept(const struct ingest_conf *conf,
-			   const struct manifest *base)
-{
-	struct manifest *now = NULL;
-	int err;
-
-	err = index_find_snapshot(conf->index, conf->volume, conf->base, &now);
-	if (err == ENOENT || (err == 0 && strcmp(now->id, base->id) != 0)) {
-		log_error("base snapshot '%s' of volume '%s' was removed from "
-			  "the repository meanwhile; nothing was stored, run "
-			  "the ingest again", conf->base, conf->volume);
-		err = ENOENT;
-	}
-	manifest_free(now);
-	return err;
-}
-
 /* What one attempt of ingest_run() works with. */
 struct plan {
 	struct manifest *base;		/* verified, or NULL */
@@ -649,16 +602,22 @@ static int scan_todo(struct ingest *ing, struct plan *p)
 	return 0;
 }
 
-/* Syncs the index, finds the base and asks the change source which
- * chunks to read.  Writes nothing. */
+/*
+ * Under the volume's lock: syncs the index (the one listing of snapshots/
+ * an ingest makes), checks the name, finds the base and asks the change
+ * source which chunks to read.  Writes nothing.  With *existing set (see
+ * check_name_free()) there is nothing to plan.
+ */
 static int plan_ingest(const struct ingest_conf *conf, struct ingest *ing,
-		       struct plan *p, char existing[CBTFS_UUID_LEN + 1])
+		       struct plan *p, const char *predecessor,
+		       char existing[CBTFS_UUID_LEN + 1])
 {
 	struct cbt_request req = { 0 };
 	int err;
 
 	if ((err = index_sync(conf->index, NULL)) != 0 ||
-	    (err = check_name_free(conf, "", existing)) != 0 ||
+	    (err = check_name_free(conf, predecessor, existing)) != 0 ||
+	    existing[0] != '\0' ||
 	    (err = index_damaged_ids(conf->index, &p->damaged,
 				     &p->n_damaged)) != 0)
 		return err;
@@ -706,24 +665,6 @@ static int plan_ingest(const struct ingest_conf *conf, struct ingest *ing,
 	ing->ids = calloc(p->n_todo ? p->n_todo : 1, CODEC_ID_LEN);
 	if (ing->verdict == NULL || ing->ids == NULL)
 		return ENOMEM;
-	return 0;
-}
-
-/* After the sync under the lock: the damage records as they are now. */
-static int reload_damaged(const struct ingest_conf *conf, struct ingest *ing,
-			  struct plan *p)
-{
-	int err;
-
-	free(p->damaged);
-	p->damaged = NULL;
-	p->n_damaged = 0;
-	ing->n_damaged = 0;
-	err = index_damaged_ids(conf->index, &p->damaged, &p->n_damaged);
-	if (err != 0)
-		return err;
-	ing->damaged = (const unsigned char (*)[CODEC_ID_LEN])p->damaged;
-	ing->n_damaged = p->n_damaged;
 	return 0;
 }
 
@@ -785,17 +726,18 @@ static int ingest_once(const struct ingest_conf *conf,
 	    (err = repo_check_snapshot_name(conf->name)) != 0 ||
 	    (conf->base && (err = repo_check_snapshot_name(conf->base)) != 0))
 		goto out;
-	if ((err = open_device(conf->device, &ing.fd, &ing.capacity)) != 0 ||
-	    (err = plan_ingest(conf, &ing, &p, existing)) != 0)
+	if ((err = open_device(conf->device, &ing.fd, &ing.capacity)) != 0)
 		goto out;
 
-	/* 2. lock the volume; the name may have been taken meanwhile */
+	/*
+	 * 2. lock the volume, then read the repository: what is checked
+	 * under the lock (the name is free, the base is there) stays so
+	 * until the commit.  A plan that fails releases the lock, leaving
+	 * the repository as it was.
+	 */
 	if ((err = repo_lock_volume(conf->repo, &req, &lock, &found)) != 0 ||
-	    (err = index_sync(conf->index, NULL)) != 0 ||
-	    (err = check_name_free(conf, found.predecessor, existing)) != 0 ||
-	    (err = reload_damaged(conf, &ing, &p)) != 0)
-		goto out;
-	if (p.base != NULL && (err = check_base_kept(conf, p.base)) != 0)
+	    (err = plan_ingest(conf, &ing, &p, found.predecessor,
+			       existing)) != 0)
 		goto out;
 	if (existing[0] != '\0') {
 		log_info("snapshot '%s' of volume '%s' was committed by an "
