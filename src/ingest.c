@@ -757,15 +757,14 @@ static int ingest_once(const struct ingest_conf *conf,
 	err = run_workers(&ing, conf->jobs ? conf->jobs : 1, conf->progress);
 	if (err == 0)
 		err = commit(&ing, &p, lock, res);
-	if (err == 0) {
-		res->capacity = ing.capacity;
-		res->full_fallback = p.ans.full && conf->base != NULL;
-		res->stats = ing.stats;
-		res->chunks_total = p.nchunks;
-		res->chunks_healed = ing.chunks_healed;
-		res->chunks_found = ing.chunks_found;
-	}
 out:
+	/* what was done so far, also for a run that failed (metrics) */
+	res->capacity = ing.capacity;
+	res->full_fallback = p.ans.full && conf->base != NULL;
+	res->stats = ing.stats;
+	res->chunks_total = p.nchunks;
+	res->chunks_healed = ing.chunks_healed;
+	res->chunks_found = ing.chunks_found;
 	if (err == ENOMEM)
 		log_error("out of memory (a volume of %" PRIu64 " bytes in "
 			  "chunks of %" PRIu32 ")", ing.capacity, ing.chunk_size);

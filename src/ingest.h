@@ -52,7 +52,8 @@ struct ingest_result {
 	double seconds;
 };
 
-/* Returns 0, or an errno after logging what failed. */
+/* Returns 0, or an errno after logging what failed.  *res is filled
+ * either way: after a failure, with what was done before it. */
 int ingest_run(const struct ingest_conf *conf, struct ingest_result *res);
 
 #endif
