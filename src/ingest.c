@@ -15,12 +15,14 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/fs.h>
+#include <linux/loop.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,6 +41,11 @@ struct claim_set {
 struct ingest {
 	const struct ingest_conf *conf;
 	int fd;
+	/* where the device's holes are told (SEEK_DATA/SEEK_HOLE): the
+	 * image itself, the backing file of a loop device (its byte 0 at
+	 * holes_off), or -1: none known, all of it is read */
+	int holes_fd;
+	off_t holes_off;
 	uint64_t capacity;
 	uint32_t chunk_size;
 	const struct chunk_map *base;	/* NULL without a base */
@@ -153,7 +160,7 @@ static bool is_damaged(const struct ingest *ing, const unsigned char *id)
  * the base's, uploaded only to heal it).
  */
 static int store_chunk(struct ingest *ing, const unsigned char *id,
-		       const unsigned char *buf, bool entry)
+		       struct buf *b, bool entry)
 {
 	const struct ingest_conf *conf = ing->conf;
 	bool damaged = is_damaged(ing, id), exists = false, found = false;
@@ -179,7 +186,7 @@ static int store_chunk(struct ingest *ing, const unsigned char *id,
 		}
 	}
 	if (err == 0 && !exists)
-		err = repo_put_chunk(conf->repo, id, buf, &stored);
+		err = repo_put_chunk(conf->repo, id, b, &stored);
 	if (err == 0 && damaged) {
 		log_info("stored chunk %s again: it was recorded as damaged",
 			 key);
@@ -204,9 +211,11 @@ static int store_chunk(struct ingest *ing, const unsigned char *id,
 	return 0;
 }
 
-/* Handles the chunk at todo position k. */
-static int process_chunk(struct ingest *ing, size_t k, unsigned char *buf)
+/* Handles the chunk at todo position k, read into b (see
+ * repo_chunk_room()). */
+static int process_chunk(struct ingest *ing, size_t k, struct buf *b)
 {
+	unsigned char *buf = b->data + repo_chunk_offset(ing->conf->repo);
 	uint64_t idx = ing->todo[k], nread = 0;
 	unsigned char id[CODEC_ID_LEN];
 	const unsigned char *base_id = codec_zero_id;
@@ -245,17 +254,18 @@ static int process_chunk(struct ingest *ing, size_t k, unsigned char *buf)
 	pthread_mutex_unlock(&ing->lock);
 	if (!claimed || err != 0)
 		return err;
-	return store_chunk(ing, id, buf, !same);
+	return store_chunk(ing, id, b, !same);
 }
 
-/* pool_task: the chunk at todo position k, read into scratch. */
+/* pool_task: the chunk at todo position k, read into scratch (one
+ * buffer for every chunk of a worker, framed where it is read). */
 static int chunk_task(void *arg, size_t k, struct buf *scratch)
 {
 	struct ingest *ing = arg;
 
-	if (buf_reserve(scratch, ing->chunk_size) != 0)
+	if (buf_reserve(scratch, repo_chunk_room(ing->conf->repo)) != 0)
 		return ENOMEM;
-	return process_chunk(ing, k, scratch->data);
+	return process_chunk(ing, k, scratch);
 }
 
 /* pool_tick: the progress line. */
@@ -351,6 +361,74 @@ static int open_device(const char *path, int *fdp, uint64_t *sizep)
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	*fdp = fd;
 	return 0;
+}
+
+/*
+ * Where the holes of the loop device fd (st: its stat) can be learnt: its
+ * backing file, opened into *bfdp, in which the device begins at *offp.
+ * The file is the one the loop device uses (same device and inode as
+ * LOOP_GET_STATUS64 reports), and the device's own cache is flushed to it
+ * first, so that its holes are the device's.  ENOENT (not logged) when
+ * that cannot be told: not a loop device, or its file is gone.
+ */
+static int loop_backing_file(const char *device, int fd,
+			     const struct stat *st, int *bfdp, off_t *offp)
+{
+	char path[PATH_MAX], sys[96];
+	struct loop_info64 li;
+	struct stat bst;
+	size_t n;
+	FILE *f;
+	int bfd;
+
+	snprintf(sys, sizeof(sys), "/sys/dev/block/%u:%u/loop/backing_file",
+		 major(st->st_rdev), minor(st->st_rdev));
+	f = fopen(sys, "re");
+	if (f == NULL)
+		return ENOENT;
+	n = fgets(path, sizeof(path), f) ? strlen(path) : 0;
+	fclose(f);
+	if (n > 0 && path[n - 1] == '\n')
+		path[--n] = '\0';
+	if (n == 0 || ioctl(fd, LOOP_GET_STATUS64, &li) != 0 ||
+	    li.lo_offset > (uint64_t)INT64_MAX || fsync(fd) != 0)
+		return ENOENT;
+	bfd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (bfd < 0)
+		return ENOENT;
+	if (fstat(bfd, &bst) != 0 || !S_ISREG(bst.st_mode) ||
+	    (uint64_t)bst.st_dev != li.lo_device ||
+	    (uint64_t)bst.st_ino != li.lo_inode) {
+		close(bfd);
+		return ENOENT;
+	}
+	log_debug("device %s: its holes are those of its backing file %s "
+		  "(from offset %" PRIu64 ")", device, path,
+		  (uint64_t)li.lo_offset);
+	*bfdp = bfd;
+	*offp = (off_t)li.lo_offset;
+	return 0;
+}
+
+/* Finds where ing->fd's holes are told (ing->holes_fd). */
+static void find_holes_source(struct ingest *ing)
+{
+	struct stat st;
+
+	ing->holes_fd = -1;
+	ing->holes_off = 0;
+	if (fstat(ing->fd, &st) != 0)
+		return;
+	if (S_ISREG(st.st_mode)) {
+		ing->holes_fd = ing->fd;
+		return;
+	}
+	if (loop_backing_file(ing->conf->device, ing->fd, &st,
+			      &ing->holes_fd, &ing->holes_off) != 0)
+		log_debug("device %s: a block device whose holes the kernel "
+			  "does not tell (only a loop device's are known, "
+			  "from its backing file): reading all of it",
+			  ing->conf->device);
 }
 
 /*
@@ -564,38 +642,52 @@ static void plan_free(struct plan *p)
 	manifest_free(p->base);
 }
 
+/* Where the next data (whence SEEK_DATA) or hole (SEEK_HOLE) of the
+ * device begins at or after off, at most the capacity: the source of
+ * holes' answer, or with none known all is data. */
+static uint64_t seek_holes(const struct ingest *ing, uint64_t off,
+			   int whence)
+{
+	off_t r;
+
+	if (ing->holes_fd < 0)
+		return whence == SEEK_DATA ? off : ing->capacity;
+	r = lseek(ing->holes_fd, ing->holes_off + (off_t)off, whence);
+	if (r < 0 && errno == ENXIO)	/* no data after off */
+		return ing->capacity;
+	if (r < 0)			/* holes not known */
+		return whence == SEEK_DATA ? off : ing->capacity;
+	r -= ing->holes_off;
+	return (uint64_t)r < ing->capacity ? (uint64_t)r : ing->capacity;
+}
+
 /*
  * Scan mode: every chunk but those in the holes of the device (an image
- * file; a block device reports no holes): a chunk without data is zero
- * without being read, and is read only where the base has data, so that
- * it becomes a zero entry.  Cost grows with the data, not the capacity.
+ * file, or the backing file of a loop device; other block devices report
+ * no holes): a chunk without data is zero without being read, and is read
+ * only where the base has data, so that it becomes a zero entry.  Cost
+ * grows with the data, not the capacity.
  */
 static int scan_todo(struct ingest *ing, struct plan *p)
 {
 	uint64_t cs = ing->chunk_size, cap = ing->capacity, i = 0;
+	uint64_t data, hole;
 	size_t n = 0;
 
 	p->todo = malloc((p->nchunks ? p->nchunks : 1) * sizeof(*p->todo));
 	if (p->todo == NULL)
 		return ENOMEM;
+	find_holes_source(ing);
 	while (i < p->nchunks) {
-		off_t data = lseek(ing->fd, (off_t)(i * cs), SEEK_DATA);
-		off_t hole;
-
-		if (data < 0 && errno == ENXIO)
-			data = (off_t)cap;	/* no data after i */
-		else if (data < 0)
-			data = (off_t)(i * cs);	/* holes not known */
-		for (; i < p->nchunks && (i + 1) * cs <= (uint64_t)data; i++)
+		data = seek_holes(ing, i * cs, SEEK_DATA);
+		for (; i < p->nchunks && (i + 1) * cs <= data; i++)
 			if (ing->base != NULL &&
 			    !codec_id_is_zero(chunk_map_id(ing->base, i)))
 				p->todo[n++] = i;
-		if ((uint64_t)data >= cap)
+		if (data >= cap)
 			break;
-		hole = lseek(ing->fd, data, SEEK_HOLE);
-		if (hole < 0 || (uint64_t)hole > cap)
-			hole = (off_t)cap;
-		for (; i < p->nchunks && i * cs < (uint64_t)hole; i++)
+		hole = seek_holes(ing, data, SEEK_HOLE);
+		for (; i < p->nchunks && i * cs < hole; i++)
 			p->todo[n++] = i;
 	}
 	p->n_todo = n;
@@ -716,6 +808,7 @@ static int ingest_once(const struct ingest_conf *conf,
 
 	memset(res, 0, sizeof(*res));
 	ing.fd = -1;
+	ing.holes_fd = -1;
 	pthread_mutex_init(&ing.lock, NULL);
 	ing.conf = conf;
 	ing.chunk_size = conf->repo->chunk_size;
@@ -773,6 +866,8 @@ out:
 	/* a run that did not commit tells the next one of what it stored,
 	 * and of what stopped runs before it had stored */
 	repo_unlock(lock, err == 0 || (!ing.uploaded && !found.leftovers));
+	if (ing.holes_fd >= 0 && ing.holes_fd != ing.fd)
+		close(ing.holes_fd);
 	if (ing.fd >= 0)
 		close(ing.fd);
 	free(ing.verdict);
