@@ -672,26 +672,28 @@ static int scan_todo(struct ingest *ing, struct plan *p)
 {
 	uint64_t cs = ing->chunk_size, cap = ing->capacity, i = 0;
 	uint64_t data, hole;
-	size_t n = 0;
+	/* grown as chunks are found: memory follows the data */
+	struct { uint64_t *v; size_t n, cap; } todo = { 0 };
+	int err = 0;
 
-	p->todo = malloc((p->nchunks ? p->nchunks : 1) * sizeof(*p->todo));
-	if (p->todo == NULL)
-		return ENOMEM;
 	find_holes_source(ing);
-	while (i < p->nchunks) {
+	while (i < p->nchunks && err == 0) {
 		data = seek_holes(ing, i * cs, SEEK_DATA);
-		for (; i < p->nchunks && (i + 1) * cs <= data; i++)
+		for (; i < p->nchunks && (i + 1) * cs <= data && err == 0; i++)
 			if (ing->base != NULL &&
-			    !codec_id_is_zero(chunk_map_id(ing->base, i)))
-				p->todo[n++] = i;
+			    !codec_id_is_zero(chunk_map_id(ing->base, i)) &&
+			    (err = ARRAY_GROW(&todo)) == 0)
+				todo.v[todo.n++] = i;
 		if (data >= cap)
 			break;
 		hole = seek_holes(ing, data, SEEK_HOLE);
-		for (; i < p->nchunks && i * cs < hole; i++)
-			p->todo[n++] = i;
+		for (; i < p->nchunks && i * cs < hole && err == 0; i++)
+			if ((err = ARRAY_GROW(&todo)) == 0)
+				todo.v[todo.n++] = i;
 	}
-	p->n_todo = n;
-	return 0;
+	p->todo = todo.v;
+	p->n_todo = todo.n;
+	return err;
 }
 
 /*
