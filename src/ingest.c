@@ -425,10 +425,9 @@ static void find_holes_source(struct ingest *ing)
 	}
 	if (loop_backing_file(ing->conf->device, ing->fd, &st,
 			      &ing->holes_fd, &ing->holes_off) != 0)
-		log_debug("device %s: a block device whose holes the kernel "
-			  "does not tell (only a loop device's are known, "
-			  "from its backing file): reading all of it",
-			  ing->conf->device);
+		log_debug("device %s: its holes are not known (only those of "
+			  "a loop device whose backing file is still there "
+			  "are): reading all of it", ing->conf->device);
 }
 
 /*

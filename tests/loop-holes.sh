@@ -3,7 +3,8 @@
 # (attached at an offset that is not a multiple of the chunk size) reads
 # only the chunks with data, which it learns from the backing file
 # (counted with strace), says so with --verbose, and the backup is
-# byte-exact (compared through the mount with the device).
+# byte-exact (compared through the mount with the device).  A loop device
+# whose backing file was deleted is read whole, and --verbose says so.
 . "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 requires_root
 requires_fuse
@@ -51,9 +52,25 @@ got=$(reads_of "$dev" "$INGEST" --repo "$R" --volume v --snapshot s1 \
 	fail "chunks read: $(cat "$T/out")"
 grep -qF "device $dev: its holes are those of its backing file $file (from offset $OFF)" \
 	"$T/err" || fail "--verbose did not say where holes come from: $(cat "$T/err")"
+note "$dev: read $got bytes for $data of data in $want chunks of 1 GiB"
+
+# a loop device whose backing file was deleted: holes unknown, all read
+small=$T/small
+truncate -s 16M "$small"
+head -c 100000 /dev/urandom | dd of="$small" bs=1M seek=5 conv=notrunc \
+	status=none
+dev2=$(losetup --find --show "$small") || skip "no second loop device"
+cleanup_fn "losetup -d $dev2"
+rm "$small"
+got=$(reads_of "$dev2" "$INGEST" --repo "$R" --volume v2 --snapshot s1 \
+	--device "$dev2" --json --verbose)
+[ "$got" = $((16 * 1024 * 1024)) ] ||
+	fail "read $got bytes of $dev2, whose holes are not known"
+grep -qF "device $dev2: its holes are not known" "$T/err" ||
+	fail "--verbose did not say that all is read: $(cat "$T/err")"
 
 start_mount "$R" "$MNT"
 cmp "$MNT/v/s1.img" "$dev" || fail "the backup differs from $dev"
+cmp "$MNT/v2/s1.img" "$dev2" || fail "the backup differs from $dev2"
 stop_mount "$MNT"
-note "$dev: read $got bytes for $data of data in $want chunks of 1 GiB"
 exit 0
