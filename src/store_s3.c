@@ -14,6 +14,15 @@
  * Every final error is logged once, here, naming the operation, the object
  * key, the HTTP status, the S3 error code and what to check.
  *
+ * Payload hashes: SigV4 signs x-amz-content-sha256, the SHA-256 of the
+ * body.  Over https, PUT bodies are sent as UNSIGNED-PAYLOAD: TLS already
+ * protects them on the way, the signature still covers the request, and
+ * what cbtfs stores is verified against its id or digest on every read;
+ * hashing every chunk a second time (its id is the SHA-256 of the
+ * plaintext, not of the frame) would cost as much CPU as the id itself.
+ * Over plain http the body is hashed and signed, so that nothing between
+ * client and server can replace it.
+ *
  * Signing with curl 7.88 needs three things (see the reference notes):
  * x-amz-content-sha256 on every request, query strings sorted by name and
  * percent-encoded as signed, and object keys of letters, digits and
@@ -71,6 +80,7 @@ struct store_s3 {
 	unsigned list_page;
 	long timeout;		/* seconds */
 	bool verbose;		/* CBTFS_CURL_VERBOSE */
+	bool unsigned_payload;	/* https: PUT bodies not hashed */
 
 	pthread_mutex_t lock;
 	pthread_cond_t idle;
@@ -491,7 +501,10 @@ static int s3_request(struct store_s3 *s, struct s3_req *r, bool quiet)
 
 	if ((err = make_url(s, r, &url)) != 0)
 		return err;
-	if (r->body != NULL)
+	if (r->body != NULL && s->unsigned_payload &&
+	    strcmp(r->method, "PUT") == 0)
+		snprintf(payload_hash, sizeof(payload_hash), "UNSIGNED-PAYLOAD");
+	else if (r->body != NULL)
 		sha256_hex(r->body, r->body_len, payload_hash);
 	else
 		memcpy(payload_hash, empty_sha256, sizeof(payload_hash));
@@ -1073,6 +1086,7 @@ struct store *store_s3_create(const char *bucket, const char *prefix,
 		s->list_page = S3_MAX_KEYS;
 	/* set, even to "": documented so in the man pages */
 	s->verbose = getenv("CBTFS_CURL_VERBOSE") != NULL;
+	s->unsigned_payload = strncmp(s->base_url, "https://", 8) == 0;
 
 	if ((err = check_bucket(s)) != 0)
 		goto fail;
