@@ -34,7 +34,7 @@ for cap in "${caps[@]}"; do
 			--repo "$T/r$n" --volume v --snapshot s --device "$img" \
 			--no-progress --json >"$T/out" || fail "ingest $cap"
 		read -r kib secs user sys <"$T/time"
-		echo "capacity $cap, data ${data} MiB: $bin peak RSS $((kib / 1024)) MiB, $secs s ($user user, $sys sys), read $(json_field bytes_read <"$T/out") bytes"
+		echo "capacity $cap, data ${data} MiB: $bin peak RSS $((kib / 1024)) MiB, $secs s ($user user, $sys sys), read $(json_field read_bytes <"$T/out") bytes"
 		rm -rf "$T/r$n"
 	done
 done

@@ -38,13 +38,13 @@ def get(name, kind=None):
         name, "kind=%s," % kind if kind else "")
     return m.pop(k)
 want = {
-    ("bytes_read_total",): s["bytes_read"],
+    ("bytes_read_total",): s["read_bytes"],
     ("chunks_read_total",): s["chunks_read"],
     ("chunks_changed_total",): s["chunks_changed"],
     ("chunks_total", "new"): s["chunks_new"],
     ("chunks_total", "reused"): s["chunks_reused"],
     ("chunks_total", "zero"): s["chunks_zero"],
-    ("bytes_uploaded_total",): s["bytes_stored"] + s["manifest_bytes"],
+    ("bytes_uploaded_total",): s["stored_bytes"] + s["manifest_bytes"],
     ("requests_total",): s["requests"],
     ("retries_total",): s["retries"],
     ("capacity_bytes",): s["capacity"],
