@@ -41,7 +41,7 @@ enum src_kind { SRC_ENV, SRC_FILES, SRC_WEB, SRC_CONTAINER, SRC_IMDS };
 struct aws_creds_provider {
 	pthread_mutex_t lock;	/* guards cur and last_try */
 	struct aws_creds cur;
-	time_t last_try;	/* of a refresh */
+	time_t last_try;	/* of a refresh; 0: none yet */
 
 	enum src_kind kind;
 	char *what;		/* "s3://bucket", for messages */
@@ -974,7 +974,6 @@ struct aws_creds_provider *aws_creds_open(const char *what, int *errp)
 		*errp = err == ENOMEM ? ENOMEM : EACCES;
 		return NULL;
 	}
-	p->last_try = time(NULL);
 	log_debug("%s: S3 credentials from %s%s", what, p->source,
 		  p->cur.expires ? ", temporary" : "");
 	return p;
