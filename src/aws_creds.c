@@ -92,33 +92,6 @@ static int creds_set(struct aws_creds *c, const char *ak, const char *sk,
 	return 0;
 }
 
-/* "2026-11-30T22:30:00Z", with optional fraction and offset; -1 if not. */
-static time_t parse_time(const char *s)
-{
-	struct tm tm = { 0 };
-	int n = 0, oh = 0, om = 0;
-	time_t t;
-
-	if (s == NULL ||
-	    sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon,
-		   &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) < 6)
-		return -1;
-	s += n;
-	if (*s == '.')
-		while (isdigit((unsigned char)*++s))
-			;
-	tm.tm_year -= 1900;
-	tm.tm_mon -= 1;
-	t = timegm(&tm);
-	if (*s == 'Z' || *s == 'z')
-		return s[1] == '\0' ? t : -1;
-	if ((*s == '+' || *s == '-') &&
-	    sscanf(s + 1, "%2d:%2d", &oh, &om) == 2)
-		return *s == '+' ? t - oh * 3600 - om * 60
-				 : t + oh * 3600 + om * 60;
-	return -1;
-}
-
 /* "~/x" from the environment means $HOME/x, as in the SDKs. */
 static char *expand_home(const char *p)
 {
@@ -288,7 +261,7 @@ static int creds_from_json(const char *text, const char *url,
 			 f[0] == NULL ? "AccessKeyId" : "SecretAccessKey");
 		goto out;
 	}
-	if (f[3] != NULL && (exp = parse_time(f[3])) == -1) {
+	if (f[3] != NULL && (exp = time_parse_rfc3339(f[3])) == -1) {
 		snprintf(why, WHY_MAX, "%s: Expiration '%.40s' is not a "
 			 "time", url, f[3]);
 		goto out;
@@ -616,7 +589,7 @@ static int web_fetch(struct aws_creds_provider *p, struct aws_creds *out,
 			 "AssumeRoleWithWebIdentity answer", p->url);
 		goto out;
 	}
-	if ((exp = parse_time(f[3])) == -1) {
+	if ((exp = time_parse_rfc3339(f[3])) == -1) {
 		snprintf(why, WHY_MAX, "STS at %s: Expiration '%.40s' is "
 			 "not a time", p->url, f[3]);
 		goto out;
