@@ -325,6 +325,32 @@ bool uuid_valid(const char *s)
 	return true;
 }
 
+time_t time_parse_rfc3339(const char *s)
+{
+	struct tm tm = { 0 };
+	int n = 0, oh = 0, om = 0;
+	time_t t;
+
+	if (s == NULL ||
+	    sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon,
+		   &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) < 6)
+		return -1;
+	s += n;
+	if (*s == '.')
+		while (isdigit((unsigned char)*++s))
+			;
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	t = timegm(&tm);
+	if (*s == 'Z' || *s == 'z')
+		return s[1] == '\0' ? t : -1;
+	if ((*s == '+' || *s == '-') &&
+	    sscanf(s + 1, "%2d:%2d", &oh, &om) == 2)
+		return *s == '+' ? t - oh * 3600 - om * 60
+				 : t + oh * 3600 + om * 60;
+	return -1;
+}
+
 double now_seconds(void)
 {
 	struct timespec ts;

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define CBTFS_UUID_LEN 36
 
@@ -77,6 +78,10 @@ void uuid_new(char out[CBTFS_UUID_LEN + 1]);
 bool uuid_valid(const char *s);
 
 double now_seconds(void);	/* monotonic */
+
+/* Parses an RFC 3339 time ("2026-11-30T22:30:00Z", with an optional
+ * fraction and a Z or +hh:mm offset); returns it, or -1. */
+time_t time_parse_rfc3339(const char *s);
 
 /* "1:02:03" or "2:03" for a duration in seconds, into buf; returns buf. */
 const char *clock_str(double secs, char *buf, size_t size);

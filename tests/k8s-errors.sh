@@ -64,7 +64,7 @@ refused "sets insecure-skip-tls-verify, which cbtfs does not do" \
 	--snapshot s1 --kubeconfig "$T/kc-insecure"
 kc kc-exec 'import re; t = re.sub(r"(- name: cbtfs-backup\n  user:\n)    token: \S+", r"\1    exec:\n      command: aws", t)'
 grep -q 'command: aws' "$T/kc-exec" || fail "kc-exec"
-refused "uses a credential plugin (exec/auth-provider)" --snapshot s1 \
+refused "exec plugin aws: apiVersion '(none)': cbtfs speaks client.authentication.k8s.io/v1 and client.authentication.k8s.io/v1beta1" --snapshot s1 \
 	--kubeconfig "$T/kc-exec"
 kc kc-b64 't = t.replace("certificate-authority-data: ", "certificate-authority-data: $$$$", 1)'
 refused "certificate-authority-data is not valid base64" --snapshot s1 \
