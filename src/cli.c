@@ -129,3 +129,11 @@ void cli_json_stats(struct json_object *obj, const struct manifest_stats *s)
 	json_object_object_add(obj, "bytes_stored",
 			       json_object_new_int64((int64_t)s->bytes_stored));
 }
+
+struct json_object *cli_json_seconds(double secs)
+{
+	char text[32];
+
+	snprintf(text, sizeof(text), "%.3f", secs);
+	return json_object_new_double_s(secs, text);
+}

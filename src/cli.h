@@ -79,6 +79,9 @@ int cli_open_repo(const char *url, const struct store_opts *opts,
 /* Prints a JSON object on stdout and frees it. */
 void cli_print_json(struct json_object *obj);
 
+/* A duration in seconds as a JSON number with millisecond digits. */
+struct json_object *cli_json_seconds(double secs);
+
 /* Adds the statistics of m to obj. */
 void cli_json_stats(struct json_object *obj, const struct manifest_stats *s);
 

@@ -12,9 +12,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include "array.h"
 #include "cli.h"
 #include "prune.h"
+#include "restore.h"
 #include "verify.h"
 
 static const char prog[] = "cbtfs-repo";
@@ -60,6 +63,14 @@ static void usage(void)
 "        of them; per volume; the newest of a volume is always kept);\n"
 "        each one's data is first folded into the snapshots based on it,\n"
 "        so every other snapshot reads the same; chunks are freed by prune\n"
+"  restore REPO VOLUME SNAPSHOT --to PATH [--from SNAPSHOT]\n"
+"          [--target-zeroed] [--verify] [--jobs N] [--json]\n"
+"        write the image of VOLUME's SNAPSHOT (also VOLUME@SNAPSHOT) to\n"
+"        PATH: a block device, a file (created if missing), or - for\n"
+"        stdout.  Chunks are fetched in parallel and verified; zero\n"
+"        chunks are skipped on a new file or with --target-zeroed, and\n"
+"        otherwise zeroed without writing them.  Refuses a target that\n"
+"        is smaller than the image, mounted or read-only\n"
 "  prune REPO [--dry-run] [--jobs N] [--json]\n"
 "        delete the chunks no snapshot uses (of forgotten snapshots and\n"
 "        of ingests that stopped early), their damage records, and old\n"
@@ -78,12 +89,13 @@ static void usage(void)
 "                         (default $CBTFS_NEW_PASSWORD, or asked twice)\n"
 "      --volume VOLUME    snapshots, verify, unlock, forget: only this\n"
 "                         volume's snapshots or locks\n"
-"      --json             snapshots, verify, forget, prune: machine-readable\n"
-"                         output\n"
+"      --json             snapshots, verify, forget, prune, restore:\n"
+"                         machine-readable output\n"
 "      --read-data        verify: fetch every chunk and verify its content\n"
 "      --subset PCT       verify --read-data: only PCT percent (1-100) of\n"
 "                         the chunks, chosen at random\n"
-"  -j, --jobs N           verify, forget, prune: requests in parallel\n"
+"  -j, --jobs N           verify, forget, prune, restore: requests in\n"
+"                         parallel\n"
 "                         (default: CPUs for a directory, 8 for S3)\n"
 "      --force            unlock: remove live and unreadable lock records\n"
 "                         too; forget: the names may be every snapshot of\n"
@@ -95,6 +107,15 @@ static void usage(void)
 "      --keep-weekly N    forget: the same for ISO weeks\n"
 "      --keep-monthly N   forget: the same for months\n"
 "      --dry-run          forget, prune: say what would go; change nothing\n"
+"      --to PATH          restore: the block device, file or - (stdout)\n"
+"                         to write the image to\n"
+"      --from SNAPSHOT    restore: PATH holds this earlier (or later)\n"
+"                         snapshot of the volume already; write only the\n"
+"                         chunks that differ\n"
+"      --target-zeroed    restore: PATH reads zeros (a new thin volume):\n"
+"                         skip the zero chunks\n"
+"      --verify           restore: read back what was written, and check\n"
+"                         it against the chunk ids\n"
 "      --cache-dir DIR    snapshots, reindex: where the local index lives\n"
 "                         (default $XDG_CACHE_HOME/cbtfs or ~/.cache/cbtfs)\n"
 "  -v, --verbose          more messages\n"
@@ -127,6 +148,10 @@ enum {
 	OPT_KEEP_WEEKLY,
 	OPT_KEEP_MONTHLY,
 	OPT_DRY_RUN,
+	OPT_TO,
+	OPT_FROM,
+	OPT_TARGET_ZEROED,
+	OPT_VERIFY,
 	OPT_VERSION,	/* every command */
 	OPT_PASSWORD_FILE,	/* every command */
 };
@@ -153,6 +178,10 @@ static const struct option long_opts[] = {
 	{ "keep-weekly", required_argument, NULL, OPT_KEEP_WEEKLY },
 	{ "keep-monthly", required_argument, NULL, OPT_KEEP_MONTHLY },
 	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
+	{ "to", required_argument, NULL, OPT_TO },
+	{ "from", required_argument, NULL, OPT_FROM },
+	{ "target-zeroed", no_argument, NULL, OPT_TARGET_ZEROED },
+	{ "verify", no_argument, NULL, OPT_VERIFY },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
@@ -173,6 +202,8 @@ struct opts {
 	bool force;
 	struct forget_policy policy;
 	bool dry_run;
+	const char *to, *from;	/* restore */
+	bool target_zeroed, verify;
 	char *const *operands;	/* after REPO, for commands that take them */
 	size_t n_operands;
 	struct store_opts store;
@@ -821,6 +852,146 @@ static int cmd_prune(const struct opts *o)
 	return err == 0 ? EXIT_OK : EXIT_FAIL;
 }
 
+/* ---- restore ------------------------------------------------------------ */
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
+static void print_restore(const struct restore_conf *conf,
+			  const struct restore_report *rep, FILE *out)
+{
+	double secs = rep->seconds > 0 ? rep->seconds : 1e-9;
+
+	fprintf(out, "restored %s@%s (%s) to %s%s in %.1f s: wrote %" PRIu64
+		" chunk%s (%s, %.0f MB/s)", conf->volume, conf->snapshot,
+		HUMAN(rep->capacity),
+		strcmp(conf->target, "-") == 0 ? "stdout" : conf->target,
+		rep->new_file ? " (a new file)" : "", rep->seconds,
+		rep->chunks_written, rep->chunks_written == 1 ? "" : "s",
+		HUMAN(rep->bytes_written),
+		(double)rep->bytes_written / secs / 1e6);
+	if (rep->chunks_zeroed > 0)
+		fprintf(out, ", zeroed %" PRIu64 " (%s)", rep->chunks_zeroed,
+			HUMAN(rep->bytes_zeroed));
+	if (rep->chunks_skipped > 0)
+		fprintf(out, ", skipped %" PRIu64 " %s", rep->chunks_skipped,
+			conf->from != NULL ? "unchanged since --from"
+					   : "zero chunks");
+	fprintf(out, "%s\n", conf->verify ? "; read back and verified" : "");
+}
+
+static void print_restore_json(const struct restore_conf *conf,
+			       const struct restore_report *rep)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "volume",
+			       json_object_new_string(conf->volume));
+	json_object_object_add(o, "snapshot",
+			       json_object_new_string(conf->snapshot));
+	json_object_object_add(o, "from", conf->from
+			       ? json_object_new_string(conf->from) : NULL);
+	json_object_object_add(o, "target",
+			       json_object_new_string(conf->target));
+	json_object_object_add(o, "new_file",
+			       json_object_new_boolean(rep->new_file));
+	json_object_object_add(o, "verified",
+			       json_object_new_boolean(conf->verify));
+#define RESTORE_JSON(f)                                                    \
+	json_object_object_add(o, #f, json_object_new_int64((int64_t)rep->f));
+	RESTORE_COUNTERS(RESTORE_JSON)
+#undef RESTORE_JSON
+	json_object_object_add(o, "seconds", cli_json_seconds(rep->seconds));
+	cli_print_json(o);
+}
+
+/*
+ * VOLUME SNAPSHOT or VOLUME@SNAPSHOT from the operands, into a buffer of
+ * the caller's (buf keeps the volume of the second form).
+ */
+static int snapshot_operands(const struct opts *o, char *buf, size_t size,
+			     const char **volume, const char **snapshot)
+{
+	char *at;
+
+	if (o->n_operands == 2) {
+		*volume = o->operands[0];
+		*snapshot = o->operands[1];
+		return 0;
+	}
+	if (o->n_operands == 1 && (at = strrchr(o->operands[0], '@')) &&
+	    (size_t)(at - o->operands[0]) < size) {
+		snprintf(buf, size, "%.*s", (int)(at - o->operands[0]),
+			 o->operands[0]);
+		*volume = buf;
+		*snapshot = at + 1;
+		return 0;
+	}
+	return -1;
+}
+
+static int cmd_restore(const struct opts *o)
+{
+	struct restore_conf conf = {
+		.from = o->from,
+		.target = o->to,
+		.target_zeroed = o->target_zeroed,
+		.verify = o->verify,
+		.jobs = o->jobs,
+		.progress = isatty(STDERR_FILENO),
+		.interrupted = &interrupted,
+	};
+	struct store_opts sopts = o->store;
+	struct restore_report rep;
+	struct sigaction sa = { .sa_handler = on_signal };
+	char volume[256];
+	bool to_stdout;
+	int err;
+
+	if (snapshot_operands(o, volume, sizeof(volume), &conf.volume,
+			      &conf.snapshot) != 0)
+		return cli_usage_error(prog, "restore: name the snapshot as "
+				       "VOLUME SNAPSHOT or VOLUME@SNAPSHOT "
+				       "after REPO");
+	if (o->to == NULL)
+		return cli_usage_error(prog, "restore: say where to with --to "
+				       "PATH (a block device, a file, or - "
+				       "for stdout)");
+	to_stdout = strcmp(o->to, "-") == 0;
+	if (to_stdout && (o->verify || o->from || o->json))
+		return cli_usage_error(prog, "restore --to -: --verify, --from "
+				       "and --json need a target that can be "
+				       "read back or written in place");
+	if (o->from != NULL && o->target_zeroed)
+		return cli_usage_error(prog, "restore: --from says what the "
+				       "target holds; --target-zeroed says it "
+				       "holds zeros: give one");
+	if (repo_check_volume_name(conf.volume) != 0 ||
+	    repo_check_snapshot_name(conf.snapshot) != 0 ||
+	    (o->from != NULL && repo_check_snapshot_name(o->from) != 0))
+		return EXIT_USAGE;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sopts.connections = o->jobs;
+	if (cli_open_repo(o->repo, &sopts, &o->pass, o->cache_dir,
+			  &conf.repo, &conf.index) != 0)
+		return EXIT_FAIL;
+	err = restore_run(&conf, &rep);
+	if (err == 0 && o->json)
+		print_restore_json(&conf, &rep);
+	else if (err == 0)
+		print_restore(&conf, &rep, to_stdout ? stderr : stdout);
+	index_close(conf.index);
+	repo_close(conf.repo);
+	return err == 0 ? EXIT_OK : EXIT_FAIL;
+}
+
 /* ---- reindex, and the commands ----------------------------------------- */
 
 static int cmd_reindex(const struct opts *o)
@@ -871,6 +1042,11 @@ static const struct command {
 		  OPT_BIT(OPT_DRY_RUN) | TAKES_OPERANDS },
 	{ "prune", cmd_prune,
 	  OPT_BIT(OPT_JSON) | OPT_BIT(OPT_JOBS) | OPT_BIT(OPT_DRY_RUN) },
+	{ "restore", cmd_restore,
+	  OPT_BIT(OPT_JSON) | OPT_BIT(OPT_JOBS) | OPT_BIT(OPT_TO) |
+		  OPT_BIT(OPT_FROM) | OPT_BIT(OPT_TARGET_ZEROED) |
+		  OPT_BIT(OPT_VERIFY) | OPT_BIT(OPT_CACHE_DIR) |
+		  TAKES_OPERANDS },
 };
 
 /* "--volume" for OPT_VOLUME. */
@@ -961,6 +1137,18 @@ int main(int argc, char *argv[])
 #undef KEEP_OPTION
 		case OPT_DRY_RUN:
 			o.dry_run = true;
+			break;
+		case OPT_TO:
+			o.to = optarg;
+			break;
+		case OPT_FROM:
+			o.from = optarg;
+			break;
+		case OPT_TARGET_ZEROED:
+			o.target_zeroed = true;
+			break;
+		case OPT_VERIFY:
+			o.verify = true;
 			break;
 		case 'v':
 			verbose++;

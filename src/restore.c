@@ -1,0 +1,742 @@
+/*
+ * Restore: see restore.h.
+ *
+ * Plan, then act: the plan walks the image's chunks once (with the map of
+ * `from` beside it for an incremental restore) and lists the chunks to
+ * fetch and write and the runs of chunks to zero; everything else is
+ * skipped.  Zeroing comes first, then the pool fetches and writes, then
+ * fdatasync, then the optional read-back.  To stdout there is no plan:
+ * every chunk is written in order.
+ *
+ * Locking: rs->lock guards the counters and, to stdout, the turn
+ * (next_out) and the first error; tasks fetch without it.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "array.h"
+#include "pool.h"
+#include "progress.h"
+#include "restore.h"
+
+struct target {
+	const char *path;	/* for messages; "stdout" for "-" */
+	int fd;
+	bool is_stdout, is_blk, created, zeroed;
+	uint64_t size;
+};
+
+/* A chunk to fetch and write: its index and id (in the map). */
+struct write_item {
+	uint64_t idx;
+	const unsigned char *id;
+};
+
+/* Chunks first..first+count-1, to be zeroed. */
+struct zero_run {
+	uint64_t first, count;
+};
+
+struct restore {
+	const struct restore_conf *conf;
+	struct target t;
+	const struct chunk_map *map;
+	const unsigned char *zeros;	/* chunk_size zero bytes */
+	struct { struct write_item *v; size_t n, cap; } writes;
+	struct { struct zero_run *v; size_t n, cap; } zero_runs;
+	struct { uint64_t *v; size_t n, cap; } zeroed;	/* for --verify */
+	struct progress pr;
+	const char *phase;		/* "writing", "verifying" */
+	uint64_t phase_total;		/* items of the phase */
+	pthread_mutex_t lock;
+	pthread_cond_t turn;		/* to stdout: next_out moved */
+	uint64_t next_out;
+	int err;			/* the first task error */
+	struct restore_report *rep;
+};
+
+/* ---- the target ------------------------------------------------------- */
+
+/* The mount point of block device dev, if it is mounted, into buf. */
+static bool mounted_at(dev_t dev, char *buf, size_t size)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[4096];
+	bool found = false;
+
+	if (f == NULL)
+		return false;
+	while (!found && fgets(line, sizeof(line), f) != NULL) {
+		unsigned maj, min;
+		char mnt[2048];
+
+		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT ... */
+		if (sscanf(line, "%*u %*u %u:%u %*s %2047s", &maj, &min,
+			   mnt) == 3 &&
+		    makedev(maj, min) == dev) {
+			snprintf(buf, size, "%s", mnt);
+			found = true;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+static int open_block_device(const struct restore_conf *conf,
+			     struct target *t, const struct stat *sb)
+{
+	char mnt[2048];
+	int ro = 0, err;
+
+	if (mounted_at(sb->st_rdev, mnt, sizeof(mnt))) {
+		log_error("%s is mounted on %s: unmount it first (restore "
+			  "overwrites the whole device)", t->path, mnt);
+		return EBUSY;
+	}
+	/* O_EXCL: the kernel refuses a device that is mounted or held */
+	t->fd = open(t->path, (conf->verify ? O_RDWR : O_WRONLY) | O_EXCL |
+			      O_CLOEXEC);
+	if (t->fd < 0) {
+		err = errno;
+		if (err == EBUSY)
+			log_error("%s is in use (mounted, a partition of it "
+				  "mounted, or held by device-mapper, RAID "
+				  "or another program: see lsblk and "
+				  "findmnt); restore needs it to itself",
+				  t->path);
+		else
+			log_error("cannot open %s for writing: %s", t->path,
+				  ERRSTR(err));
+		return err;
+	}
+	if (ioctl(t->fd, BLKROGET, &ro) == 0 && ro) {
+		log_error("%s is a read-only device", t->path);
+		return EROFS;
+	}
+	if (ioctl(t->fd, BLKGETSIZE64, &t->size) != 0) {
+		err = errno;
+		log_error("cannot read the size of %s: %s", t->path,
+			  ERRSTR(err));
+		return err;
+	}
+	t->is_blk = true;
+	return 0;
+}
+
+/* Creates the target file, of capacity bytes, all holes. */
+static int create_file(const struct restore_conf *conf, struct target *t,
+		       uint64_t capacity)
+{
+	int err;
+
+	if (conf->from != NULL) {
+		log_error("%s does not exist, but --from says it holds "
+			  "snapshot %s: name the target that does, or leave "
+			  "out --from", t->path, conf->from);
+		return EINVAL;
+	}
+	t->fd = open(t->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (t->fd < 0) {
+		err = errno;
+		log_error("cannot create %s: %s", t->path, ERRSTR(err));
+		return err;
+	}
+	t->created = true;
+	t->zeroed = true;
+	if (ftruncate(t->fd, (off_t)capacity) != 0) {
+		err = errno;
+		log_error("cannot make %s %" PRIu64 " bytes long: %s",
+			  t->path, capacity, ERRSTR(err));
+		return err;
+	}
+	t->size = capacity;
+	return 0;
+}
+
+/*
+ * Opens the target for an image of capacity bytes, refusing what cannot
+ * take it.  0 or an errno (logged); t->fd may be open either way.
+ */
+static int open_target(const struct restore_conf *conf, struct target *t,
+		       uint64_t capacity)
+{
+	struct stat sb;
+	int err;
+
+	t->fd = -1;
+	t->path = conf->target;
+	t->zeroed = conf->target_zeroed;
+	if (strcmp(conf->target, "-") == 0) {
+		t->path = "stdout";
+		t->is_stdout = true;
+		t->fd = STDOUT_FILENO;
+		if (isatty(t->fd)) {
+			log_error("stdout is a terminal: redirect it to a "
+				  "file or a device, or give --to PATH");
+			return EINVAL;
+		}
+		return 0;
+	}
+	if (stat(t->path, &sb) != 0) {
+		err = errno;
+		if (err == ENOENT)
+			return create_file(conf, t, capacity);
+		log_error("cannot use %s: %s", t->path, ERRSTR(err));
+		return err;
+	}
+	if (S_ISBLK(sb.st_mode)) {
+		err = open_block_device(conf, t, &sb);
+	} else if (S_ISREG(sb.st_mode)) {
+		t->fd = open(t->path, (conf->verify ? O_RDWR : O_WRONLY) |
+				      O_CLOEXEC);
+		err = t->fd < 0 ? errno : 0;
+		if (err != 0)
+			log_error("cannot open %s for writing: %s", t->path,
+				  ERRSTR(err));
+		t->size = (uint64_t)sb.st_size;
+	} else {
+		log_error("%s is neither a block device nor a regular file",
+			  t->path);
+		return EINVAL;
+	}
+	if (err != 0)
+		return err;
+	if (t->size < capacity) {
+		log_error("%s holds %" PRIu64 " bytes (%s), less than the "
+			  "snapshot's %" PRIu64 " (%s): give a target at "
+			  "least that large%s", t->path, t->size,
+			  HUMAN(t->size), capacity, HUMAN(capacity),
+			  t->is_blk ? "" : ", or a path that does not exist "
+					   "(restore creates the file)");
+		return EINVAL;
+	}
+	return 0;
+}
+
+/* Closes the target; a file this restore created is removed unless
+ * keep. */
+static void close_target(struct target *t, bool keep)
+{
+	if (t->fd >= 0 && !t->is_stdout)
+		close(t->fd);
+	t->fd = -1;
+	if (t->created && !keep)
+		unlink(t->path);
+}
+
+static int pwrite_all(int fd, const unsigned char *p, size_t len, uint64_t off)
+{
+	while (len > 0) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? errno : EIO;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+static int write_all(int fd, const unsigned char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? errno : EIO;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int pread_all(int fd, unsigned char *p, size_t len, uint64_t off)
+{
+	while (len > 0) {
+		ssize_t n = pread(fd, p, len, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? errno : EIO;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+/*
+ * Zeroes len bytes at off: BLKZEROOUT on a block device, a punched hole
+ * (or a zeroed range) in a file, and written zeros where neither works.
+ */
+static int zero_range(struct restore *rs, uint64_t off, uint64_t len)
+{
+	struct target *t = &rs->t;
+	uint32_t cs = rs->map->chunk_size;
+	int err;
+
+	if (t->is_blk && off % 512 == 0 && len % 512 == 0) {
+		uint64_t range[2] = { off, len };
+
+		if (ioctl(t->fd, BLKZEROOUT, range) == 0)
+			return 0;
+	} else if (!t->is_blk) {
+		if (fallocate(t->fd, FALLOC_FL_PUNCH_HOLE |
+				     FALLOC_FL_KEEP_SIZE,
+			      (off_t)off, (off_t)len) == 0 ||
+		    fallocate(t->fd, FALLOC_FL_ZERO_RANGE, (off_t)off,
+			      (off_t)len) == 0)
+			return 0;
+	}
+	while (len > 0) {
+		size_t n = len < cs ? (size_t)len : cs;
+
+		if ((err = pwrite_all(t->fd, rs->zeros, n, off)) != 0)
+			return err;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* ---- fetching and writing --------------------------------------------- */
+
+/* Bytes of chunk idx within the image (the last one may be short). */
+static size_t chunk_len(const struct restore *rs, uint64_t idx)
+{
+	uint64_t off = idx * rs->map->chunk_size;
+	uint64_t left = rs->map->capacity - off;
+
+	return left < rs->map->chunk_size ? (size_t)left
+					  : rs->map->chunk_size;
+}
+
+/* Says what a chunk that cannot be fetched damages, and records it. */
+static void chunk_failed(struct restore *rs, uint64_t idx,
+			 const unsigned char *id, int err)
+{
+	const struct restore_conf *conf = rs->conf;
+	uint64_t off = idx * rs->map->chunk_size;
+
+	if (err == EBADMSG || err == ENOENT)
+		index_mark_damaged(conf->index, id,
+				   err == ENOENT ? "missing" : "corrupt");
+	log_error("bytes %" PRIu64 "-%" PRIu64 " of %s@%s cannot be "
+		  "restored: %s ('cbtfs-repo verify REPO --read-data' lists "
+		  "what is damaged)", off, off + chunk_len(rs, idx) - 1,
+		  conf->volume, conf->snapshot, ERRSTR(err));
+}
+
+/* Keeps the first error of a task. */
+static void set_error(struct restore *rs, int err)
+{
+	pthread_mutex_lock(&rs->lock);
+	if (rs->err == 0)
+		rs->err = err;
+	pthread_cond_broadcast(&rs->turn);
+	pthread_mutex_unlock(&rs->lock);
+}
+
+/* pool_task: fetches writes.v[k] and writes it where it belongs. */
+static int write_task(void *arg, size_t k, struct buf *scratch)
+{
+	struct restore *rs = arg;
+	const struct write_item *w = &rs->writes.v[k];
+	size_t off = 0, len = chunk_len(rs, w->idx);
+	int err;
+
+	err = repo_get_chunk(rs->conf->repo, w->id, scratch, &off);
+	if (err != 0) {
+		chunk_failed(rs, w->idx, w->id, err);
+	} else {
+		err = pwrite_all(rs->t.fd, scratch->data + off, len,
+				 w->idx * rs->map->chunk_size);
+		if (err != 0)
+			log_error("cannot write to %s at byte %" PRIu64 ": %s",
+				  rs->t.path, w->idx * rs->map->chunk_size,
+				  ERRSTR(err));
+	}
+	if (err != 0) {
+		set_error(rs, err);
+		return err;
+	}
+	pthread_mutex_lock(&rs->lock);
+	rs->rep->chunks_written++;
+	rs->rep->bytes_written += len;
+	pthread_mutex_unlock(&rs->lock);
+	return 0;
+}
+
+/*
+ * pool_task, to stdout: fetches chunk k, then waits for its turn and
+ * writes it.  The pool hands out k in order, so the chunks before k are
+ * all taken, and waiting cannot deadlock.
+ */
+static int stream_task(void *arg, size_t k, struct buf *scratch)
+{
+	struct restore *rs = arg;
+	const unsigned char *id = chunk_map_id(rs->map, k), *data = rs->zeros;
+	size_t off = 0, len = chunk_len(rs, k);
+	bool zero = codec_id_is_zero(id);
+	int err = 0;
+
+	if (!zero) {
+		err = repo_get_chunk(rs->conf->repo, id, scratch, &off);
+		if (err != 0) {
+			chunk_failed(rs, k, id, err);
+			set_error(rs, err);
+			return err;
+		}
+		data = scratch->data + off;
+	}
+	pthread_mutex_lock(&rs->lock);
+	while (rs->next_out != k && rs->err == 0)
+		pthread_cond_wait(&rs->turn, &rs->lock);
+	if (rs->err != 0) {
+		/* an earlier chunk failed: this one can never be written */
+		pthread_mutex_unlock(&rs->lock);
+		return ECANCELED;
+	}
+	err = write_all(rs->t.fd, data, len);
+	if (err != 0) {
+		log_error("cannot write to stdout: %s", ERRSTR(err));
+		rs->err = err;
+	} else if (zero) {
+		rs->rep->chunks_zeroed++;
+		rs->rep->bytes_zeroed += len;
+	} else {
+		rs->rep->chunks_written++;
+		rs->rep->bytes_written += len;
+	}
+	rs->next_out++;
+	pthread_cond_broadcast(&rs->turn);
+	pthread_mutex_unlock(&rs->lock);
+	return err;
+}
+
+/* pool_tick: the progress line. */
+static void draw_progress(void *arg, size_t done, bool final)
+{
+	struct restore *rs = arg;
+	double secs = now_seconds() - rs->pr.phase;
+	uint64_t bytes;
+
+	pthread_mutex_lock(&rs->lock);
+	bytes = rs->rep->bytes_written + rs->rep->bytes_zeroed;
+	pthread_mutex_unlock(&rs->lock);
+	progress_show(&rs->pr, final, done, rs->phase_total,
+		      "%s %.1f%%  %zu/%" PRIu64 " chunks  %.0f MB/s",
+		      rs->phase,
+		      rs->phase_total ? 100.0 * (double)done /
+						(double)rs->phase_total
+				      : 100.0,
+		      done, rs->phase_total,
+		      secs > 0 ? (double)bytes / secs / 1e6 : 0.0);
+}
+
+/* ---- the plan --------------------------------------------------------- */
+
+static int add_zero(struct restore *rs, uint64_t idx)
+{
+	struct zero_run *last = rs->zero_runs.n
+					? &rs->zero_runs.v[rs->zero_runs.n - 1]
+					: NULL;
+	int err;
+
+	if (last != NULL && last->first + last->count == idx) {
+		last->count++;
+	} else {
+		if ((err = ARRAY_GROW(&rs->zero_runs)) != 0)
+			return err;
+		rs->zero_runs.v[rs->zero_runs.n++] =
+			(struct zero_run){ .first = idx, .count = 1 };
+	}
+	if (rs->conf->verify) {
+		if ((err = ARRAY_GROW(&rs->zeroed)) != 0)
+			return err;
+		rs->zeroed.v[rs->zeroed.n++] = idx;
+	}
+	return 0;
+}
+
+/*
+ * Walks the chunks once, beside from's map if given: a chunk the target
+ * is known to hold already is skipped, a zero one is zeroed, any other
+ * fetched and written.  The target holds from's chunks only where from
+ * had whole chunks of the same geometry; past them nothing is known.
+ */
+static int make_plan(struct restore *rs, const struct chunk_map *from)
+{
+	const struct chunk_map *map = rs->map;
+	uint64_t known_end = 0, i;
+	size_t ka = 0, kb = 0;
+	int err = 0;
+
+	if (from != NULL)
+		known_end = from->capacity == map->capacity
+				    ? map->nchunks
+				    : from->capacity / from->chunk_size;
+	else if (rs->t.zeroed)
+		known_end = map->nchunks;
+	for (i = 0; err == 0 && i < map->nchunks; i++) {
+		const unsigned char *id = codec_zero_id, *had = codec_zero_id;
+
+		if (ka < map->n && map->v[ka].index == i)
+			id = map->v[ka++].id;
+		if (from != NULL) {
+			while (kb < from->n && from->v[kb].index < i)
+				kb++;
+			if (kb < from->n && from->v[kb].index == i)
+				had = from->v[kb].id;
+		}
+		if (i < known_end && memcmp(id, had, CODEC_ID_LEN) == 0) {
+			rs->rep->chunks_skipped++;
+		} else if (codec_id_is_zero(id)) {
+			err = add_zero(rs, i);
+		} else {
+			err = ARRAY_GROW(&rs->writes);
+			if (err == 0)
+				rs->writes.v[rs->writes.n++] =
+					(struct write_item){ i, id };
+		}
+	}
+	return err;
+}
+
+static int zero_runs(struct restore *rs)
+{
+	uint32_t cs = rs->map->chunk_size;
+	size_t i;
+	int err;
+
+	for (i = 0; i < rs->zero_runs.n; i++) {
+		const struct zero_run *z = &rs->zero_runs.v[i];
+		uint64_t off = z->first * cs, len = z->count * cs;
+
+		if (off + len > rs->map->capacity)
+			len = rs->map->capacity - off;
+		if ((err = zero_range(rs, off, len)) != 0) {
+			log_error("cannot zero bytes %" PRIu64 "-%" PRIu64
+				  " of %s: %s", off, off + len - 1,
+				  rs->t.path, ERRSTR(err));
+			return err;
+		}
+		rs->rep->chunks_zeroed += z->count;
+		rs->rep->bytes_zeroed += len;
+		if (rs->conf->interrupted && *rs->conf->interrupted)
+			return EINTR;
+	}
+	return 0;
+}
+
+/* ---- read-back -------------------------------------------------------- */
+
+/* pool_task: reads one written (k < writes.n) or zeroed chunk back and
+ * checks it. */
+static int verify_task(void *arg, size_t k, struct buf *scratch)
+{
+	struct restore *rs = arg;
+	uint32_t cs = rs->map->chunk_size;
+	bool zero = k >= rs->writes.n;
+	uint64_t idx = zero ? rs->zeroed.v[k - rs->writes.n]
+			    : rs->writes.v[k].idx;
+	size_t len = chunk_len(rs, idx);
+	unsigned char id[CODEC_ID_LEN];
+	bool good;
+	int err;
+
+	if (buf_reserve(scratch, cs) != 0)
+		return ENOMEM;
+	err = pread_all(rs->t.fd, scratch->data, len, idx * cs);
+	if (err != 0) {
+		log_error("cannot read %s back at byte %" PRIu64 ": %s",
+			  rs->t.path, idx * cs, ERRSTR(err));
+		return err;
+	}
+	memset(scratch->data + len, 0, cs - len);
+	if (zero) {
+		good = codec_is_zero(scratch->data, cs);
+	} else {
+		if ((err = repo_chunk_id(rs->conf->repo, scratch->data,
+					 id)) != 0)
+			return err;
+		good = memcmp(id, rs->writes.v[k].id, CODEC_ID_LEN) == 0;
+	}
+	if (!good) {
+		log_error("verify: bytes %" PRIu64 "-%" PRIu64 " of %s do not "
+			  "hold what was written to them (a failing device, "
+			  "or another writer)", idx * cs, idx * cs + len - 1,
+			  rs->t.path);
+		return EIO;
+	}
+	pthread_mutex_lock(&rs->lock);
+	rs->rep->chunks_verified++;
+	pthread_mutex_unlock(&rs->lock);
+	return 0;
+}
+
+static int read_back(struct restore *rs)
+{
+	struct pool_conf pc = {
+		.n = rs->writes.n + rs->zeroed.n,
+		.jobs = rs->conf->jobs,
+		.task = verify_task,
+		.tick = rs->conf->progress ? draw_progress : NULL,
+		.arg = rs,
+		.stop = rs->conf->interrupted,
+	};
+
+	/* read the device, not what the page cache kept of the writes */
+	posix_fadvise(rs->t.fd, 0, 0, POSIX_FADV_DONTNEED);
+	if (rs->t.is_blk)
+		ioctl(rs->t.fd, BLKFLSBUF, 0);	/* needs CAP_SYS_ADMIN */
+	rs->phase = "verifying";
+	rs->phase_total = pc.n;
+	progress_phase(&rs->pr);
+	return pool_run(&pc);
+}
+
+/* ---- the whole -------------------------------------------------------- */
+
+/* Finds volume@name and resolves its map; ENOENT (logged) if absent. */
+static int resolve(const struct restore_conf *conf, const char *name,
+		   struct chunk_map **mapp)
+{
+	struct manifest *m = NULL;
+	int err;
+
+	err = index_find_snapshot(conf->index, conf->volume, name, &m);
+	if (err == ENOENT)
+		log_error("volume %s has no snapshot %s in the repository "
+			  "('cbtfs-repo snapshots REPO --volume %s' lists "
+			  "them)", conf->volume, name, conf->volume);
+	if (err != 0)
+		return err;
+	err = index_resolve_chain(conf->index, m->id, NULL, mapp);
+	manifest_free(m);
+	return err;
+}
+
+static int write_image(struct restore *rs, struct chunk_map *from)
+{
+	const struct restore_conf *conf = rs->conf;
+	struct pool_conf pc = {
+		.jobs = conf->jobs,
+		.tick = conf->progress ? draw_progress : NULL,
+		.arg = rs,
+		.stop = conf->interrupted,
+	};
+	int err;
+
+	if (rs->t.is_stdout) {
+		pc.n = rs->map->nchunks;
+		pc.task = stream_task;
+	} else {
+		if ((err = make_plan(rs, from)) != 0)
+			return err;
+		if ((err = zero_runs(rs)) != 0)
+			return err;
+		pc.n = rs->writes.n;
+		pc.task = write_task;
+	}
+	rs->phase = "writing";
+	rs->phase_total = pc.n;
+	progress_phase(&rs->pr);
+	err = pool_run(&pc);
+	if (rs->err != 0)
+		err = rs->err;	/* not a waiter's ECANCELED */
+	if (err == 0 && !rs->t.is_stdout && fdatasync(rs->t.fd) != 0) {
+		err = errno;
+		log_error("cannot flush %s: %s", rs->t.path, ERRSTR(err));
+	}
+	return err;
+}
+
+int restore_run(const struct restore_conf *conf, struct restore_report *rep)
+{
+	struct restore rs = { .conf = conf, .rep = rep };
+	struct chunk_map *map = NULL, *from = NULL;
+	unsigned char *zeros = NULL;
+	double start = now_seconds();
+	struct store_stats ss;
+	int err;
+
+	memset(rep, 0, sizeof(*rep));
+	rs.t.fd = -1;
+	pthread_mutex_init(&rs.lock, NULL);
+	pthread_cond_init(&rs.turn, NULL);
+	progress_init(&rs.pr, "restore", conf->progress);
+	if ((err = index_sync(conf->index, NULL)) != 0 ||
+	    (err = resolve(conf, conf->snapshot, &map)) != 0 ||
+	    (conf->from != NULL &&
+	     (err = resolve(conf, conf->from, &from)) != 0))
+		goto out;
+	if (from != NULL && from->chunk_size != map->chunk_size) {
+		log_error("snapshots %s and %s of %s have different chunk "
+			  "sizes: --from cannot compare them", conf->from,
+			  conf->snapshot, conf->volume);
+		err = EINVAL;
+		goto out;
+	}
+	rs.map = map;
+	zeros = calloc(1, map->chunk_size);
+	if (zeros == NULL) {
+		err = ENOMEM;
+		goto out;
+	}
+	rs.zeros = zeros;
+	if ((err = open_target(conf, &rs.t, map->capacity)) != 0)
+		goto out;
+	rep->capacity = map->capacity;
+	rep->chunk_size = map->chunk_size;
+	rep->chunks = map->nchunks;
+	rep->new_file = rs.t.created;
+	err = write_image(&rs, from);
+	if (err == 0 && conf->verify)
+		err = read_back(&rs);
+	progress_end(&rs.pr);
+	/* what was written stays, unless this restore created the file */
+	if (err == EINTR)
+		log_error("interrupted: %s", rs.t.created
+			  ? "the new file is removed"
+			  : "the target holds a partial image");
+	else if (err != 0)
+		log_error("restore of %s@%s stopped: %s", conf->volume,
+			  conf->snapshot, rs.t.created
+			  ? "the new file is removed"
+			  : "the target holds a partial image");
+out:
+	close_target(&rs.t, err == 0);
+	store_get_stats(conf->repo->store, &ss);
+	rep->requests = ss.requests;
+	rep->retries = ss.retries;
+	rep->seconds = now_seconds() - start;
+	free(rs.writes.v);
+	free(rs.zero_runs.v);
+	free(rs.zeroed.v);
+	free(zeros);
+	chunk_map_free(map);
+	chunk_map_free(from);
+	pthread_mutex_destroy(&rs.lock);
+	pthread_cond_destroy(&rs.turn);
+	return err;
+}

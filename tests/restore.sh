@@ -1,0 +1,193 @@
+#!/bin/bash
+# cbtfs-repo restore: byte-exact images on a new file, an existing file, a
+# loop device (with and without --target-zeroed) and stdout; incremental
+# restore with --from writes only the chunks that differ (its pwrites
+# counted with strace); --verify; targets refused (too small, mounted,
+# read-only, a directory) with the target and the repository unchanged; a
+# corrupt chunk fails the restore and removes a new file; a user without
+# privileges restores into a file; and a restore from S3 (RGW).
+. "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
+requires_root
+requires strace
+requires losetup
+requires mkfs.ext4
+requires /usr/bin/python3
+
+CS=65536
+R=$T/repo
+"$REPO" init "$R" --chunk-size 64K >/dev/null || fail "init"
+# a capacity that ends in a partial chunk, data at both ends and between
+CAP=$((32 * 1024 * 1024 + 4096))
+img=$T/img
+truncate -s $CAP "$img"
+printf '%s\n' "0 70000" "5000000 900000" "20000000 131072" \
+	"$((CAP - 6000)) 6000" >"$T/ranges"
+while read -r off len; do
+	head -c "$len" /dev/urandom |
+		dd of="$img" bs=64K seek="$off" oflag=seek_bytes conv=notrunc \
+			status=none iflag=fullblock
+done <"$T/ranges"
+"$INGEST" --repo "$R" --volume ns/v --snapshot s1 --device "$img" \
+	>/dev/null || fail "ingest s1"
+# s2: scattered writes, and data where s1 had data punched out (zeroes)
+cp --sparse=always "$img" "$T/img1"
+random_writes "$img" 12 100000 7 "$T/w2"
+fallocate --punch-hole --offset 5046272 --length 458752 "$img"
+"$INGEST" --repo "$R" --volume ns/v --snapshot s2 --base s1 \
+	--device "$img" >/dev/null || fail "ingest s2"
+cp --sparse=always "$img" "$T/img2"
+nonzero1=$($IMGTOOL nonzero "$T/img1" $CS)
+nchunks=$(((CAP + CS - 1) / CS))
+repo_fp=$(fingerprint "$R")
+
+# losetup_file FILE [ARGS...]: a loop device over FILE, detached at exit
+losetup_file() {
+	local dev
+	dev=$(losetup -f --show "$@") || fail "losetup $*"
+	cleanup_fn "losetup -d $dev"
+	echo "$dev"
+}
+
+# same TARGET IMAGE: the first CAP bytes of TARGET are IMAGE
+same() {
+	cmp -n $CAP "$1" "$2" >/dev/null || fail "$1 differs from $2"
+}
+
+# 1. a new file: byte-exact and sparse; only the data chunks written
+"$REPO" restore "$R" ns/v s1 --to "$T/new1" --json >"$T/out" ||
+	fail "restore to a new file: $(cat "$T/out")"
+same "$T/new1" "$T/img1"
+[ "$(stat -c %s "$T/new1")" = $CAP ] || fail "new file size"
+[ "$(json_field chunks_written <"$T/out")" = "$nonzero1" ] ||
+	fail "chunks written: $(cat "$T/out")"
+[ "$(json_field chunks_skipped <"$T/out")" = $((nchunks - nonzero1)) ] ||
+	fail "chunks skipped: $(cat "$T/out")"
+used=$(du -k "$T/new1" | cut -f1)
+[ "$used" -lt 2048 ] || fail "the new file is not sparse: $used KiB"
+
+# 2. an existing file full of other data: zero chunks are zeroed too
+head -c $CAP /dev/urandom >"$T/old"
+"$REPO" restore "$R" ns/v@s2 --to "$T/old" --json >"$T/out" ||
+	fail "restore to an existing file"
+same "$T/old" "$T/img2"
+w=$(json_field chunks_written <"$T/out")
+z=$(json_field chunks_zeroed <"$T/out")
+[ $((w + z)) = $nchunks ] || fail "written $w + zeroed $z != $nchunks"
+
+# 3. stdout
+"$REPO" restore "$R" ns/v s2 --to - | cmp - "$T/img2" ||
+	fail "restore to stdout differs"
+
+# 4. a loop device full of other data, with --verify
+head -c $CAP /dev/urandom >"$T/dev1"
+dev1=$(losetup_file "$T/dev1")
+"$REPO" restore "$R" ns/v s2 --to "$dev1" --verify --json >"$T/out" ||
+	fail "restore to $dev1: $(cat "$T/out")"
+same "$dev1" "$T/img2"
+[ "$(json_field chunks_verified <"$T/out")" = $nchunks ] ||
+	fail "chunks verified: $(cat "$T/out")"
+
+# 5. a zeroed loop device (a new sparse file) with --target-zeroed
+truncate -s $CAP "$T/dev2"
+dev2=$(losetup_file "$T/dev2")
+"$REPO" restore "$R" ns/v s1 --to "$dev2" --target-zeroed --json \
+	>"$T/out" || fail "restore --target-zeroed"
+same "$dev2" "$T/img1"
+[ "$(json_field chunks_zeroed <"$T/out")" = 0 ] ||
+	fail "zeroed on a zeroed target: $(cat "$T/out")"
+
+# 6. incremental: dev2 holds s1; --from s1 writes only what s2 changed,
+#    one pwrite per chunk, and zeroes the chunks s2 punched out
+changed=$($IMGTOOL changed "$T/img1" "$T/img2" $CS)
+strace -f -y -e trace=pwrite64 -o "$T/strace" \
+	"$REPO" restore "$R" ns/v s2 --to "$dev2" --from s1 --json \
+	>"$T/out" || fail "restore --from s1: $(cat "$T/out")"
+same "$dev2" "$T/img2"
+w=$(json_field chunks_written <"$T/out")
+z=$(json_field chunks_zeroed <"$T/out")
+[ $((w + z)) = "$changed" ] && [ "$z" -gt 0 ] ||
+	fail "--from: written $w + zeroed $z, but $changed chunks changed"
+pw=$(grep -c "pwrite64([0-9]*<$dev2>" "$T/strace")
+[ "$pw" = "$w" ] || fail "--from: $pw pwrites to $dev2 for $w chunks"
+[ "$(json_field chunks_skipped <"$T/out")" = $((nchunks - changed)) ] ||
+	fail "--from skipped: $(cat "$T/out")"
+
+# 7. refused targets: nothing written, the repository unchanged
+truncate -s 1M "$T/small"
+expect_fail "less than the snapshot's $CAP" \
+	"$REPO" restore "$R" ns/v s1 --to "$T/small"
+[ "$(stat -c %s "$T/small")" = 1048576 ] || fail "the small file changed"
+head -c $((CAP - 512)) /dev/urandom >"$T/dev3"
+dev3=$(losetup_file "$T/dev3")
+before=$(sha "$T/dev3")
+expect_fail "less than the snapshot's" \
+	"$REPO" restore "$R" ns/v s1 --to "$dev3"
+truncate -s 40M "$T/dev4"
+mkfs.ext4 -q "$T/dev4" || fail "mkfs"
+dev4=$(losetup_file "$T/dev4")
+mkdir "$T/mnt"
+mount "$dev4" "$T/mnt" || fail "mount $dev4"
+_mounts+=("$T/mnt")
+expect_fail "$dev4 is mounted on $T/mnt" \
+	"$REPO" restore "$R" ns/v s1 --to "$dev4"
+umount "$T/mnt"
+dev5=$(losetup_file -r "$T/dev3")
+expect_fail "read-only" "$REPO" restore "$R" ns/v s1 --to "$dev5"
+[ "$(sha "$T/dev3")" = "$before" ] || fail "a refused device changed"
+expect_fail "neither a block device nor a regular file" \
+	"$REPO" restore "$R" ns/v s1 --to "$T"
+expect_fail "volume ns/v has no snapshot s9" \
+	"$REPO" restore "$R" ns/v s9 --to "$T/x"
+expect_fail "does not exist, but --from says it holds snapshot s1" \
+	"$REPO" restore "$R" ns/v s2 --to "$T/x" --from s1
+[ ! -e "$T/x" ] || fail "a refused restore left $T/x"
+expect_fail "say where to with --to PATH" "$REPO" restore "$R" ns/v s1
+expect_fail "--verify, --from and --json need" \
+	"$REPO" restore "$R" ns/v s1 --to - --verify
+expect_fail "--target-zeroed says it holds zeros" \
+	"$REPO" restore "$R" ns/v s2 --to "$T/x" --from s1 --target-zeroed
+[ "$(fingerprint "$R")" = "$repo_fp" ] ||
+	fail "the repository changed during restores"
+
+# 8. a corrupt chunk: the restore fails naming the bytes, a new file is
+#    removed, an existing one is said to hold a partial image
+cp -a "$R" "$T/bad"
+# the first chunk of s1 (the object is named by its SHA-256)
+id=$(head -c $CS "$T/img1" | sha256sum | cut -d' ' -f1)
+victim=$T/bad/chunks/${id:0:2}/$id
+[ -f "$victim" ] || fail "no chunk object $victim"
+printf 'X' | dd of="$victim" bs=1 seek=40 conv=notrunc status=none
+export XDG_CACHE_HOME=$T/cache-bad
+expect_fail "cannot be restored" \
+	"$REPO" restore "$T/bad" ns/v s1 --to "$T/y"
+[ ! -e "$T/y" ] || fail "a failed restore left its new file"
+cp "$T/img2" "$T/z"
+expect_fail "the target holds a partial image" \
+	"$REPO" restore "$T/bad" ns/v s1 --to "$T/z"
+export XDG_CACHE_HOME=$T/cache
+
+# 9. no privileges: nobody restores from a repository it can read into a
+#    file of its own
+U=$(mktemp -d /tmp/cbtfs-nobody.XXXXXX)
+cleanup_fn "rm -rf $U"
+chmod 755 "$U"
+cp -a "$R" "$U/repo"
+chmod -R a+rX "$U/repo"
+mkdir "$U/out" && chown nobody "$U/out"
+setpriv --reuid=nobody --regid=nogroup --clear-groups \
+	env XDG_CACHE_HOME="$U/out/cache" \
+	"$REPO" restore "$U/repo" ns/v s2 --to "$U/out/img" >"$T/out" 2>&1 ||
+	fail "restore as nobody: $(cat "$T/out")"
+same "$U/out/img" "$T/img2"
+
+# 10. from S3
+start_rgw
+S=s3://$S3_BUCKET/restore
+"$REPO" init "$S" --chunk-size 64K >/dev/null || fail "init $S"
+"$INGEST" --repo "$S" --volume ns/v --snapshot s2 --device "$T/img2" \
+	>/dev/null || fail "ingest to $S"
+"$REPO" restore "$S" ns/v s2 --to "$T/s3img" --verify >"$T/out" ||
+	fail "restore from S3: $(cat "$T/out")"
+same "$T/s3img" "$T/img2"
+note "restores byte-exact; --from wrote $w chunks and zeroed $z of $nchunks"
+exit 0
