@@ -86,7 +86,7 @@ calc() { echo "scale=3; $*" | bc -l | sed 's/^\./0./; s/^-\./-0./'; }
 target() {
 	local verdict="not met"
 	[ "$(echo "$2 $3 $4" | bc -l)" = 1 ] && verdict=met
-	printf '  %-54s %8s  (target %s %s)  %s\n' "$1" "$2" "$3" "$4" "$verdict"
+	printf '  %-54s %8.3f  (target %s %s)  %s\n' "$1" "$2" "$3" "$4" "$verdict"
 }
 
 # median V...: the median of the values

@@ -181,7 +181,7 @@ m_restic() {
 m_restore() {
 	rm -f "$T/restored"
 	drop
-	timed "${CLIENT[@]}" "$REPO" restore "$R" bench/v s1 --to "$T/restored"
+	timed "${CLIENT[@]}" "$REPO" restore "$R" bench/v s1 --to "$T/restored" --jobs "$1"
 	MBS=$(mbps "$WALL")
 	if [ "${RCHECKED:-0}" = 0 ]; then
 		cmp "$T/restored" "$img" || fail "restored image differs"
