@@ -29,6 +29,7 @@ skipped() { [[ " $SKIP " == *" $1 "* ]]; }
 skipped restic || requires restic
 s3tool_build
 start_rgw
+# shellcheck disable=SC2154  # _pids: tests/functions.sh, start_rgw
 pin_server "${PIN:-0}" "${_pids[@]}"
 note "RGW at $S3_ENDPOINT; ${size} MiB image, P=$P, RUNS=$RUNS"
 
@@ -43,7 +44,7 @@ head -c "${size}M" /dev/urandom >"$img"
 "$S3TOOL" "s3://$S3_BUCKET/seed" delete-prefix "" || fail "delete seed"
 find "$T/objs/chunks" -type f | sort >"$T/files"
 nobj=$(wc -l <"$T/files")
-warm() { cat "$img" $(cat "$T/files") >/dev/null; }
+warm() { cat "$img" >/dev/null && xargs -a "$T/files" cat >/dev/null; }
 
 if ! skipped restic; then
 	export RESTIC_PASSWORD=bench-$RANDOM RESTIC_CACHE_DIR=$T/restic-cache
@@ -87,6 +88,7 @@ m_restic() {
 
 tools=(ingest put)
 skipped restic || tools+=(restic)
+# shellcheck disable=SC2034  # C: read through col()
 declare -A M=() C=() label=([ingest]="cbtfs-ingest (new repository)"
 	[put]="raw curl PUT of the same objects" [restic]="restic backup (new repository)")
 gib=$(calc "$size / 1024")
@@ -94,6 +96,7 @@ for ((run = 0; run < RUNS; run++)); do
 	for t in "${tools[@]}"; do
 		"m_$t" "$run"
 		M[$t.$run]=$MBS
+		# shellcheck disable=SC2034  # C: read through col()
 		C[$t.$run]=$(calc "$CPU / $gib")
 		note "run $((run + 1)) $t: $MBS MB/s, $CPU CPU-s"
 	done
@@ -106,8 +109,12 @@ ratio_stats() {
 	done
 	stats %.2f "${v[@]}"
 }
-col() { for ((run = 0; run < RUNS; run++)); do echo "${M[$1.$run]}"; done; }
-ccol() { for ((run = 0; run < RUNS; run++)); do echo "${C[$1.$run]}"; done; }
+# col NAME M|C: sets V to the runs' values of NAME in M (MB/s) or C (CPU)
+col() {
+	local -n a=$2
+	V=()
+	for ((run = 0; run < RUNS; run++)); do V+=("${a[$1.$run]}"); done
+}
 printf '\n%s MiB random image (%s chunk objects), Ceph RGW on 127.0.0.1, %s in flight, %s runs, %s\n' \
 	"$size" "$nobj" "$P" "$RUNS" \
 	"$([ "${PIN:-0}" = 1 ] && echo 'server on CPU 0, clients on CPU 1 (PIN=1)' || echo unpinned)"
@@ -116,12 +123,16 @@ printf '  %-36s %-20s %-18s %s\n' "" "MB/s min/med/max" "CPU-s/GiB median" "inge
 for t in "${tools[@]}"; do
 	rs=""
 	[ "$t" = ingest ] || rs=$(ratio_stats ingest "$t")
-	printf '  %-36s %-20s %-18s %s\n' "${label[$t]}" \
-		"$(stats %.0f $(col "$t") | tr ' ' /)" "$(median $(ccol "$t"))" \
-		"$(echo "$rs" | tr ' ' /)"
+	col "$t" M
+	mb=$(stats %.0f "${V[@]}" | tr ' ' /)
+	col "$t" C
+	printf '  %-36s %-20s %-18s %s\n' "${label[$t]}" "$mb" \
+		"$(median "${V[@]}")" "$(echo "$rs" | tr ' ' /)"
 done
-cpu_i=$(median $(ccol ingest))
-cpu_p=$(median $(ccol put))
+col ingest C
+cpu_i=$(median "${V[@]}")
+col put C
+cpu_p=$(median "${V[@]}")
 echo "  targets (medians of per-run ratios):"
 target "ingest / raw parallel PUT" "$(ratio_stats ingest put | awk '{ print $2 }')" ">=" 0.95
 skipped restic || target "ingest / restic backup" "$(ratio_stats ingest restic | awk '{ print $2 }')" ">=" 2

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # WALL, CPU, MBS...: set for the callers
 # What every benchmark starts with: the source and build trees, the
 # test helpers (tests/functions.sh: $T, start_rgw, cleanup traps), and the
 # measuring helpers below.  Source it first: . "$(dirname "$0")/lib.sh"

@@ -252,8 +252,13 @@ for pin in $PINS; do
 			"$(stats %.0f "${vals[@]}" | tr ' ' /)" \
 			"$(median "${cpus[@]}")" "$(echo "$rs" | tr ' ' /)"
 	done
-	cpu_c=$(median $(for ((run = 0; run < RUNS; run++)); do echo "${C[cbtfs.$run]}"; done))
-	cpu_v=$(median $(for ((run = 0; run < RUNS; run++)); do echo "${C[vreader.$run]}"; done))
+	cc=() cv=()
+	for ((run = 0; run < RUNS; run++)); do
+		cc+=("${C[cbtfs.$run]}")
+		cv+=("${C[vreader.$run]}")
+	done
+	cpu_c=$(median "${cc[@]}")
+	cpu_v=$(median "${cv[@]}")
 	echo "  targets (medians of per-run ratios):"
 	target "cbtfs / verifying reader" "$(ratio_median cbtfs vreader)" ">=" 0.9
 	skipped s3backer || target "cbtfs / s3backer tuned" "$(ratio_median cbtfs s3backer)" ">=" 1.5

@@ -30,7 +30,6 @@ requires_root
 requires_fuse
 requires bc
 requires /usr/bin/time
-size=$DATA	# for mbps
 
 img=$T/disk.img
 truncate -s "$CAP" "$img" || fail "cannot make a $CAP sparse file in $T"
