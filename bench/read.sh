@@ -14,8 +14,9 @@
 #              repository in a bucket of the same RGW (same server, same
 #              network path and the same cold-client rules as the others;
 #              a local-directory repository would not measure S3 reads)
-#   restore    cbtfs-repo restore to a new file, and restic restore of the
-#              same image, when cbtfs-repo has restore
+#   restore    cbtfs-repo restore --jobs P to a new file, and restic
+#              restore of the same image, when cbtfs-repo has restore; both
+#              write to tmpfs (RESTORE_DIR, default in /dev/shm)
 # Each is run RUNS times (default 3), interleaved, after dropping the page
 # cache; printed as min/median/max MB/s, with per-run ratios (min/median/
 # max) against cbtfs and the targets, met or not met.  That is done
@@ -106,6 +107,15 @@ if ! skipped restic; then
 fi
 RESTORE=0
 has_restore && RESTORE=1
+# restores write to tmpfs (RESTORE_DIR, default a new directory in
+# /dev/shm): the readers they are compared with write nothing, so a disk's
+# writeback must not be what is measured
+if [ -n "${RESTORE_DIR:-}" ]; then
+	RD=$RESTORE_DIR
+else
+	RD=$(mktemp -d /dev/shm/cbtfs-bench.XXXXXX) || RD=$T
+	[ "$RD" = "$T" ] || cleanup_fn rm -rf "$RD"
+fi
 [ $RESTORE = 1 ] || note "restore: not built (cbtfs-repo has no restore command)"
 
 # ---- one cold read each: every m_* sets MBS (MB/s) and CPU (seconds) ----
@@ -179,22 +189,22 @@ m_restic() {
 	CPU=$(calc "$CPU + $c1 - $c0")
 }
 m_restore() {
-	rm -f "$T/restored"
+	rm -f "$RD/restored"
 	drop
-	timed "${CLIENT[@]}" "$REPO" restore "$R" bench/v s1 --to "$T/restored" --jobs "$1"
+	timed "${CLIENT[@]}" "$REPO" restore "$R" bench/v s1 --to "$RD/restored" --jobs "$1"
 	MBS=$(mbps "$WALL")
 	if [ "${RCHECKED:-0}" = 0 ]; then
-		cmp "$T/restored" "$img" || fail "restored image differs"
+		cmp "$RD/restored" "$img" || fail "restored image differs"
 		RCHECKED=1
 	fi
-	rm -f "$T/restored"
+	rm -f "$RD/restored"
 }
 m_resticrestore() {
-	rm -rf "$T/rr"
+	rm -rf "$RD/rr"
 	drop
-	timed "${CLIENT[@]}" restic -r "$RR" restore latest --target "$T/rr"
+	timed "${CLIENT[@]}" restic -r "$RR" restore latest --target "$RD/rr"
 	MBS=$(mbps "$WALL")
-	rm -rf "$T/rr"
+	rm -rf "$RD/rr"
 }
 
 tools=(cbtfs vreader get)
@@ -207,7 +217,7 @@ declare -A label=([cbtfs]="cold dd from the cbtfs mount"
 	[get]="raw curl GET (not verified)"
 	[s3backer]="cold dd from s3backer (tuned)"
 	[restic]="restic mount + cold dd"
-	[restore]="cbtfs-repo restore to a file"
+	[restore]="cbtfs-repo restore to a tmpfs file"
 	[resticrestore]="restic restore to a directory")
 
 # ratio_stats A B: min/median/max over runs of A's MB/s / B's MB/s
