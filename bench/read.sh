@@ -321,9 +321,10 @@ set title 'Cold read of a $size MiB image from Ceph RGW on 127.0.0.1 ($([ "$pin"
 set xlabel 'parallelism P (requests in flight)'
 set ylabel 'MB/s'
 set logscale x 2
-set xtics (1, 2, 4, 8, 16)
+set xrange [0.8:$(($(printf '%s\n' $PS | sort -n | tail -1) * 5 / 4 + 1))]
+set xtics ($(echo $PS | tr ' ' ,))
 set yrange [0:*]
-set key top left
+set key bottom right
 set grid
 plot $plot
 GP
