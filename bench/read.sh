@@ -21,7 +21,7 @@
 # cache; printed as min/median/max MB/s, with per-run ratios (min/median/
 # max) against cbtfs and the targets, met or not met.  That is done
 # unpinned and with the server on CPU 0 and every client on CPU 1 (PIN=0
-# or PIN=1 picks one; default both).  Then one cold read (SWEEP_RUNS) per
+# or PIN=1 picks one; default both).  Then the median of SWEEP_RUNS (3) per
 # parallelism P in PS (default 1 2 4 8 16) for cbtfs, vreader, raw GET and
 # s3backer, plotted with gnuplot to OUT (default /tmp/cbtfs-bench/read.png;
 # the data beside it, .dat).
@@ -35,7 +35,7 @@ P=${2:-8}
 RUNS=${RUNS:-3}
 PINS=${PIN:-0 1}
 PS=${PS:-1 2 4 8 16}
-SWEEP_RUNS=${SWEEP_RUNS:-1}
+SWEEP_RUNS=${SWEEP_RUNS:-3}
 OUT=${OUT:-/tmp/cbtfs-bench/read.png}
 SKIP=${SKIP:-}
 requires_root
