@@ -1,0 +1,71 @@
+#!/bin/bash
+# Cold reads from an S3 mount: a random image ingested once into a
+# throw-away local Ceph RGW, then RUNS times a fresh mount, caches dropped,
+# dd bs=1M of the whole image.  Reports MB/s, the mount's CPU seconds
+# (user + system, from /proc/PID/stat) per GiB read, its peak RSS (VmHWM)
+# and the store GETs of the read (from the unmount summary), each as
+# min, median and max.
+# Usage: bench/mount.sh [SIZE_MIB [RUNS [OPTIONS]]]
+#   (default 1024 MiB, 3 runs, OPTIONS the -o of the mount: jobs=8,
+#   readahead=16).  CBTFS_BIN=path mounts with another build of cbtfs (to
+#   compare before and after).  PIN=1 runs the Ceph daemons on CPU 0 and
+#   the mount and dd on CPU 1.
+# Needs root (drops page caches), /dev/fuse, bc and the Ceph packages.
+. "$(dirname "$0")/lib.sh"
+size=${1:-1024}
+runs=${2:-3}
+mopts=${3:-jobs=8,readahead=16}
+CBTFS=${CBTFS_BIN:-$CBTFS}
+requires_fuse
+requires bc
+start_rgw
+CLIENT=()
+if [ "${PIN:-0}" = 1 ]; then
+	[ "$(nproc)" -ge 2 ] || fail "PIN=1 needs 2 CPUs"
+	for p in "${_pids[@]}"; do
+		taskset -a -p -c 0 "$p" >/dev/null || fail "taskset $p"
+	done
+	CLIENT=(taskset -c 1)
+fi
+
+img=$T/disk.img
+head -c "${size}M" /dev/urandom >"$img"
+R=s3://$S3_BUCKET/bench
+"$REPO" init "$R" >/dev/null || fail "init"
+"$INGEST" --repo "$R" --volume bench/v --snapshot s1 --device "$img" \
+	--jobs 8 --no-progress >/dev/null || fail "ingest"
+tck=$(getconf CLK_TCK)
+
+# cpu_ticks PID: utime + stime of every thread of PID so far
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+MNT=$T/mnt
+rates=() cpus=() hwms=() gets=()
+for ((n = 1; n <= runs; n++)); do
+	start_mount "$R" "$MNT" -o "$mopts"
+	[ "${PIN:-0}" = 1 ] && taskset -a -p -c 1 "$MOUNT_PID" >/dev/null
+	drop
+	c0=$(cpu_ticks "$MOUNT_PID")
+	t=$(secs "${CLIENT[@]}" dd if="$MNT/bench/v/s1.img" of=/dev/null bs=1M)
+	c1=$(cpu_ticks "$MOUNT_PID")
+	hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$MOUNT_PID/status")
+	[ $n = 1 ] && { cmp "$MNT/bench/v/s1.img" "$img" ||
+		fail "the image read back differs"; }
+	stop_mount "$MNT"
+	g=$(sed -n 's/.* store \([0-9]*\) requests.*/\1/p' "$MOUNT_LOG")
+	rates+=("$(mbps "$t")")
+	cpus+=("$(echo "($c1 - $c0) / $tck * 1024 / $size" | bc -l)")
+	hwms+=("$((hwm / 1024))")
+	gets+=("${g:-0}")
+	note "run $n: $(mbps "$t") MB/s, $(printf %.2f "${cpus[-1]}") CPU s/GiB," \
+		"VmHWM ${hwms[-1]} MiB, ${gets[-1]} store requests"
+done
+
+printf '\n%s MiB random image, Ceph RGW on 127.0.0.1, -o %s, %s runs%s\n' \
+	"$size" "$mopts" "$runs" \
+	"$([ "${PIN:-0}" = 1 ] && echo ', server on CPU 0, client on CPU 1')"
+printf '%-28s %s\n' "" "min median max"
+printf '%-28s %s\n' "cold dd MB/s" "$(stats %.1f "${rates[@]}")"
+printf '%-28s %s\n' "mount CPU s per GiB" "$(stats %.2f "${cpus[@]}")"
+printf '%-28s %s\n' "mount VmHWM MiB" "$(stats %d "${hwms[@]}")"
+printf '%-28s %s\n' "store requests" "$(stats %d "${gets[@]}")"
