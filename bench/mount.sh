@@ -49,6 +49,10 @@ for ((n = 1; n <= runs; n++)); do
 	t=$(secs "${CLIENT[@]}" dd if="$MNT/bench/v/s1.img" of=/dev/null bs=1M)
 	c1=$(cpu_ticks "$MOUNT_PID")
 	hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$MOUNT_PID/status")
+	# the mount's own counters, where it has them
+	detail=$(awk '/^cbtfs_(store_gets|cache_misses|cache_hits|readahead_chunks|readahead_dropped|store_retries)/ {
+		sub(/^cbtfs_/, ""); sub(/_total/, ""); printf "%s %s, ", $1, $2 }' \
+		"$MNT/.stats" 2>/dev/null)
 	[ $n = 1 ] && { cmp "$MNT/bench/v/s1.img" "$img" ||
 		fail "the image read back differs"; }
 	stop_mount "$MNT"
@@ -58,7 +62,7 @@ for ((n = 1; n <= runs; n++)); do
 	hwms+=("$((hwm / 1024))")
 	gets+=("${g:-0}")
 	note "run $n: $(mbps "$t") MB/s, $(printf %.2f "${cpus[-1]}") CPU s/GiB," \
-		"VmHWM ${hwms[-1]} MiB, ${gets[-1]} store requests"
+		"VmHWM ${hwms[-1]} MiB, ${gets[-1]} store requests${detail:+; $detail}"
 done
 
 printf '\n%s MiB random image, Ceph RGW on 127.0.0.1, -o %s, %s runs%s\n' \
