@@ -4,16 +4,21 @@
  * Entries live in a hash table (chained).  An entry is LOADING while one
  * thread fetches it, READY after.  Readers pin an entry (refs) while
  * copying out of it, outside the lock; pinned entries are never evicted.
- * A READY unpinned entry is on one of two lists: cc->read (entries read at
- * least once, least recently read first) or cc->fresh (loaded ahead and not
- * read yet, oldest first).  Eviction takes from cc->read first.
+ * A READY unpinned entry is on one of three lists: cc->done (read ahead,
+ * then read to its end: a sequential reader went past it, and the kernel's
+ * page cache holds it now), cc->read (other entries read at least once,
+ * least recently read first) or cc->fresh (read ahead and not read yet,
+ * oldest first).  Eviction takes from cc->done, cc->read, cc->fresh in
+ * this order.
  *
  * Buffers: every entry owns one struct buf; there are at most max_bufs of
  * them, each of capacity buf_cap (a chunk's largest frame).  A load takes
- * a spare buffer, or allocates one while under the bound, or evicts an
- * entry and takes its buffer; a reader that finds every buffer pinned
- * waits for cc->room.  A read-ahead may only take a spare, a new buffer or
- * a read entry's: otherwise it is dropped.
+ * a spare buffer, or a done entry's (warm pages: a sequential read then
+ * cycles through a few buffers instead of faulting in the whole cache),
+ * or allocates one while under the bound, or evicts a read entry (and, for
+ * a reader, a fresh one) and takes its buffer; a reader that finds every
+ * buffer pinned waits for cc->room.  A read-ahead that finds no buffer is
+ * dropped.
  *
  * Prefetch: a bounded ring of ids and a few worker threads; a worker loads
  * an id exactly as a missing read would, then leaves it unpinned on
@@ -45,6 +50,8 @@ struct entry {
 	enum entry_state state;
 	int err;		/* when a load failed: readers take it */
 	bool was_read;		/* which list it goes back to */
+	bool ahead;		/* loaded by a read-ahead */
+	bool done;		/* read ahead, then read to its end */
 	unsigned refs;
 	struct buf data;
 	size_t off;		/* where the chunk's bytes begin in data */
@@ -65,7 +72,8 @@ struct chunk_cache {
 	pthread_cond_t loaded;
 	pthread_cond_t room;
 	struct entry *bucket[NBUCKETS];
-	struct entry read;	/* sentinels: .next is the oldest */
+	struct entry done;	/* sentinels: .next is the oldest */
+	struct entry read;
 	struct entry fresh;
 	size_t n_entries;
 	uint64_t hits, misses, prefetched, dropped, errors;
@@ -99,6 +107,7 @@ struct chunk_cache *chunk_cache_create(struct repo *repo, size_t max_bytes,
 	pthread_cond_init(&cc->loaded, NULL);
 	pthread_cond_init(&cc->room, NULL);
 	pthread_cond_init(&cc->queued, NULL);
+	cc->done.prev = cc->done.next = &cc->done;
 	cc->read.prev = cc->read.next = &cc->read;
 	cc->fresh.prev = cc->fresh.next = &cc->fresh;
 	cc->spare = calloc(cc->max_bufs, sizeof(*cc->spare));
@@ -218,8 +227,9 @@ static bool evict_from(struct chunk_cache *cc, struct entry *head,
 }
 
 /*
- * A buffer for a load: a spare, a new one under the bound, or an evicted
- * entry's (a read one; for a reader, else a fresh one).  false: none now.
+ * A buffer for a load: a spare, a done entry's, a new one under the bound,
+ * or an evicted entry's (a read one; for a reader, else a fresh one).
+ * false: none now.
  */
 static bool take_buf(struct chunk_cache *cc, bool reader, struct buf *b)
 {
@@ -228,6 +238,8 @@ static bool take_buf(struct chunk_cache *cc, bool reader, struct buf *b)
 		*b = cc->spare[--cc->n_spare];
 		return true;
 	}
+	if (evict_from(cc, &cc->done, b))
+		return true;
 	if (cc->n_bufs < cc->max_bufs) {
 		cc->n_bufs++;
 		return true;	/* the store allocates it, once */
@@ -249,7 +261,8 @@ static void unpin(struct chunk_cache *cc, struct entry *e, bool reader)
 		free(e);
 		return;
 	}
-	list_push(e->was_read ? &cc->read : &cc->fresh, e);
+	list_push(e->done ? &cc->done : e->was_read ? &cc->read : &cc->fresh,
+		  e);
 	pthread_cond_broadcast(&cc->room);
 }
 
@@ -339,6 +352,8 @@ int chunk_cache_read(struct chunk_cache *cc,
 		memcpy(dst, e->data.data + e->off + off, len);
 
 	pthread_mutex_lock(&cc->lock);
+	if (e->ahead && off + len == e->data.len - e->off)
+		e->done = true;
 	unpin(cc, e, true);
 	pthread_mutex_unlock(&cc->lock);
 	return err;
@@ -396,8 +411,10 @@ static void *prefetch_worker(void *arg)
 		}
 		cc->prefetched++;
 		e = load(cc, id, &b);
-		if (e != NULL)
+		if (e != NULL) {
+			e->ahead = true;
 			unpin(cc, e, false);
+		}
 	}
 	pthread_mutex_unlock(&cc->lock);
 	return NULL;

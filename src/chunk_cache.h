@@ -6,10 +6,13 @@
  * them, so what the cache holds is what it costs (no fresh pages per
  * chunk, no heap growth).
  *
- * Eviction: chunks that were read go first (least recently read first),
- * then chunks read ahead that nobody has read yet (oldest first).  A
- * read-ahead never pushes out another read-ahead: when only those are
- * left it is dropped, so a small cache does not fetch a chunk twice.
+ * Eviction: chunks read ahead and then read to their end go first (a
+ * sequential reader is past them; their buffers are reused before new ones
+ * are allocated, so such a read cycles through a few warm buffers), then
+ * other chunks that were read (least recently read first), then chunks
+ * read ahead that nobody has read yet (oldest first).  A read-ahead never
+ * pushes out another read-ahead: when only those are left it is dropped,
+ * so a small cache does not fetch a chunk twice.
  *
  * Reads of the same chunk by several threads fetch it once: the first
  * reader loads it while the others wait for that load (single flight).  A

@@ -5,7 +5,7 @@
 # misses once and GETs once per stored chunk, holes cost nothing, a read of
 # a corrupt chunk counts an error (and its damage record is written by the
 # background thread while mounted); the file is replaced atomically and
-# written a last time at unmount.
+# written a last time at unmount.  libfuse's -o splice_* are accepted.
 . "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 requires_fuse
 requires /usr/bin/python3
@@ -29,7 +29,9 @@ for s in s1 s2; do
 done
 D=48
 
-start_mount "$R" "$MNT" -o readahead=0,metrics_file=$PROM,metrics_interval=1
+# libfuse's splice options are accepted (they change no byte)
+start_mount "$R" "$MNT" -o readahead=0,metrics_file=$PROM,metrics_interval=1 \
+	-o splice_read,splice_write,splice_move
 
 # .stats: hidden, read-only, well-formed
 ls -A "$MNT" | grep -q stats && fail ".stats is listed: $(ls -A "$MNT")"
