@@ -61,10 +61,12 @@ for ((n = 1; n <= runs; n++)); do
 		if [ "${PERF:-0}" = 1 ] && [ $n = 1 ]; then
 			kill -INT "$perf_pid"
 			wait "$perf_pid"
-			note "profile of $b (self, top 20):"
+			note "profile of $b (self, by library, then top symbols):"
 			perf report -i "$T/perf.data" --no-children --stdio \
-				--sort dso,sym 2>/dev/null | grep -E '^ +[0-9]' |
-				head -20
+				--sort dso 2>/dev/null | grep -E '^ +[0-9]' | head -8
+			perf report -i "$T/perf.data" --no-children --stdio \
+				--sort sym 2>/dev/null | grep -E '^ +[0-9]' |
+				grep -v ' 0x0' | head -20
 		fi
 		hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$MOUNT_PID/status")
 		# the mount's own counters, where it has them
