@@ -1,9 +1,11 @@
 #!/bin/bash
 # The mount's memory has a bound: with 30 images of a 1 TiB sparse volume
-# open at once (a million chunks of capacity each) and each read in turn
-# while all stay open, more data read than the cache holds, the daemon's
-# peak RSS (VmHWM) stays under cache_size + 64 MiB, and so does the
-# cache's own account of its buffers.  .stats says how many images and
+# open at once (a million chunks of capacity each) and read while all stay
+# open -- each in turn, then six at a time, then 4 KiB of every chunk
+# backwards (which fills the cache) -- more data read than the cache holds,
+# the daemon's peak RSS (VmHWM) stays under cache_size + 64 MiB (149 MiB
+# with cache_size=128M; the cache before recycled buffers: 325 MiB), and
+# the cache's own account of its buffers under cache_size.  .stats says how many images and
 # maps are open, and that the maps go with the last close.
 # (N, DATA, CACHE and CS override the sizes, to explore.)
 . "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
@@ -56,6 +58,19 @@ for ((i = N; i >= 1; i -= 6)); do
 		cmp "$T/out.$k" "$T/data.$k" || fail "s$k: data differs"
 	done
 done
+# last, 4 KiB from every chunk of data, backwards: no read-ahead, so the
+# chunks stay cached as read ones and the cache fills to its bound
+drop_caches
+/usr/bin/python3 - "$MNT/v" $N $DATA <<'PY' || fail "backward reads"
+import os, sys
+d, n, mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(n, 0, -1):
+    fd = os.open("%s/s%d.img" % (d, i), os.O_RDONLY)
+    for c in range(mib - 1, -1, -1):
+        if len(os.pread(fd, 4096, ((i * 2048) + c) << 20)) != 4096:
+            sys.exit("short read")
+    os.close(fd)
+PY
 
 read -r rss hwm < <(awk '/^VmRSS/ { r = $2 } /^VmHWM/ { h = $2 }
 	END { print r, h }' "/proc/$MOUNT_PID/status")
