@@ -15,6 +15,7 @@
 #include <signal.h>
 
 #include "array.h"
+#include "browse.h"
 #include "cli.h"
 #include "prune.h"
 #include "restore.h"
@@ -75,6 +76,13 @@ static void usage(void)
 "        delete the chunks no snapshot uses (of forgotten snapshots and\n"
 "        of ingests that stopped early), their damage records, and old\n"
 "        temporary files; refused while an ingest or forget runs\n"
+"  browse REPO VOLUME@SNAPSHOT MOUNTPOINT\n"
+"  browse --unmount MOUNTPOINT\n"
+"        (root) show the files of VOLUME's SNAPSHOT read-only at\n"
+"        MOUNTPOINT: a filesystem there, a partitioned disk as\n"
+"        MOUNTPOINT/pN.  A journal or log left dirty is replayed into a\n"
+"        throwaway local overlay; the repository is never written.  Uses\n"
+"        a cbtfs mount of REPO, or starts one; --unmount undoes it all\n"
 "\n"
 "Options:\n"
 "      --chunk-size SIZE  init: chunk size (e.g. 256K, 1M)\n"
@@ -116,7 +124,9 @@ static void usage(void)
 "                         skip the zero chunks\n"
 "      --verify           restore: read back what was written, and check\n"
 "                         it against the chunk ids\n"
-"      --cache-dir DIR    snapshots, reindex: where the local index lives\n"
+"      --unmount          browse: undo the browse at MOUNTPOINT\n"
+"      --cache-dir DIR    snapshots, reindex, restore, browse: where the\n"
+"                         local index lives (browse: and its overlay)\n"
 "                         (default $XDG_CACHE_HOME/cbtfs or ~/.cache/cbtfs)\n"
 "  -v, --verbose          more messages\n"
 "  -h, --help             show this help and exit\n"
@@ -152,6 +162,7 @@ enum {
 	OPT_FROM,
 	OPT_TARGET_ZEROED,
 	OPT_VERIFY,
+	OPT_UNMOUNT,
 	OPT_VERSION,	/* every command */
 	OPT_PASSWORD_FILE,	/* every command */
 };
@@ -182,6 +193,7 @@ static const struct option long_opts[] = {
 	{ "from", required_argument, NULL, OPT_FROM },
 	{ "target-zeroed", no_argument, NULL, OPT_TARGET_ZEROED },
 	{ "verify", no_argument, NULL, OPT_VERIFY },
+	{ "unmount", no_argument, NULL, OPT_UNMOUNT },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
@@ -992,6 +1004,38 @@ static int cmd_restore(const struct opts *o)
 	return err == 0 ? EXIT_OK : EXIT_FAIL;
 }
 
+/* ---- browse (browse.c) ------------------------------------------------- */
+
+static int cmd_browse(const struct opts *o)
+{
+	struct browse_conf conf = {
+		.repo = o->repo,
+		.store = &o->store,
+		.password_file = o->pass.file,
+		.cache_dir = o->cache_dir,
+	};
+	struct opts snap = *o;
+	char volume[256];
+
+	if (o->given & OPT_BIT(OPT_UNMOUNT)) {
+		if (o->n_operands > 0)
+			return cli_usage_error(prog, "browse --unmount: give "
+					       "only the MOUNTPOINT");
+		return browse_stop(o->repo) == 0 ? EXIT_OK : EXIT_FAIL;
+	}
+	snap.n_operands = 1;
+	if (o->n_operands != 2 ||
+	    snapshot_operands(&snap, volume, sizeof(volume), &conf.volume,
+			      &conf.snapshot) != 0)
+		return cli_usage_error(prog, "browse: give REPO "
+				       "VOLUME@SNAPSHOT MOUNTPOINT");
+	if (repo_check_volume_name(conf.volume) != 0 ||
+	    repo_check_snapshot_name(conf.snapshot) != 0)
+		return EXIT_USAGE;
+	conf.mountpoint = o->operands[1];
+	return browse_start(&conf) == 0 ? EXIT_OK : EXIT_FAIL;
+}
+
 /* ---- reindex, and the commands ----------------------------------------- */
 
 static int cmd_reindex(const struct opts *o)
@@ -1047,6 +1091,8 @@ static const struct command {
 		  OPT_BIT(OPT_FROM) | OPT_BIT(OPT_TARGET_ZEROED) |
 		  OPT_BIT(OPT_VERIFY) | OPT_BIT(OPT_CACHE_DIR) |
 		  TAKES_OPERANDS },
+	{ "browse", cmd_browse,
+	  OPT_BIT(OPT_UNMOUNT) | OPT_BIT(OPT_CACHE_DIR) | TAKES_OPERANDS },
 };
 
 /* "--volume" for OPT_VOLUME. */
@@ -1149,6 +1195,8 @@ int main(int argc, char *argv[])
 			break;
 		case OPT_VERIFY:
 			o.verify = true;
+			break;
+		case OPT_UNMOUNT:
 			break;
 		case 'v':
 			verbose++;
