@@ -73,25 +73,49 @@ static int pathf(char *out, size_t size, const char *fmt, ...)
 	return ENAMETOOLONG;
 }
 
-/* Runs argv (looked up in PATH) and waits; its exit status, or -1 after
- * logging why it could not run or how it died. */
-static int run(char *const argv[])
+/*
+ * Runs argv (looked up in PATH) and waits; its exit status, or -1 after
+ * logging why it could not run or how it died.  If quiet, what it prints
+ * is shown only when it fails (FUSE drivers chatter).
+ */
+static int run(char *const argv[], bool quiet)
 {
+	posix_spawn_file_actions_t fa;
+	FILE *out = quiet ? tmpfile() : NULL;
 	pid_t pid;
-	int st, err;
+	int st, err, rc = -1;
 
-	err = posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ);
+	posix_spawn_file_actions_init(&fa);
+	if (out != NULL) {
+		posix_spawn_file_actions_adddup2(&fa, fileno(out),
+						 STDOUT_FILENO);
+		posix_spawn_file_actions_adddup2(&fa, fileno(out),
+						 STDERR_FILENO);
+	}
+	err = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
 	if (err != 0) {
 		log_error("cannot run %s: %s", argv[0], ERRSTR(err));
+		if (out != NULL)
+			fclose(out);
 		return -1;
 	}
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
-			return -1;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
 	if (WIFEXITED(st))
-		return WEXITSTATUS(st);
-	log_error("%s was killed by signal %d", argv[0], WTERMSIG(st));
-	return -1;
+		rc = WEXITSTATUS(st);
+	else
+		log_error("%s was killed by signal %d", argv[0], WTERMSIG(st));
+	if (out != NULL && rc != 0) {
+		char line[512];
+
+		rewind(out);
+		while (fgets(line, sizeof(line), out) != NULL)
+			fputs(line, stderr);
+	}
+	if (out != NULL)
+		fclose(out);
+	return rc;
 }
 
 /* "\040" and friends of /proc/self/mountinfo, decoded in place */
@@ -234,6 +258,7 @@ struct state {
 	char dir[PATH_MAX];	/* RUN_DIR/KEY */
 	char file[PATH_MAX];
 	int fd;
+	const char *pause;	/* $CBTFS_BROWSE_PAUSE: a line's start */
 };
 
 /* KEY: FNV-1a of the mount point's absolute path */
@@ -247,6 +272,7 @@ static void state_paths(struct state *s, const char *mountpoint)
 	snprintf(s->dir, sizeof(s->dir), RUN_DIR "/%016" PRIx64, h);
 	pathf(s->file, sizeof(s->file), "%s/state", s->dir);
 	s->fd = -1;
+	s->pause = getenv("CBTFS_BROWSE_PAUSE");
 }
 
 static int state_add(struct state *s, const char *fmt, ...)
@@ -268,6 +294,10 @@ static int state_add(struct state *s, const char *fmt, ...)
 		err = errno ? errno : EIO;
 	if (err != 0)
 		log_error("cannot write %s: %s", s->file, ERRSTR(err));
+	/* for tests: stop here, to be killed with this much done */
+	if (err == 0 && s->pause != NULL &&
+	    strncmp(line, s->pause, strlen(s->pause)) == 0)
+		raise(SIGSTOP);
 	return err;
 }
 
@@ -503,7 +533,7 @@ static int repo_mount(const struct browse_conf *conf, struct state *s,
 	CBTFS_OPT(so && so->timeout > 0, "timeout=%u", so->timeout)
 #undef CBTFS_OPT
 	argv[n] = NULL;
-	if (run(argv) != 0) {
+	if (run(argv, false) != 0) {
 		log_error("could not mount repository %s with %s (see "
 			  "above)", conf->repo, prog);
 		return EIO;
@@ -802,7 +832,7 @@ static int abs_mountpoint(const char *mp, char *out, bool create)
 
 /*
  * A state at s left by an earlier browse: refused if that one finished
- * (and is still mounted) or still runs, else undone.  0 or an errno.
+ * and is still mounted, or still runs; else undone.  0 or an errno.
  */
 static int earlier_state(struct state *s, const char *mp)
 {
@@ -823,6 +853,12 @@ static int earlier_state(struct state *s, const char *mp)
 	    proc_id_state(&owner) == PROC_ALIVE) {
 		log_error("another browse (pid %ld) is setting up %s", owner.pid,
 			  mp);
+		lines_free(&l);
+		return EBUSY;
+	}
+	if (state_value(&l, "done") != NULL && mounted_at(mp, NULL)) {
+		log_error("%s is in use: a browse is mounted there; "
+			  "'cbtfs-repo browse --unmount %s' it first", mp, mp);
 		lines_free(&l);
 		return EBUSY;
 	}
@@ -888,10 +924,13 @@ static int start_overlay(const struct browse_conf *conf, struct state *s,
 		setsid();
 		signal(SIGINT, SIG_IGN);
 		signal(SIGHUP, SIG_IGN);
-		/* errors before the mount reach the terminal; later ones
-		 * syslog */
-		if (null >= 0)
+		/* errors before the mount reach the terminal; the server
+		 * then lets go of it (see overlay_serve) */
+		if (null >= 0) {
 			dup2(null, STDIN_FILENO);
+			dup2(null, STDOUT_FILENO);
+			close(null);
+		}
 		_exit(overlay_serve(&oc) == 0 ? 0 : 1);
 	}
 	for (i = 0; i < 200; i++) {
@@ -929,7 +968,7 @@ static int mount_fs(const struct browse_conf *conf, struct state *s,
 		snprintf(opts, sizeof(opts), "ro,fsname=" TAG ":%s@%s%s%s",
 			 conf->volume, conf->snapshot, fs->name[0] ? "/" : "",
 			 fs->name);
-		if (run(argv) != 0) {
+		if (run(argv, true) != 0) {
 			log_error("%s: %s could not mount the %s filesystem "
 				  "(see above)", dir, fs->helper, fs->type);
 			return EIO;
@@ -958,9 +997,9 @@ static void print_fs(const char *mp, const struct fs *fs, bool parted)
 	snprintf(where, sizeof(where), "%s%s%s", mp, parted ? "/" : "",
 		 fs->name);
 	if (fs->mounted)
-		printf("  %-28s %-6s %10s%s%s\n", where, fs->type,
+		printf("  %-28s %-6s %10s%s%s%s\n", where, fs->type,
 		       HUMAN(fs->size), fs->helper ? "  (with " : "",
-		       fs->helper ? fs->helper : "");
+		       fs->helper ? fs->helper : "", fs->helper ? ")" : "");
 	else
 		printf("  %-28s %-6s %10s  skipped: %s\n",
 		       parted ? fs->name : where,
@@ -1117,16 +1156,13 @@ int browse_start(const struct browse_conf *conf)
 	    (err = abs_mountpoint(conf->mountpoint, mp, true)) != 0)
 		return err;
 	state_paths(&s, mp);
-	if (mounted_at(mp, &m)) {
-		bool mine = access(s.file, F_OK) == 0;
-
-		log_error("%s is in use: %s is mounted there (%s)%s", mp,
-			  m.source, m.type, mine ? "; 'cbtfs-repo browse "
-			  "--unmount' it first" : "");
-		return EBUSY;
-	}
 	if ((err = earlier_state(&s, mp)) != 0)
 		return err;
+	if (mounted_at(mp, &m)) {
+		log_error("%s is in use: %s is mounted there (%s)", mp,
+			  m.source, m.type);
+		return EBUSY;
+	}
 	if ((err = mkdirs(s.dir)) != 0)
 		return err;
 	s.fd = open(s.file, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC,

@@ -308,6 +308,10 @@ int overlay_serve(const struct overlay_conf *conf)
 		goto out;
 	if (fuse_mount(fuse, conf->mountpoint) != 0)
 		goto out_destroy;
+	/* from here on, nobody waits for its output: syslog, and free the
+	 * caller's terminal or pipe */
+	log_use_syslog();
+	dup2(STDIN_FILENO, STDERR_FILENO);
 	err = fuse_loop_mt(fuse, &loop) == 0 ? 0 : EIO;
 	fuse_unmount(fuse);
 out_destroy:
