@@ -95,7 +95,9 @@ static int ov_open(const char *path, struct fuse_file_info *fi)
 		return -ENOENT;
 	if (fi->flags & O_TRUNC)
 		return -EPERM;
-	fi->keep_cache = 1;
+	/* the filesystem above caches what it reads; a second cache here
+	 * would only double the memory */
+	fi->direct_io = 1;
 	return 0;
 }
 
