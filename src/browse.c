@@ -453,6 +453,9 @@ static int match_repo(const struct mnt *m, void *arg)
 	    strncmp(m->source, "cbtfs:", 6) != 0 ||
 	    strncmp(m->dir, RUN_DIR "/", strlen(RUN_DIR) + 1) == 0)
 		return 0;	/* not cbtfs, or another browse's own */
+	/* root cannot enter another user's mount without allow_other */
+	if (access(m->dir, X_OK) != 0)
+		return 0;
 	if (strcmp(src, f->repo) == 0 ||
 	    (f->real[0] != '\0' && src[0] == '/' &&
 	     realpath(src, real) != NULL && strcmp(real, f->real) == 0)) {
