@@ -598,6 +598,16 @@ static int loop_attach(const char *path, char *dev, size_t size, int *fdp)
 			break;
 		}
 		err = errno;
+		/* kernels before 5.8: the same in two steps */
+		if ((err == EINVAL || err == ENOTTY) &&
+		    ioctl(fd, LOOP_SET_FD, back) == 0) {
+			if (ioctl(fd, LOOP_SET_STATUS64, &lc.info) == 0) {
+				err = 0;
+				break;
+			}
+			err = errno;
+			ioctl(fd, LOOP_CLR_FD, 0);
+		}
 		close(fd);
 		fd = -1;
 		if (err != EBUSY)
