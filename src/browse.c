@@ -456,9 +456,16 @@ static int match_repo(const struct mnt *m, void *arg)
 	/* root cannot enter another user's mount without allow_other */
 	if (access(m->dir, X_OK) != 0)
 		return 0;
-	if (strcmp(src, f->repo) == 0 ||
-	    (f->real[0] != '\0' && src[0] == '/' &&
-	     realpath(src, real) != NULL && strcmp(real, f->real) == 0)) {
+	/*
+	 * An S3 repository by its URL; a directory by its real path, so
+	 * only a mount that named it by an absolute path (a relative one
+	 * was relative to a directory unknown here)
+	 */
+	if (strncmp(src, "file://", 7) == 0)
+		src += 7;
+	if (f->real[0] == '\0' ? strcmp(src, f->repo) == 0
+			       : src[0] == '/' && realpath(src, real) != NULL &&
+				 strcmp(real, f->real) == 0) {
 		snprintf(f->dir, sizeof(f->dir), "%s", m->dir);
 		return 1;
 	}
