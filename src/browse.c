@@ -28,13 +28,13 @@
 #include <limits.h>
 #include <linux/loop.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -46,8 +46,6 @@
 #include "browse_overlay.h"
 #include "index.h"
 #include "util.h"
-
-extern char **environ;
 
 #define RUN_DIR "/run/cbtfs/browse"
 #define TAG "cbtfs-browse"
@@ -76,37 +74,56 @@ static int pathf(char *out, size_t size, const char *fmt, ...)
 /*
  * Runs argv (looked up in PATH) and waits; its exit status, or -1 after
  * logging why it could not run or how it died.  If quiet, what it prints
- * is shown only when it fails (FUSE drivers chatter).
+ * is shown only when it fails (FUSE drivers chatter).  The program is
+ * killed if browse dies first, so that a killed setup leaves no helper
+ * behind that mounts after the undo (once it has daemonized, its server
+ * lives on).
  */
 static int run(char *const argv[], bool quiet)
 {
-	posix_spawn_file_actions_t fa;
 	FILE *out = quiet ? tmpfile() : NULL;
-	pid_t pid;
-	int st, err, rc = -1;
+	pid_t parent = getpid(), pid;
+	int pfd[2], st, err = 0, rc = -1;
 
-	posix_spawn_file_actions_init(&fa);
-	if (out != NULL) {
-		posix_spawn_file_actions_adddup2(&fa, fileno(out),
-						 STDOUT_FILENO);
-		posix_spawn_file_actions_adddup2(&fa, fileno(out),
-						 STDERR_FILENO);
-	}
-	err = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	if (err != 0) {
+	if (pipe2(pfd, O_CLOEXEC) != 0) {
+		err = errno;
 		log_error("cannot run %s: %s", argv[0], ERRSTR(err));
 		if (out != NULL)
 			fclose(out);
 		return -1;
 	}
-	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-		;
-	if (WIFEXITED(st))
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		if (out != NULL) {
+			dup2(fileno(out), STDOUT_FILENO);
+			dup2(fileno(out), STDERR_FILENO);
+		}
+		execvp(argv[0], argv);
+		err = errno;
+		if (write(pfd[1], &err, sizeof(err)) < 0)
+			_exit(126);
+		_exit(127);
+	}
+	if (pid < 0)
+		err = errno;
+	close(pfd[1]);
+	if (pid > 0 && read(pfd[0], &err, sizeof(err)) != sizeof(err))
+		err = 0;	/* the pipe closed at exec */
+	close(pfd[0]);
+	if (pid > 0)
+		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+			;
+	if (err != 0)
+		log_error("cannot run %s: %s", argv[0], ERRSTR(err));
+	else if (WIFEXITED(st))
 		rc = WEXITSTATUS(st);
 	else
 		log_error("%s was killed by signal %d", argv[0], WTERMSIG(st));
-	if (out != NULL && rc != 0) {
+	if (out != NULL && rc > 0) {
 		char line[512];
 
 		rewind(out);
@@ -278,12 +295,25 @@ static void state_paths(struct state *s, const char *mountpoint)
 static int state_add(struct state *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* SIGINT, SIGTERM or SIGHUP during a setup, which stops and undoes it */
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+	interrupted = sig;
+}
+
 static int state_add(struct state *s, const char *fmt, ...)
 {
 	char line[PATH_MAX + 32];
 	va_list ap;
 	int n, err = 0;
 
+	if (interrupted) {
+		log_error("interrupted by signal %d: undoing the browse",
+			  (int)interrupted);
+		return EINTR;
+	}
 	va_start(ap, fmt);
 	n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
 	va_end(ap);
@@ -378,6 +408,42 @@ static bool ours(const struct state *s, const struct mnt *m)
 	return yes;
 }
 
+struct sweep {
+	const struct state *s;
+	const char *dir;
+	size_t len;
+	char deepest[PATH_MAX];	/* out: "" if none */
+};
+
+static int match_below(const struct mnt *m, void *arg)
+{
+	struct sweep *w = arg;
+
+	if (strncmp(m->dir, w->dir, w->len) == 0 && m->dir[w->len] == '/' &&
+	    strlen(m->dir) > strlen(w->deepest) && ours(w->s, m))
+		snprintf(w->deepest, sizeof(w->deepest), "%s", m->dir);
+	return 0;
+}
+
+/*
+ * Unmounts dir, after any mount of browse below it (deepest first): the
+ * state records each, but one may have been made just after its line's
+ * undo.  0 or an errno (not logged).
+ */
+static int unmount_tree(const struct state *s, const char *dir)
+{
+	struct sweep w = { .s = s, .dir = dir, .len = strlen(dir) };
+	int i;
+
+	for (i = 0; i < MAX_FS; i++) {
+		w.deepest[0] = '\0';
+		each_mount(match_below, &w);
+		if (w.deepest[0] == '\0' || unmount(w.deepest) != 0)
+			break;
+	}
+	return unmount(dir);
+}
+
 /*
  * Undoes the objects l records, newest first; removes the state if all
  * went.  Returns 0 or EBUSY after logging each object that remains.
@@ -405,7 +471,7 @@ static int undo(struct state *s, const struct lines *l)
 			   strncmp(l->v[i], "cbtfs ", 6) != 0) {
 			continue;
 		}
-		if ((err = unmount(v)) != 0) {
+		if ((err = unmount_tree(s, v)) != 0) {
 			log_error("cannot unmount %s: %s%s", v, ERRSTR(err),
 				  err == EBUSY ? " (a program has files open "
 				  "under it: 'fuser -vm' names it; stop it "
@@ -944,6 +1010,7 @@ static int start_overlay(const struct browse_conf *conf, struct state *s,
 		setsid();
 		signal(SIGINT, SIG_IGN);
 		signal(SIGHUP, SIG_IGN);
+		signal(SIGTERM, SIG_DFL);
 		/* errors before the mount reach the terminal; the server
 		 * then lets go of it (see overlay_serve) */
 		if (null >= 0) {
@@ -1192,7 +1259,18 @@ int browse_start(const struct browse_conf *conf)
 		log_error("cannot create %s: %s", s.file, ERRSTR(err));
 		return err;
 	}
-	err = setup(conf, &s, mp);
+	{
+		struct sigaction sa = { .sa_handler = on_signal }, old[3];
+
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGINT, &sa, &old[0]);
+		sigaction(SIGTERM, &sa, &old[1]);
+		sigaction(SIGHUP, &sa, &old[2]);
+		err = setup(conf, &s, mp);
+		sigaction(SIGINT, &old[0], NULL);
+		sigaction(SIGTERM, &old[1], NULL);
+		sigaction(SIGHUP, &old[2], NULL);
+	}
 	close(s.fd);
 	if (err == 0)
 		return 0;
@@ -1219,6 +1297,7 @@ int browse_stop(const char *mountpoint)
 			log_error("cannot read %s: %s", s.file, ERRSTR(err));
 			return err;
 		}
+		rmdir(s.dir);	/* of a browse killed before its state */
 		printf("nothing is browsed at %s\n", mp);
 		return 0;
 	}

@@ -22,9 +22,10 @@
  * (or with the process that made them, before that); the overlay file
  * has no name.
  *
- * It runs losetup-free (loop ioctls), and mount(2)/umount2(2) itself;
- * programs are started with posix_spawn(): cbtfs for a mount of the
- * repository, and FUSE drivers (fusefat).  Needs root.
+ * It sets up loop devices with their ioctls and mounts with mount(2)
+ * itself (no losetup, no mount); it runs two kinds of programs, with
+ * fork() and exec: cbtfs for a mount of the repository, and FUSE drivers
+ * (fusefat) for filesystems the kernel lacks.  Needs root.
  */
 #ifndef CBTFS_BROWSE_H
 #define CBTFS_BROWSE_H

@@ -247,6 +247,18 @@ kill -9 $pid 2>/dev/null
 wait $pid 2>/dev/null
 "$REPO" browse --unmount "$T/b5" >/dev/null || fail "--unmount after a kill"
 nothing_left "$T/b5"
+# SIGTERM (or SIGINT) in the middle: the browse undoes itself
+CBTFS_BROWSE_PAUSE="mount $T/b5/p2" "$REPO" browse "$R" ns/gpt@s "$T/b5" \
+	>/dev/null 2>"$T/err" &
+pid=$!
+wait_for 5 sh -c "[ \"\$(awk '{ print \$3 }' /proc/$pid/stat)\" = T ]" ||
+	fail "browse did not pause"
+kill -TERM $pid
+kill -CONT $pid
+wait $pid && fail "an interrupted browse succeeded"
+grep -q "interrupted by signal 15: undoing the browse" "$T/err" ||
+	fail "an interrupted browse said: $(cat "$T/err")"
+nothing_left "$T/b5"
 # a new browse after a killed one undoes it first
 killed_at "mount $T/b5/p2"
 browse "$R" ns/ext4@busy "$T/b5" >/dev/null ||
