@@ -12,7 +12,7 @@ apt-get install -y -qq --no-install-recommends \
 	libcurl4-openssl-dev curl \
 	ceph-mon ceph-osd ceph-mgr radosgw ceph-common \
 	e2fsprogs util-linux mount python3 ca-certificates openssl shellcheck \
-	libblkid-dev xfsprogs dosfstools fdisk fusefat \
+	libblkid-dev xfsprogs dosfstools fdisk fusefat mtools \
 	>/dev/null
 # the offline validator of k8s/ (npm packages, outside the source tree)
 sh "$(dirname "$0")/../tests/k8s-validate/install.sh"
