@@ -292,9 +292,6 @@ static void state_paths(struct state *s, const char *mountpoint)
 	s->pause = getenv("CBTFS_BROWSE_PAUSE");
 }
 
-static int state_add(struct state *s, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
 /* SIGINT, SIGTERM or SIGHUP during a setup, which stops and undoes it */
 static volatile sig_atomic_t interrupted;
 
@@ -302,6 +299,14 @@ static void on_signal(int sig)
 {
 	interrupted = sig;
 }
+
+/*
+ * Appends a line to the state and syncs it, before the object it names
+ * is made; refused (EINTR) once a signal asked to stop.  0 or an errno
+ * (logged).
+ */
+static int state_add(struct state *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 static int state_add(struct state *s, const char *fmt, ...)
 {
@@ -1052,7 +1057,9 @@ static int mount_fs(const struct browse_conf *conf, struct state *s,
 		char *argv[] = { (char *)fs->helper, "-o", opts, file,
 				 (char *)dir, NULL };
 
-		snprintf(opts, sizeof(opts), "ro,fsname=" TAG ":%s@%s%s%s",
+		/* its files are for every user, as a kernel mount's are */
+		snprintf(opts, sizeof(opts),
+			 "ro,allow_other,fsname=" TAG ":%s@%s%s%s",
 			 conf->volume, conf->snapshot, fs->name[0] ? "/" : "",
 			 fs->name);
 		if (run(argv, true) != 0) {
