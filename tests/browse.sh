@@ -9,8 +9,8 @@
 . "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 requires_root
 requires_fuse
-for c in losetup mkfs.ext4 dumpe2fs mkfs.xfs xfs_logprint sfdisk mkfs.vfat \
-	mcopy; do
+for c in losetup mkfs.ext4 dumpe2fs mkfs.xfs xfs_logprint xfs_io sfdisk \
+	mkfs.vfat mcopy; do
 	requires $c
 done
 grep -qw xfs /proc/filesystems || skip "the kernel has no xfs"
@@ -61,7 +61,6 @@ busy_fs() {
 	local type=$1 size=$2 img=$3 live=$T/live-$1.img i
 	truncate -s "$size" "$live"
 	"mkfs.$type" -q "$live" >/dev/null || fail "mkfs.$type"
-	[ "$type" = ext4 ] || mkdir -p "$T/src-$type"
 	mkdir -p "$T/src-$type"
 	mount -o loop "$live" "$T/src-$type" || fail "mount $type"
 	_mounts+=("$T/src-$type")
@@ -72,8 +71,13 @@ busy_fs() {
 	sync
 	echo "the last one, written after the others" >"$T/src-$type/last.txt"
 	sync -f "$T/src-$type/last.txt"
-	cp --sparse=always "$live" "$img"
 	files "$T/src-$type" "$T/$type.sums"
+	# xfs writes its log back in place within 30 s (its log worker): a
+	# shutdown after the log force stops that, so the copy is always
+	# dirty, as a crash or a snapshot at that moment leaves it
+	[ "$type" = xfs ] && { xfs_io -x -c "shutdown -f" "$T/src-$type" ||
+		fail "xfs shutdown"; }
+	cp --sparse=always "$live" "$img"
 	umount "$T/src-$type" || fail "umount $type"
 }
 
