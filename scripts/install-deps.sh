@@ -24,10 +24,12 @@ build_run="build-essential autoconf automake pkg-config
 	libfuse3-dev fuse3 libsqlite3-dev libssl-dev libzstd-dev
 	libprotobuf-c-dev protobuf-c-compiler libjson-c-dev uuid-dev
 	libgrpc-dev protobuf-compiler protobuf-compiler-grpc libyaml-dev
-	libcurl4-openssl-dev ca-certificates util-linux mount"
+	libcurl4-openssl-dev libblkid-dev ca-certificates util-linux mount
+	fusefat"
 tests="python3-grpcio python3-protobuf python3-cryptography valgrind curl
 	ceph-mon ceph-osd ceph-mgr radosgw ceph-common
-	e2fsprogs python3 openssl shellcheck strace"
+	e2fsprogs python3 openssl shellcheck strace
+	xfsprogs dosfstools fdisk mtools"
 pkgs=$build_run
 [ $test = 0 ] || pkgs="$pkgs $tests"
 apt-get update -qq

@@ -15,6 +15,7 @@
 #include <signal.h>
 
 #include "array.h"
+#include "browse.h"
 #include "cli.h"
 #include "prune.h"
 #include "restore.h"
@@ -44,6 +45,7 @@ enum {
 	OPT_FROM,
 	OPT_TARGET_ZEROED,
 	OPT_VERIFY,
+	OPT_UNMOUNT,
 	OPT_PASSWORD_FILE,	/* every command from here */
 };
 #define OPT_BIT(opt) (1u << ((opt) - OPT_CHUNK_SIZE))
@@ -73,6 +75,7 @@ static const struct option long_opts[] = {
 	{ "from", required_argument, NULL, OPT_FROM },
 	{ "target-zeroed", no_argument, NULL, OPT_TARGET_ZEROED },
 	{ "verify", no_argument, NULL, OPT_VERIFY },
+	{ "unmount", no_argument, NULL, OPT_UNMOUNT },
 	{ "repo", required_argument, NULL, 'r' },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
@@ -142,9 +145,12 @@ static const struct opt_help {
 	{ OPT_VERIFY,
 "      --verify           read back what was written, and check it\n"
 "                         against the chunk ids\n" },
+	{ OPT_UNMOUNT,
+"      --unmount          undo the browse at MOUNTPOINT\n" },
 	{ OPT_CACHE_DIR,
-"      --cache-dir DIR    where the local index lives (default\n"
-"                         $XDG_CACHE_HOME/cbtfs or ~/.cache/cbtfs)\n" },
+"      --cache-dir DIR    where the local index lives (browse: and its\n"
+"                         overlay; default $XDG_CACHE_HOME/cbtfs or\n"
+"                         ~/.cache/cbtfs)\n" },
 };
 
 /* What every command takes. */
@@ -975,6 +981,50 @@ static int cmd_restore(const struct opts *o)
 	return err == 0 ? EXIT_OK : EXIT_FAIL;
 }
 
+/* ---- browse (browse.c) ------------------------------------------------- */
+
+static int cmd_browse(const struct opts *o)
+{
+	struct browse_conf conf = {
+		.repo = o->repo,
+		.store = &o->store,
+		.password_file = o->pass.file,
+		.cache_dir = o->cache_dir,
+	};
+	const char *at;
+	char volume[520];
+
+	if (o->given & OPT_BIT(OPT_UNMOUNT)) {
+		/* MOUNTPOINT, where REPO or an operand would stand */
+		if (o->n_operands > 1)
+			return cli_usage_error(prog, "browse --unmount: give "
+					       "only the MOUNTPOINT");
+		return browse_stop(o->n_operands == 1 ? o->operands[0]
+						      : o->repo) == 0
+			       ? EXIT_OK
+			       : EXIT_FAIL;
+	}
+	if (o->n_operands == 3) {
+		conf.volume = o->operands[0];
+		conf.snapshot = o->operands[1];
+	} else if (o->n_operands == 2 &&
+		   (at = strrchr(o->operands[0], '@')) != NULL &&
+		   (size_t)(at - o->operands[0]) < sizeof(volume)) {
+		snprintf(volume, sizeof(volume), "%.*s",
+			 (int)(at - o->operands[0]), o->operands[0]);
+		conf.volume = volume;
+		conf.snapshot = at + 1;
+	} else {
+		return cli_usage_error(prog, "browse: give REPO "
+				       "VOLUME@SNAPSHOT MOUNTPOINT");
+	}
+	if (repo_check_volume_name(conf.volume) != 0 ||
+	    repo_check_snapshot_name(conf.snapshot) != 0)
+		return EXIT_USAGE;
+	conf.mountpoint = o->operands[o->n_operands - 1];
+	return browse_start(&conf) == 0 ? EXIT_OK : EXIT_FAIL;
+}
+
 /* ---- reindex, and the commands ----------------------------------------- */
 
 static int cmd_reindex(const struct opts *o)
@@ -1118,6 +1168,15 @@ static const struct command {
 "fetched in parallel and verified; zero chunks are skipped on a new file\n"
 "or with --target-zeroed, and otherwise zeroed without writing them.\n"
 "Refuses a target that is smaller than the image, mounted or read-only\n" },
+	{ "browse", cmd_browse,
+	  OPT_BIT(OPT_UNMOUNT) | OPT_BIT(OPT_CACHE_DIR) | TAKES_OPERANDS,
+	  "VOLUME@SNAPSHOT MOUNTPOINT\n"
+	  "  cbtfs-repo browse --unmount MOUNTPOINT",
+"(root) show the files of VOLUME's SNAPSHOT read-only at MOUNTPOINT: a\n"
+"filesystem there, a partitioned disk as MOUNTPOINT/pN.  A journal or\n"
+"log left dirty is replayed into a throwaway local overlay; the\n"
+"repository is never written.  Uses a cbtfs mount of REPO, or starts\n"
+"one; --unmount undoes it all\n" },
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -1275,6 +1334,8 @@ int main(int argc, char *argv[])
 			break;
 		case OPT_VERIFY:
 			o.verify = true;
+			break;
+		case OPT_UNMOUNT:
 			break;
 		case 'v':
 			verbose++;

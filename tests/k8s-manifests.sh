@@ -60,6 +60,13 @@ for v in HOSTPATH_VERSION SNAPSHOTTER_VERSION SNAPSHOT_METADATA_VERSION; do
 	grep -qF -- "$pin" "$K8S/README.md" || fail "k8s/README.md does not name $v $pin"
 done
 grep -qE 'quay.io/minio/minio:RELEASE\.' "$K8S/minio.yaml" || fail "minio.yaml: MinIO not pinned"
+# the browse pod is the only privileged one, in a namespace that allows it
+priv=$(cd "$top_srcdir" && grep -rl 'privileged: true' k8s --include='*.yaml')
+[ "$priv" = k8s/browse-pod.yaml ] || fail "privileged pods: '$priv', not just k8s/browse-pod.yaml"
+grep -q 'pod-security.kubernetes.io/enforce: privileged' "$K8S/browse-pod.yaml" ||
+	fail "the browse pod's namespace does not allow it"
+grep -q 'pod-security.kubernetes.io/enforce: baseline' "$K8S/namespace.yaml" ||
+	fail "namespace cbtfs no longer enforces baseline"
 
 # --- the sidecar's TLS material ------------------------------------------------------
 if command -v openssl >/dev/null; then
