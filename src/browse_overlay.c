@@ -104,37 +104,11 @@ static int ov_open(const char *path, struct fuse_file_info *fi)
 /* pread of exactly n bytes (short only at EOF, then zero-filled) */
 static int read_full(int fd, char *buf, size_t n, uint64_t off)
 {
-	while (n > 0) {
-		ssize_t r = pread(fd, buf, n, (off_t)off);
+	ssize_t got = pread_full(fd, buf, n, off);
 
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return errno;
-		if (r == 0) {
-			memset(buf, 0, n);
-			return 0;
-		}
-		buf += r;
-		n -= (size_t)r;
-		off += (uint64_t)r;
-	}
-	return 0;
-}
-
-static int write_full(int fd, const char *buf, size_t n, uint64_t off)
-{
-	while (n > 0) {
-		ssize_t r = pwrite(fd, buf, n, (off_t)off);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return errno;
-		buf += r;
-		n -= (size_t)r;
-		off += (uint64_t)r;
-	}
+	if (got < 0)
+		return (int)-got;
+	memset(buf + got, 0, n - (size_t)got);
 	return 0;
 }
 
@@ -224,12 +198,12 @@ static int ov_write(const char *path, const char *buf, size_t n, off_t off,
 			continue;
 		err = read_full(ov.conf->image_fd, block, OV_BLOCK, start);
 		if (err == 0)
-			err = write_full(ov.ovl_fd, block, OV_BLOCK, start);
+			err = pwrite_full(ov.ovl_fd, block, OV_BLOCK, start);
 		if (err == 0)
 			ov.bitmap[blk / 64] |= 1ull << (blk % 64);
 	}
 	if (err == 0)
-		err = write_full(ov.ovl_fd, buf, n, ioff);
+		err = pwrite_full(ov.ovl_fd, buf, n, ioff);
 	if (err == 0)
 		for (blk = ioff / OV_BLOCK; blk <= last; blk++)
 			ov.bitmap[blk / 64] |= 1ull << (blk % 64);

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #define CBTFS_UUID_LEN 36
@@ -53,6 +54,16 @@ int file_read_small(const char *path, size_t max, struct buf *b);
  * whitespace, malloc'd; NULL with *errp (EFBIG if larger than max, ENODATA
  * if nothing is left).  Logs nothing. */
 char *file_read_text(const char *path, size_t max, int *errp);
+
+/*
+ * Whole transfers, retrying short ones and EINTR.  pread_full() returns
+ * the bytes read (fewer than n only at the end of the file) or -errno;
+ * pwrite_full() and write_full() return 0 or an errno.  They log
+ * nothing.
+ */
+ssize_t pread_full(int fd, void *buf, size_t n, uint64_t off);
+int pwrite_full(int fd, const void *buf, size_t n, uint64_t off);
+int write_full(int fd, const void *buf, size_t n);
 
 /* Decodes standard base64 into *outp (malloc'd, NUL-terminated beyond
  * *lenp, so PEM text can be used as a string); 0, EINVAL or ENOMEM. */
