@@ -191,7 +191,7 @@ static void print_summary(const struct ingest_conf *conf,
 		json_object_object_add(o, "snapshot",
 				       json_object_new_string(conf->name));
 		json_object_object_add(o, "id", json_object_new_string(res->id));
-		json_object_object_add(o, "base",
+		json_object_object_add(o, "parent",
 				       conf->base && !res->full_fallback
 					       ? json_object_new_string(conf->base)
 					       : NULL);
@@ -213,7 +213,7 @@ static void print_summary(const struct ingest_conf *conf,
 				       json_object_new_int64(
 					       (int64_t)res->manifest_bytes));
 		json_object_object_add(o, "seconds",
-				       json_object_new_double(res->seconds));
+				       cli_json_seconds(res->seconds));
 		json_object_object_add(o, "requests",
 				       json_object_new_int64(
 					       (int64_t)res->store.requests));
@@ -230,11 +230,11 @@ static void print_summary(const struct ingest_conf *conf,
 	}
 	printf("%s/%s: read %s in %.1f s (%.1f MB/s); chunks: %" PRIu64
 	       " read, %" PRIu64 " changed (%" PRIu64 " new, %" PRIu64
-	       " reused), %" PRIu64 " zero; stored %s",
+	       " reused), %" PRIu64 " zero; stored %s (and a %s manifest)",
 	       conf->volume, conf->name, HUMAN(s->bytes_read), res->seconds,
 	       mbps, s->chunks_read, s->chunks_changed, s->chunks_new,
-	       s->chunks_reused, s->chunks_zero,
-	       HUMAN(s->bytes_stored + res->manifest_bytes));
+	       s->chunks_reused, s->chunks_zero, HUMAN(s->bytes_stored),
+	       HUMAN(res->manifest_bytes));
 	if (res->chunks_found > 0)
 		printf("; %" PRIu64 " found stored by an earlier run",
 		       res->chunks_found);
