@@ -433,12 +433,14 @@ static int src_files(struct aws_creds_provider *p, struct aws_creds *out,
 	if (pr.aws_access_key_id != NULL || pr.aws_secret_access_key) {
 		if (pr.aws_access_key_id == NULL ||
 		    pr.aws_secret_access_key == NULL) {
+			bool ak = pr.aws_access_key_id != NULL;
+
 			snprintf(why, WHY_MAX, "profile %s has %s but no %s",
 				 name,
-				 pr.aws_access_key_id ? "aws_access_key_id"
-						      : "aws_secret_access_key",
-				 pr.aws_access_key_id ? "aws_secret_access_key"
-						      : "aws_access_key_id");
+				 ak ? "aws_access_key_id"
+				    : "aws_secret_access_key",
+				 ak ? "aws_secret_access_key"
+				    : "aws_access_key_id");
 			goto out;
 		}
 		err = creds_set(out, pr.aws_access_key_id,
@@ -567,6 +569,12 @@ static int web_fetch(struct aws_creds_provider *p, struct aws_creds *out,
 	hdrs = curl_slist_append(hdrs, "Accept: text/xml");
 	err = http_run("POST", p->url, hdrs, body, HTTP_TIMEOUT_MS, false,
 		       &status, &b, why);
+	if (err == EACCES) {
+		char tmp[WHY_MAX];
+
+		snprintf(tmp, WHY_MAX, "STS at %s", why);
+		memcpy(why, tmp, WHY_MAX);
+	}
 	if (err != 0)
 		goto out;
 	err = EACCES;
@@ -622,9 +630,11 @@ static int src_web(struct aws_creds_provider *p, struct aws_creds *out,
 		return ENOENT;
 	}
 	if (file == NULL || role == NULL) {
+		static const char *const tf = "AWS_WEB_IDENTITY_TOKEN_FILE";
+
 		snprintf(why, WHY_MAX, "%s is set but %s is not",
-			 file ? "AWS_WEB_IDENTITY_TOKEN_FILE" : "AWS_ROLE_ARN",
-			 file ? "AWS_ROLE_ARN" : "AWS_WEB_IDENTITY_TOKEN_FILE");
+			 file ? tf : "AWS_ROLE_ARN",
+			 file ? "AWS_ROLE_ARN" : tf);
 		return EACCES;
 	}
 	if ((err = web_configure(p, file, role,
@@ -731,8 +741,10 @@ static int src_container(struct aws_creds_provider *p, struct aws_creds *out,
 			return ENOMEM;
 		}
 	} else {
+		bool http = strncmp(full, "http://", 7) == 0;
+
 		if (strncmp(full, "https://", 8) != 0 &&
-		    !(strncmp(full, "http://", 7) == 0 && http_host_ok(full))) {
+		    !(http && http_host_ok(full))) {
 			snprintf(why, WHY_MAX, "AWS_CONTAINER_CREDENTIALS_"
 				 "FULL_URI=%s: use https, or http to a "
 				 "loopback address, 169.254.170.2 or "
@@ -987,8 +999,8 @@ int aws_creds_get(struct aws_creds_provider *p, struct aws_creds *out)
 		if (err == 0) {
 			aws_creds_clear(&p->cur);
 			p->cur = fresh;
-			log_debug("%s: S3 credentials refreshed from %s, valid "
-				  "for %ld s", p->what, p->source,
+			log_debug("%s: S3 credentials refreshed from %s, "
+				  "valid for %ld s", p->what, p->source,
 				  (long)(fresh.expires - now));
 		} else if (err != ENOMEM && now < p->cur.expires) {
 			log_warn("%s: cannot refresh the S3 credentials from "

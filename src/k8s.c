@@ -346,7 +346,8 @@ static int exec_env(struct k8s_exec *x, struct json_object *envs,
 			const char *nm = k8s_string(
 				json_object_array_get_idx(envs, j), "name");
 
-			over = nm != NULL && env_is(environ[i], nm, strlen(nm));
+			over = nm != NULL &&
+			       env_is(environ[i], nm, strlen(nm));
 		}
 		if (!over)
 			err = env_add(x, strdup(environ[i]));
@@ -459,8 +460,9 @@ static int exec_load(struct k8s_client *k, struct json_object *ex,
 		json_object_new_boolean(x->interactive > 0 && isatty(0)));
 	if (pci != NULL && strcmp(pci, "true") == 0) {
 		static const char *const keys[] = {
-			"server", "tls-server-name", "certificate-authority-data",
-			"proxy-url", "disable-compression"
+			"server", "tls-server-name",
+			"certificate-authority-data", "proxy-url",
+			"disable-compression"
 		};
 		struct json_object *ext = k8s_field(cl, "extensions");
 
