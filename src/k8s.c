@@ -408,6 +408,13 @@ static int exec_load(struct k8s_client *k, struct json_object *ex,
 			  ver ? ver : "(none)", EXEC_V1, EXEC_V1BETA1);
 		return EINVAL;
 	}
+	if (mode == NULL && strcmp(ver, EXEC_V1) == 0) {
+		/* v1 has no default (v1beta1: IfAvailable) */
+		log_error("kubeconfig %s: exec plugin %s: %s needs "
+			  "interactiveMode (Never, IfAvailable or Always)",
+			  path, cmd, ver);
+		return EINVAL;
+	}
 	if (mode == NULL || strcmp(mode, "IfAvailable") == 0)
 		x->interactive = 1;
 	else if (strcmp(mode, "Never") == 0)

@@ -16,7 +16,8 @@
 #    the ingest goes on with the new token;
 # 4. a token whose expirationTimestamp has passed: the plugin runs again
 #    before each request;
-# 5. a failing plugin: its exit status and stderr in the error;
+# 5. a failing plugin: its exit status and stderr in the error; a missing
+#    one with its installHint; v1 without interactiveMode refused;
 # 6. tls-server-name: a server whose certificate names only
 #    kube.cbtfs.test is refused at 127.0.0.1 without it, accepted with it;
 # 7. proxy-url: the requests go through an HTTP CONNECT proxy.
@@ -167,10 +168,17 @@ run 'cloud login' and try again" \
 kubeconfig missing.yaml "$K8S_API" token v1 "" "    exec:
       apiVersion: client.authentication.k8s.io/v1
       command: no-such-cbtfs-plugin
-      installHint: install it from example.com"
+      installHint: install it from example.com
+      interactiveMode: Never"
 expect_fail "exec plugin no-such-cbtfs-plugin: not found in \$PATH: install it from example.com" \
 	"$INGEST" --repo "$R" --volume ns/fail --changes k8s --snapshot snap-1 \
 	--device "$T/img" --namespace ns --kubeconfig "$T/kc/missing.yaml"
+kubeconfig nomode.yaml "$K8S_API" token v1 "" "    exec:
+      apiVersion: client.authentication.k8s.io/v1
+      command: bin/plugin"
+expect_fail "exec plugin bin/plugin: client.authentication.k8s.io/v1 needs interactiveMode (Never, IfAvailable or Always)" \
+	"$INGEST" --repo "$R" --volume ns/fail --changes k8s --snapshot snap-1 \
+	--device "$T/img" --namespace ns --kubeconfig "$T/kc/nomode.yaml"
 "$REPO" snapshots "$R" | grep -q ns/fail && fail "a failed ingest committed"
 note "a failing plugin: its exit status and stderr"
 
