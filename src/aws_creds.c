@@ -29,6 +29,7 @@
 #include "util.h"
 
 #define IMDS_DEFAULT "http://169.254.169.254"
+#define IMDS_DEFAULT_V6 "http://[fd00:ec2::254]"
 #define IMDS_TOKEN_TTL "21600"
 #define IMDS_TIMEOUT_MS 1000L
 #define HTTP_TIMEOUT_MS 10000L	/* STS and the container endpoint */
@@ -874,6 +875,7 @@ static int src_imds(struct aws_creds_provider *p, struct aws_creds *out,
 {
 	const char *off = env("AWS_EC2_METADATA_DISABLED");
 	const char *ep = env("AWS_EC2_METADATA_SERVICE_ENDPOINT");
+	const char *mode = env("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE");
 	size_t n;
 
 	if (off != NULL && strcasecmp(off, "true") == 0) {
@@ -882,7 +884,10 @@ static int src_imds(struct aws_creds_provider *p, struct aws_creds *out,
 		return ENOENT;
 	}
 	p->kind = SRC_IMDS;
-	if ((p->url = strdup(ep ? ep : IMDS_DEFAULT)) == NULL)
+	if (ep == NULL)
+		ep = mode && strcasecmp(mode, "IPv6") == 0 ? IMDS_DEFAULT_V6
+							   : IMDS_DEFAULT;
+	if ((p->url = strdup(ep)) == NULL)
 		return ENOMEM;
 	n = strlen(p->url);
 	while (n > 0 && p->url[n - 1] == '/')
