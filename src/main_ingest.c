@@ -45,12 +45,14 @@ static void usage(void)
 "\n"
 "Options:\n"
 "  -r, --repo REPO        repository: a directory, file:///path or\n"
-"                         s3://BUCKET/PREFIX\n"
+"                         s3://BUCKET/PREFIX (default $CBTFS_REPOSITORY)\n"
 "      --volume VOLUME    volume name, e.g. ns/pvc ('/' makes directories)\n"
-"  -s, --snapshot NAME    name of the new snapshot (unique per volume)\n"
+"  -s, --snapshot NAME    name of the new snapshot (unique per volume);\n"
+"                         VOLUME@NAME names the volume too\n"
 "  -d, --device PATH      block device or image file with the snapshot\n"
 "  -b, --base NAME        earlier snapshot of VOLUME to take unchanged\n"
-"                         chunks from\n"
+"                         chunks from; 'latest': the volume's newest\n"
+"                         (none yet: a full backup)\n"
 "  -c, --changes SOURCE   how changed blocks are found:\n"
 "                           scan          read the whole device and\n"
 "                                         compare with the base (default)\n"
@@ -80,7 +82,7 @@ static void usage(void)
 "      --no-progress      no progress line, even on a terminal\n"
 "  -v, --verbose          more messages\n"
 "  -h, --help             show this help and exit\n"
-"      --version          show the version and exit\n"
+"  -V, --version          show the version and exit\n"
 "\n"
 "Changed Block Tracking (--changes csi or sidecar): without --base, the\n"
 "service lists the allocated blocks; with --base, those changed since the\n"
@@ -125,7 +127,7 @@ CLI_STORE_HELP
 }
 
 enum {
-	OPT_CACHE_DIR = 256, OPT_JSON, OPT_NO_PROGRESS, OPT_VERSION,
+	OPT_CACHE_DIR = 256, OPT_JSON, OPT_NO_PROGRESS, OPT_VOLUME,
 	OPT_CSI_ENDPOINT, OPT_CBT_ADDRESS, OPT_SNAPSHOT_ID,
 	OPT_BASE_SNAPSHOT_ID, OPT_NAMESPACE, OPT_TOKEN_FILE,
 	OPT_TLS_SERVER_NAME, OPT_MAX_RESULTS, OPT_NO_FALLBACK,
@@ -135,7 +137,7 @@ enum {
 
 static const struct option long_opts[] = {
 	{ "repo", required_argument, NULL, 'r' },
-	{ "volume", required_argument, NULL, 'V' },
+	{ "volume", required_argument, NULL, OPT_VOLUME },
 	{ "snapshot", required_argument, NULL, 's' },
 	{ "device", required_argument, NULL, 'd' },
 	{ "base", required_argument, NULL, 'b' },
@@ -146,7 +148,7 @@ static const struct option long_opts[] = {
 	{ "no-progress", no_argument, NULL, OPT_NO_PROGRESS },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
-	{ "version", no_argument, NULL, OPT_VERSION },
+	{ "version", no_argument, NULL, 'V' },
 	{ "csi-endpoint", required_argument, NULL, OPT_CSI_ENDPOINT },
 	{ "cbt-address", required_argument, NULL, OPT_CBT_ADDRESS },
 	{ "snapshot-id", required_argument, NULL, OPT_SNAPSHOT_ID },
@@ -191,10 +193,7 @@ static void print_summary(const struct ingest_conf *conf,
 		json_object_object_add(o, "snapshot",
 				       json_object_new_string(conf->name));
 		json_object_object_add(o, "id", json_object_new_string(res->id));
-		json_object_object_add(o, "parent",
-				       conf->base && !res->full_fallback
-					       ? json_object_new_string(conf->base)
-					       : NULL);
+		json_object_object_add(o, "parent", cli_json_text(res->base));
 		json_object_object_add(o, "full_fallback",
 				       json_object_new_boolean(
 					       res->full_fallback));
@@ -411,6 +410,7 @@ struct options {
 	const char *csi_endpoint, *cbt_address;
 	bool jobs_set, json, progress;
 	int verbose;
+	char volume_buf[520];	/* of --snapshot VOLUME@NAME */
 };
 
 /* Parses argv into o: -1 to go on, else the exit status (--help, errors,
@@ -418,6 +418,7 @@ struct options {
 static int parse_options(int argc, char *argv[], struct options *o)
 {
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN), n;
+	const char *env, *at;
 	int c;
 
 	o->store.retries = -1;
@@ -426,13 +427,13 @@ static int parse_options(int argc, char *argv[], struct options *o)
 	o->changes = "scan";
 	o->progress = isatty(STDERR_FILENO);
 	o->conf.jobs = ncpu > 0 ? (unsigned)ncpu : 2;
-	while ((c = getopt_long(argc, argv, "r:s:d:b:c:j:vh", long_opts,
+	while ((c = getopt_long(argc, argv, "r:s:d:b:c:j:vhV", long_opts,
 				NULL)) != -1) {
 		switch (c) {
 		case 'r':
 			o->repo_url = optarg;
 			break;
-		case 'V':
+		case OPT_VOLUME:
 			o->conf.volume = optarg;
 			break;
 		case 's':
@@ -522,7 +523,7 @@ static int parse_options(int argc, char *argv[], struct options *o)
 		case 'h':
 			usage();
 			return EXIT_OK;
-		case OPT_VERSION:
+		case 'V':
 			cli_version(prog);
 			return EXIT_OK;
 		default:
@@ -533,10 +534,23 @@ static int parse_options(int argc, char *argv[], struct options *o)
 	if (optind < argc)
 		return cli_usage_error(prog, "unexpected argument '%s'",
 				       argv[optind]);
+	if (o->repo_url == NULL && (env = getenv(REPO_ENV)) != NULL &&
+	    env[0] != '\0')
+		o->repo_url = env;
+	/* --snapshot VOLUME@NAME, without --volume */
+	if (o->conf.volume == NULL && o->conf.name != NULL &&
+	    (at = strrchr(o->conf.name, '@')) != NULL &&
+	    (size_t)(at - o->conf.name) < sizeof(o->volume_buf)) {
+		snprintf(o->volume_buf, sizeof(o->volume_buf), "%.*s",
+			 (int)(at - o->conf.name), o->conf.name);
+		o->conf.volume = o->volume_buf;
+		o->conf.name = at + 1;
+	}
 	if (o->repo_url == NULL || o->conf.volume == NULL ||
 	    o->conf.name == NULL || o->conf.device == NULL)
-		return cli_usage_error(prog, "--repo, --volume, --snapshot and "
-				       "--device are required");
+		return cli_usage_error(prog, "--repo (or $%s), --volume (or "
+				       "--snapshot VOLUME@NAME), --snapshot "
+				       "and --device are required", REPO_ENV);
 	if (o->conf.base != NULL && strcmp(o->conf.base, o->conf.name) == 0)
 		return cli_usage_error(prog, "--base must name an earlier "
 				       "snapshot, not the new one");
@@ -582,7 +596,6 @@ static int make_change_source(struct options *o)
 					       "address, handles and token "
 					       "itself: no --csi-endpoint, "
 					       "--snapshot-id or --token-file");
-		o->k8s.base_name = o->conf.base;
 		o->k8s.sidecar = *g;
 		o->k8s.sidecar.target = o->cbt_address;
 		o->conf.changes = cbt_k8s_create(&o->k8s, &err);
