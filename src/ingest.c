@@ -29,6 +29,7 @@
 #include "array.h"
 #include "ingest.h"
 #include "pool.h"
+#include "progress.h"
 
 enum verdict { V_UNCHANGED = 0, V_ENTRY = 1 };
 
@@ -59,7 +60,7 @@ struct ingest {
 	const unsigned char (*damaged)[CODEC_ID_LEN];	/* sorted */
 	size_t n_damaged;
 
-	double start;			/* of the workers, for progress */
+	struct progress pr;		/* the workers' progress line */
 
 	pthread_mutex_t lock;
 	struct manifest_stats stats;
@@ -272,18 +273,18 @@ static int chunk_task(void *arg, size_t k, struct buf *scratch)
 static void draw_progress(void *arg, size_t done, bool final)
 {
 	struct ingest *ing = arg;
-	double secs = now_seconds() - ing->start;
-	double pct = ing->n_todo ? 100.0 * done / ing->n_todo : 100.0;
+	double secs = now_seconds() - ing->pr.phase;
+	uint64_t bytes;
 
 	pthread_mutex_lock(&ing->lock);
-	fprintf(stderr, "\r%5.1f%%  %zu/%zu chunks  read %s  %.1f MB/s  "
-		"new %" PRIu64 "  ", pct, done, ing->n_todo,
-		HUMAN(ing->stats.bytes_read),
-		secs > 0 ? ing->stats.bytes_read / secs / 1e6 : 0.0,
-		ing->stats.chunks_new);
+	bytes = ing->stats.bytes_read;
 	pthread_mutex_unlock(&ing->lock);
-	if (final)
-		fputc('\n', stderr);
+	progress_show(&ing->pr, final, done, ing->n_todo,
+		      "%.0f%% %zu/%zu chunks, %s at %.0f MB/s",
+		      ing->n_todo ? 100.0 * (double)done / (double)ing->n_todo
+				  : 100.0,
+		      done, ing->n_todo, HUMAN(bytes),
+		      secs > 0 ? (double)bytes / secs / 1e6 : 0.0);
 }
 
 /* Runs the workers over ing->todo; returns the first error. */
@@ -296,8 +297,9 @@ static int run_workers(struct ingest *ing, unsigned jobs, bool progress)
 	};
 	int err;
 
-	ing->start = now_seconds();
+	progress_init(&ing->pr, "ingest", progress);
 	err = pool_run(&pc);
+	progress_end(&ing->pr);
 	if (err == EINTR)
 		log_error("interrupted: no snapshot was committed");
 	return err;

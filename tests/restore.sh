@@ -186,6 +186,12 @@ setpriv --reuid=nobody --regid=nogroup --clear-groups \
 	fail "restore as nobody: $(cat "$T/out")"
 same "$U/out/img" "$T/img2"
 
+# an ingest on a terminal draws its progress line the same way
+script -qec "$INGEST --repo $R --volume ns/tty --snapshot t1 --device $T/img2" \
+	/dev/null >"$T/tty.out" || fail "ingest on a terminal"
+grep -q "ingest: 100% \([0-9]*\)/\1 chunks, .* MB/s, 0:0[0-9] elapsed" \
+	"$T/tty.out" || fail "no ingest progress line: $(cat -v "$T/tty.out")"
+
 # 10. from S3
 start_rgw
 S=s3://$S3_BUCKET/restore
