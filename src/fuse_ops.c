@@ -103,7 +103,7 @@ struct cbtfs_fs {
 	pthread_t bg;
 	bool bg_running;
 	pthread_mutex_t bg_lock;
-	pthread_cond_t bg_cond;		/* work for the background thread */
+	pthread_cond_t bg_cond;		/* work for the background */
 	bool stop;
 	bool sync_wanted;
 	struct damage damage[DAMAGE_QUEUE];
@@ -368,7 +368,8 @@ static void *background(void *arg)
 				ts.tv_sec++;
 				ts.tv_nsec -= 1000000000;
 			}
-			pthread_cond_timedwait(&fs->bg_cond, &fs->bg_lock, &ts);
+			pthread_cond_timedwait(&fs->bg_cond, &fs->bg_lock,
+					       &ts);
 			continue;
 		}
 		n = fs->n_damage;
@@ -665,6 +666,9 @@ struct metrics {
 	  m->cache.hits)						\
 	X(cache_misses_total, counter,					\
 	  "Chunk reads that had to load their chunk", m->cache.misses)	\
+	X(cache_waits_total, counter,					\
+	  "Chunk reads that waited for a load under way (read-ahead "	\
+	  "too late)", m->cache.waits)					\
 	X(readahead_chunks_total, counter,				\
 	  "Chunks loaded ahead of sequential readers", m->cache.prefetched) \
 	X(readahead_dropped_total, counter,				\
