@@ -927,6 +927,13 @@ static void read_ahead(struct cbtfs_fs *fs, struct open_file *of,
 	}
 }
 
+/*
+ * One copy, from the cached chunk into libfuse's buffer.  read_buf cannot
+ * avoid it with libfuse 3.14's high-level API: libfuse free()s every
+ * memory buffer a read_buf hands it after the reply, with no call back to
+ * release a pin, and copies any buffer that does not start at its
+ * malloc'd address (a verified frame's chunk follows its header).
+ */
 static int op_read(const char *path, char *buf, size_t size, off_t offset,
 		   struct fuse_file_info *fi)
 {
