@@ -42,11 +42,12 @@ start_mount "$R" "$MNT" -o endpoint=$PROXY_URL,refresh=0,retries=0,readahead=0
 sleep 1.1
 timed stat "$MNT/v/s2.img"
 [ $rc != 0 ] || fail "s2 exists before its ingest"
-[ "$t" -lt 1000 ] || fail "a lookup of a missing name took $t ms"
+[ "$t" -lt 1500 ] || fail "a lookup of a missing name took $t ms"
+t_lookup=$t
 sleep 1.1
 timed ls "$MNT/v"
-[ $rc = 0 ] && [ "$t" -lt 1000 ] || fail "a listing took $t ms (status $rc)"
-note "a missing name and a listing: answered in under 1 s each"
+[ $rc = 0 ] && [ "$t" -lt 1500 ] || fail "a listing took $t ms (status $rc)"
+note "a lookup of a missing name: $t_lookup ms, a listing: $t ms"
 
 # a snapshot made meanwhile: a listing asks for a sync, which brings it
 head -c 1M /dev/urandom >"$T/s2"
