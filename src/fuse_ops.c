@@ -1166,6 +1166,7 @@ int fuse_ops_main(struct fuse_args *args, const struct mount_conf *conf)
 {
 	struct fuse_cmdline_opts opts = { 0 };
 	struct fuse_loop_config loop = { 0 };
+	struct fuse_conn_info_opts *conn_opts = NULL;
 	struct cbtfs_fs *fs = NULL;
 	struct fuse *fuse = NULL;
 	int status = 1;
@@ -1177,6 +1178,13 @@ int fuse_ops_main(struct fuse_args *args, const struct mount_conf *conf)
 		status = 2;
 		goto out;
 	}
+	/* -o splice_read and the other connection options libfuse knows,
+	 * applied in op_init(); libfuse says what it refuses */
+	conn_opts = fuse_parse_conn_info_opts(args);
+	if (conn_opts == NULL) {
+		status = 2;
+		goto out;
+	}
 	/*
 	 * Check the repository before mounting, so errors reach the
 	 * terminal.  The index is opened again after fuse_daemonize():
@@ -1185,13 +1193,8 @@ int fuse_ops_main(struct fuse_args *args, const struct mount_conf *conf)
 	fs = fs_open(conf);
 	if (fs == NULL)
 		goto out;
-	/* -o splice_read and the other connection options libfuse knows,
-	 * applied in op_init() */
-	fs->conn_opts = fuse_parse_conn_info_opts(args);
-	if (fs->conn_opts == NULL) {
-		status = 2;
-		goto out;
-	}
+	fs->conn_opts = conn_opts;
+	conn_opts = NULL;
 	index_close(fs->index);
 	fs->index = NULL;
 
@@ -1257,6 +1260,7 @@ out_destroy:
 out:
 	if (fs != NULL)
 		fs_free(fs);
+	free(conn_opts);
 	free(opts.mountpoint);
 	return status;
 }
