@@ -22,8 +22,8 @@ void cli_version(const char *prog);
 
 /*
  * Whether arg, given where REPO or another argument may stand, names a
- * repository: an s3:// or file:// URL, a path starting with / or ., or a
- * directory holding a config object.
+ * repository: an s3:// or file:// URL, a path starting with /, ./ or
+ * ../ (or . or ..), or a directory holding a config object.
  */
 bool cli_names_repo(const char *arg);
 
