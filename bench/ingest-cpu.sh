@@ -28,10 +28,15 @@ if [ "${HTTPS:-0}" = 1 ]; then
 		-out "$T/cert.pem" 2>/dev/null || fail "openssl req"
 	start_proxy tls --tls-cert "$T/cert.pem" --tls-key "$T/key.pem"
 	export AWS_ENDPOINT_URL=${PROXY_URL/http:/https:}
-	TLS=(--ca-file "$T/cert.pem")
-else
-	TLS=()
+	export AWS_CA_BUNDLE=$T/cert.pem
 fi
+
+# drop_prefix P: deletes the objects under P, so that the RGW's 10 GiB of
+# disk (tests/functions.sh) hold every run
+drop_prefix() {
+	"$top_builddir/tests/s3tool" "s3://$S3_BUCKET/$1" delete-prefix "" \
+		>/dev/null || fail "cannot delete $1"
+}
 
 # cpu CMD...: user+sys seconds per GiB of CMD
 cpu() {
@@ -54,6 +59,7 @@ if [ "${HTTPS:-0}" != 1 ]; then
 			--aws-sigv4 "aws:amz:us-east-1:s3" \
 			--user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
 			-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -K "$T/put.cfg")")
+		drop_prefix raw$i
 	done
 	echo "curl PUT           CPU s/GiB (min median max): $(stats %.2f "${curl_cpu[@]}")"
 fi
@@ -64,9 +70,10 @@ for bin in ${INGEST_BINS:-$INGEST}; do
 	for ((i = 0; i < runs; i++)); do
 		n=$((n + 1))
 		R=s3://$S3_BUCKET/cpu$n
-		"$REPO" init "$R" "${TLS[@]}" >/dev/null || fail "init $R"
-		v+=("$(cpu "$bin" --repo "$R" "${TLS[@]}" --volume bench/v \
+		"$REPO" init "$R" >/dev/null || fail "init $R"
+		v+=("$(cpu "$bin" --repo "$R" --volume bench/v \
 			--snapshot s1 --device "$img" --jobs "$P" --no-progress)")
+		drop_prefix cpu$n
 	done
 	echo "ingest $bin CPU s/GiB (min median max): $(stats %.2f "${v[@]}")"
 done
