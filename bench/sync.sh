@@ -42,18 +42,16 @@ curl -sSf -Z --parallel-max 8 --aws-sigv4 "aws:amz:us-east-1:s3" \
 R=s3://$S3_BUCKET/sync
 
 head -c 64K /dev/urandom >"$T/small"
-n=0
-# first JOBS: seconds of an ingest on an empty index
+# first JOBS NAME: seconds of an ingest of snapshot NAME on an empty index
 first() {
-	n=$((n + 1))
 	rm -rf "$T/cache"
 	XDG_CACHE_HOME=$T/cache secs "$INGEST" --repo "$R" --volume bench/new \
-		--snapshot n$n --device "$T/small" --jobs "$1" --no-progress
+		--snapshot "$2" --device "$T/small" --jobs "$1" --no-progress
 }
 par=() one=() snaps=()
 for ((r = 0; r < runs; r++)); do
-	par+=("$(first 8)")
-	one+=("$(first 1)")
+	par+=("$(first 8 p$r)")
+	one+=("$(first 1 o$r)")
 	rm -rf "$T/cache"
 	snaps+=("$(XDG_CACHE_HOME=$T/cache secs "$REPO" snapshots "$R")")
 done
