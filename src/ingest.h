@@ -8,9 +8,9 @@
  * Every input is checked before the first chunk is written, under the
  * volume's lock (whose record a failed check removes again), so bad input
  * leaves the repository unchanged.  The index is synced once, under the
- * lock: an ingest lists snapshots/ once.  Chunks are processed by a bounded pool
- * of worker threads; a failure stops them and writes no manifest (the
- * chunks already uploaded are unreferenced, for gc).
+ * lock: an ingest lists snapshots/ once.  Chunks are processed by a
+ * bounded pool of worker threads; a failure stops them and writes no
+ * manifest (the chunks already uploaded are unreferenced, for gc).
  */
 #ifndef CBTFS_INGEST_H
 #define CBTFS_INGEST_H

@@ -333,7 +333,8 @@ static void put_sample(FILE *f, const struct run *r, const char *name,
  */
 static double previous_success(const char *path)
 {
-	static const char key[] = "cbtfs_ingest_last_success_timestamp_seconds{";
+	static const char key[] =
+		"cbtfs_ingest_last_success_timestamp_seconds{";
 	char line[1024], *v;
 	double t = 0;
 	FILE *f = fopen(path, "re");
@@ -365,7 +366,8 @@ static int write_metrics(const char *path, struct run *r)
 	int fd, err = 0;
 
 	r->last_success = r->ok ? (double)time(NULL) : previous_success(path);
-	if (snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path) >= (int)sizeof(tmp)) {
+	if (snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path) >=
+	    (int)sizeof(tmp)) {
 		log_error("metrics file %s: name too long", path);
 		return ENAMETOOLONG;
 	}
@@ -560,9 +562,9 @@ static int parse_options(int argc, char *argv[], struct options *o)
 	     repo_check_snapshot_name(o->conf.base) != 0))
 		return EXIT_USAGE;
 	if (o->metrics_file != NULL && !dir_writable(o->metrics_file))
-		return cli_usage_error(prog, "--metrics-file %s: its directory "
-				       "does not exist or is not writable",
-				       o->metrics_file);
+		return cli_usage_error(prog, "--metrics-file %s: its "
+				       "directory does not exist or is not "
+				       "writable", o->metrics_file);
 	/* uploads wait on the network, not the CPU: keep more in flight */
 	if (!o->jobs_set && strncmp(o->repo_url, "s3://", 5) == 0)
 		o->conf.jobs = 8;
