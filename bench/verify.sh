@@ -43,7 +43,7 @@ verify_all() { "$REPO" verify "$R" --read-data --jobs "$P"; }
 # the bytes both read: every chunk object, once
 "$REPO" verify "$R" --read-data --jobs "$P" --json >"$T/v.json" ||
 	fail "verify found problems: $(cat "$T/v.json")"
-bytes=$(json_field bytes_read <"$T/v.json")
+bytes=$(json_field read_bytes <"$T/v.json")
 [ "$(json_field chunks_read <"$T/v.json")" = "$(wc -l <"$T/keys")" ] ||
 	fail "verify did not read every chunk object"
 

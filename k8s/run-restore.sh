@@ -1,9 +1,9 @@
 #!/bin/bash
 # Restores a snapshot from the cbtfs repository into a new block PVC:
 #   1. creates the block PVC TARGET, as large as the snapshot;
-#   2. runs the restore Job (k8s/restore-job.yaml): it mounts the repository
-#      with cbtfs, dd's VOLUME/SNAPSHOT.img onto the PVC and compares the
-#      SHA-256 of the image with that of the device;
+#   2. runs the restore Job (k8s/restore-job.yaml): `cbtfs-repo restore
+#      --verify` writes the image onto the PVC (no FUSE, no privileges) and
+#      reads back what it wrote, checking it against the chunk ids;
 #   3. prints the Job's log and deletes the Job.  TARGET is kept (it is the
 #      restored volume); on failure it is deleted, as it was made here.
 # Nothing here needs the VolumeSnapshot or the original PVC to still exist.
@@ -34,11 +34,15 @@ Usage: $(basename "$0") --pvc PVC --snapshot NAME --target NEWPVC [OPTIONS]
       --s3-region REGION   (default $CBTFS_S3_REGION)
       --expect-sha256 HEX  the image must also have this SHA-256 (e.g. from
                            run-backup.sh --sha256-out)
+      --target-zeroed      the new PVC reads zeros (a thin volume of a
+                           driver that guarantees it): skip the zero chunks
+                           instead of zeroing them
       --timeout SECONDS    limit of each wait (default 600)
       --keep-on-failure    leave the Job and TARGET for debugging
   -h, --help               this help
 
-The Job runs privileged (FUSE) and reads the S3 credentials from Secret
+The Job needs no privileges (it runs as uid 0 with every capability
+dropped, for the device node) and reads the S3 credentials from Secret
 cbtfs-s3 in NS.
 EOF
 }
@@ -50,6 +54,7 @@ IMAGE_PULL_POLICY=$CBTFS_IMAGE_PULL_POLICY
 S3_ENDPOINT=$CBTFS_S3_ENDPOINT
 S3_REGION=$CBTFS_S3_REGION
 PVC='' SNAPSHOT='' TARGET='' VOLUME='' SIZE='' STORAGE_CLASS='' EXPECT_SHA256=''
+TARGET_ZEROED=''
 TIMEOUT=600 KEEP_ON_FAILURE=0
 
 while [ $# -gt 0 ]; do
@@ -67,6 +72,7 @@ while [ $# -gt 0 ]; do
 	--s3-endpoint) S3_ENDPOINT=${2:?}; shift ;;
 	--s3-region) S3_REGION=${2:?}; shift ;;
 	--expect-sha256) EXPECT_SHA256=${2:?}; shift ;;
+	--target-zeroed) TARGET_ZEROED=--target-zeroed ;;
 	--timeout) TIMEOUT=${2:?}; shift ;;
 	--keep-on-failure) KEEP_ON_FAILURE=1 ;;
 	-h | --help) usage; exit 0 ;;
@@ -133,7 +139,7 @@ wait_bound "$TARGET" "$NAMESPACE" "$TIMEOUT"
 # --- 2. the restore Job -----------------------------------------------------------
 delete_job # a leftover of an earlier run
 run_job "$CBTFS_K8S_DIR/restore-job.yaml" restore \
-	"$REPO $VOLUME/$SNAPSHOT.img -> $TARGET"
+	"$REPO $VOLUME@$SNAPSHOT -> $TARGET"
 
 # --- 3. results -----------------------------------------------------------------
 kubectl logs -n "$NAMESPACE" "job/$JOB" >"$LOG" || die "cannot read the log of job/$JOB"

@@ -201,6 +201,11 @@ static int resolve_snapshot(struct k8s_client *k, const char *ns,
 	}
 	err = si->handle && si->driver ? 0 : ENOMEM;
 out:
+	if (err != 0) {
+		free(si->handle);
+		free(si->driver);
+		si->handle = si->driver = NULL;
+	}
 	json_object_put(vs);
 	json_object_put(vsc);
 	return err;

@@ -1,17 +1,33 @@
 /*
  * Chunk cache: see chunk_cache.h.
  *
- * Entries live in a hash table (chained) and, once loaded and unpinned, on
- * an LRU list.  An entry is LOADING while one thread fetches it, READY
- * after.  Readers pin an entry (refs) while copying out of it, outside the
- * lock; pinned entries are never evicted.
+ * Entries live in a hash table (chained).  An entry is LOADING while one
+ * thread fetches it, READY after.  Readers pin an entry (refs) while
+ * copying out of it, outside the lock; pinned entries are never evicted.
+ * A READY unpinned entry is on one of three lists: cc->done (read ahead,
+ * then read to its end: a sequential reader went past it, and the kernel's
+ * page cache holds it now), cc->read (other entries read at least once,
+ * least recently read first) or cc->fresh (read ahead and not read yet,
+ * oldest first).  Eviction takes from cc->done, cc->read, cc->fresh in
+ * this order.
+ *
+ * Buffers: every entry owns one struct buf; there are at most max_bufs of
+ * them, each of capacity buf_cap (a chunk's largest frame).  A load takes
+ * a spare buffer, or a done entry's (warm pages: a sequential read then
+ * cycles through a few buffers instead of faulting in the whole cache),
+ * or allocates one while under the bound, or evicts a read entry (and, for
+ * a reader, a fresh one) and takes its buffer; a reader that finds every
+ * buffer pinned waits for cc->room.  A read-ahead that finds no buffer is
+ * dropped.
  *
  * Prefetch: a bounded ring of ids and a few worker threads; a worker loads
- * an id exactly as a missing read would, then leaves it unpinned on the
- * LRU.  A read that arrives while the prefetch is under way waits for it.
+ * an id exactly as a missing read would, then leaves it unpinned on
+ * cc->fresh.  A read that arrives while the prefetch is under way waits
+ * for it.
  *
  * Locking: cc->lock guards everything but a READY entry's data, which is
- * immutable; cc->loaded is broadcast when a load finishes, cc->queued when
+ * immutable while pinned; cc->loaded is broadcast when a load finishes,
+ * cc->room when an entry is unpinned or a buffer is freed, cc->queued when
  * an id is queued or the workers must stop.
  */
 #include "config.h"
@@ -33,22 +49,34 @@ struct entry {
 	unsigned char id[CODEC_ID_LEN];
 	enum entry_state state;
 	int err;		/* when a load failed: readers take it */
+	bool was_read;		/* which list it goes back to */
+	bool ahead;		/* loaded by a read-ahead */
+	bool done;		/* read ahead, then read to its end */
 	unsigned refs;
 	struct buf data;
 	size_t off;		/* where the chunk's bytes begin in data */
 	struct entry *hnext;	/* hash chain */
-	struct entry *prev, *next;	/* LRU, only when READY and refs 0 */
+	struct entry *prev, *next;	/* a list, when READY and refs 0 */
 };
 
 struct chunk_cache {
 	struct repo *repo;
-	size_t max_entries;
+	size_t buf_cap;		/* the largest frame of a chunk */
+	size_t max_bufs;
+	size_t n_bufs;		/* buffers in entries and spares */
+	uint64_t held;		/* their capacity */
+	struct buf *spare;	/* up to max_bufs unused buffers */
+	size_t n_spare;
+
 	pthread_mutex_t lock;
 	pthread_cond_t loaded;
+	pthread_cond_t room;
 	struct entry *bucket[NBUCKETS];
-	struct entry lru;	/* sentinel: lru.next is the oldest */
+	struct entry done;	/* sentinels: .next is the oldest */
+	struct entry read;
+	struct entry fresh;
 	size_t n_entries;
-	uint64_t hits, misses, prefetched;
+	uint64_t hits, misses, prefetched, dropped, errors;
 
 	pthread_cond_t queued;
 	unsigned char queue[QUEUE_LEN][CODEC_ID_LEN];
@@ -69,22 +97,27 @@ struct chunk_cache *chunk_cache_create(struct repo *repo, size_t max_bytes,
 	if (cc == NULL)
 		return NULL;
 	cc->repo = repo;
-	cc->max_entries = max_bytes / repo->chunk_size;
-	if (cc->max_entries < 1)
-		cc->max_entries = 1;
+	/* header, digest, nonce and tag around an uncompressed chunk */
+	cc->buf_cap = (size_t)repo->chunk_size + CODEC_HEADER_LEN +
+		      CODEC_ID_LEN + CODEC_SEAL_OVERHEAD;
+	cc->max_bufs = max_bytes / cc->buf_cap;
+	if (cc->max_bufs < 1)
+		cc->max_bufs = 1;
 	pthread_mutex_init(&cc->lock, NULL);
 	pthread_cond_init(&cc->loaded, NULL);
+	pthread_cond_init(&cc->room, NULL);
 	pthread_cond_init(&cc->queued, NULL);
-	cc->lru.prev = cc->lru.next = &cc->lru;
-	/* room for what the workers load besides what readers pin */
-	cc->max_entries += prefetch_threads;
-	if (prefetch_threads > 0) {
+	cc->done.prev = cc->done.next = &cc->done;
+	cc->read.prev = cc->read.next = &cc->read;
+	cc->fresh.prev = cc->fresh.next = &cc->fresh;
+	cc->spare = calloc(cc->max_bufs, sizeof(*cc->spare));
+	if (prefetch_threads > 0)
 		cc->workers = calloc(prefetch_threads, sizeof(*cc->workers));
-		if (cc->workers == NULL) {
-			chunk_cache_destroy(cc);
-			errno = ENOMEM;
-			return NULL;
-		}
+	if (cc->spare == NULL ||
+	    (prefetch_threads > 0 && cc->workers == NULL)) {
+		chunk_cache_destroy(cc);
+		errno = ENOMEM;
+		return NULL;
 	}
 	for (i = 0; i < prefetch_threads; i++) {
 		if (pthread_create(&cc->workers[i], NULL, prefetch_worker,
@@ -96,12 +129,6 @@ struct chunk_cache *chunk_cache_create(struct repo *repo, size_t max_bytes,
 		cc->n_workers++;
 	}
 	return cc;
-}
-
-static void entry_free(struct entry *e)
-{
-	buf_free(&e->data);
-	free(e);
 }
 
 void chunk_cache_destroy(struct chunk_cache *cc)
@@ -122,22 +149,26 @@ void chunk_cache_destroy(struct chunk_cache *cc)
 			struct entry *e = cc->bucket[i];
 
 			cc->bucket[i] = e->hnext;
-			entry_free(e);
+			buf_free(&e->data);
+			free(e);
 		}
 	}
+	for (i = 0; i < cc->n_spare; i++)
+		buf_free(&cc->spare[i]);
+	free(cc->spare);
 	pthread_mutex_destroy(&cc->lock);
 	pthread_cond_destroy(&cc->loaded);
+	pthread_cond_destroy(&cc->room);
 	pthread_cond_destroy(&cc->queued);
 	free(cc);
 }
-
 
 static size_t bucket_of(const unsigned char *id)
 {
 	return ((size_t)id[0] | (size_t)id[1] << 8) % NBUCKETS;
 }
 
-static void lru_unlink(struct entry *e)
+static void list_unlink(struct entry *e)
 {
 	if (e->next == NULL)
 		return;
@@ -146,12 +177,12 @@ static void lru_unlink(struct entry *e)
 	e->prev = e->next = NULL;
 }
 
-static void lru_push(struct chunk_cache *cc, struct entry *e)
+static void list_push(struct entry *head, struct entry *e)
 {
-	e->prev = cc->lru.prev;
-	e->next = &cc->lru;
-	cc->lru.prev->next = e;
-	cc->lru.prev = e;
+	e->prev = head->prev;
+	e->next = head;
+	head->prev->next = e;
+	head->prev = e;
 }
 
 static void hash_remove(struct chunk_cache *cc, struct entry *e)
@@ -164,30 +195,75 @@ static void hash_remove(struct chunk_cache *cc, struct entry *e)
 	cc->n_entries--;
 }
 
-/* Evicts unpinned entries, oldest first, while over the limit. */
-static void evict(struct chunk_cache *cc)
+/* Keeps b for the next load, or frees it if it grew beyond buf_cap (a
+ * corrupt object's size). */
+static void put_spare(struct chunk_cache *cc, struct buf *b)
 {
-	while (cc->n_entries > cc->max_entries && cc->lru.next != &cc->lru) {
-		struct entry *e = cc->lru.next;
-
-		lru_unlink(e);
-		hash_remove(cc, e);
-		entry_free(e);
+	if (b->cap > cc->buf_cap || b->data == NULL) {
+		cc->held -= b->cap;
+		buf_free(b);
+		cc->n_bufs--;
+	} else {
+		b->len = 0;
+		cc->spare[cc->n_spare++] = *b;
 	}
+	pthread_cond_broadcast(&cc->room);
+}
+
+/* Removes the oldest entry of list head and hands over its buffer. */
+static bool evict_from(struct chunk_cache *cc, struct entry *head,
+		       struct buf *b)
+{
+	struct entry *e = head->next;
+
+	if (e == head)
+		return false;
+	list_unlink(e);
+	hash_remove(cc, e);
+	*b = e->data;
+	b->len = 0;
+	free(e);
+	return true;
+}
+
+/*
+ * A buffer for a load: a spare, a done entry's, a new one under the bound,
+ * or an evicted entry's (a read one; for a reader, else a fresh one).
+ * false: none now.
+ */
+static bool take_buf(struct chunk_cache *cc, bool reader, struct buf *b)
+{
+	memset(b, 0, sizeof(*b));
+	if (cc->n_spare > 0) {
+		*b = cc->spare[--cc->n_spare];
+		return true;
+	}
+	if (evict_from(cc, &cc->done, b))
+		return true;
+	if (cc->n_bufs < cc->max_bufs) {
+		cc->n_bufs++;
+		return true;	/* the store allocates it, once */
+	}
+	return evict_from(cc, &cc->read, b) ||
+	       (reader && evict_from(cc, &cc->fresh, b));
 }
 
 /* Drops a pin; the caller holds the lock. */
-static void unpin(struct chunk_cache *cc, struct entry *e)
+static void unpin(struct chunk_cache *cc, struct entry *e, bool reader)
 {
+	if (reader)
+		e->was_read = true;
 	if (--e->refs > 0)
 		return;
 	if (e->err != 0) {
 		hash_remove(cc, e);	/* failed loads are not cached */
-		entry_free(e);
+		put_spare(cc, &e->data);
+		free(e);
 		return;
 	}
-	lru_push(cc, e);
-	evict(cc);
+	list_push(e->done ? &cc->done : e->was_read ? &cc->read : &cc->fresh,
+		  e);
+	pthread_cond_broadcast(&cc->room);
 }
 
 static struct entry *lookup(struct chunk_cache *cc,
@@ -202,20 +278,25 @@ static struct entry *lookup(struct chunk_cache *cc,
 }
 
 /*
- * Adds a LOADING entry for id, pinned once, and loads it.  Called and
- * returns with the lock held; drops it during the load.  NULL: no memory.
+ * Adds a LOADING entry for id, pinned once, holding buffer b, and loads it.
+ * Called and returns with the lock held; drops it during the load.  NULL:
+ * no memory (b is kept as a spare).
  */
 static struct entry *load(struct chunk_cache *cc,
-			  const unsigned char id[CODEC_ID_LEN])
+			  const unsigned char id[CODEC_ID_LEN], struct buf *b)
 {
 	struct entry *e = calloc(1, sizeof(*e));
+	size_t cap = b->cap;
 	int err;
 
-	if (e == NULL)
+	if (e == NULL) {
+		put_spare(cc, b);
 		return NULL;
+	}
 	memcpy(e->id, id, CODEC_ID_LEN);
 	e->state = LOADING;
 	e->refs = 1;
+	e->data = *b;
 	e->hnext = cc->bucket[bucket_of(id)];
 	cc->bucket[bucket_of(id)] = e;
 	cc->n_entries++;
@@ -224,7 +305,10 @@ static struct entry *load(struct chunk_cache *cc,
 	err = repo_get_chunk(cc->repo, id, &e->data, &e->off);
 
 	pthread_mutex_lock(&cc->lock);
+	cc->held += e->data.cap - cap;	/* the store may have grown it */
 	e->err = err;
+	if (err != 0)
+		cc->errors++;
 	e->state = READY;
 	pthread_cond_broadcast(&cc->loaded);
 	return e;
@@ -235,23 +319,31 @@ int chunk_cache_read(struct chunk_cache *cc,
 		     uint32_t len, void *dst)
 {
 	struct entry *e;
+	struct buf b;
 	int err;
 
 	pthread_mutex_lock(&cc->lock);
-	e = lookup(cc, id);
-	if (e != NULL) {
-		cc->hits++;
-		lru_unlink(e);
-		e->refs++;
-		while (e->state == LOADING)
-			pthread_cond_wait(&cc->loaded, &cc->lock);
-	} else {
-		cc->misses++;
-		e = load(cc, id);
-		if (e == NULL) {
-			pthread_mutex_unlock(&cc->lock);
-			return ENOMEM;
+	for (;;) {
+		e = lookup(cc, id);
+		if (e != NULL) {
+			cc->hits++;
+			list_unlink(e);
+			e->refs++;
+			while (e->state == LOADING)
+				pthread_cond_wait(&cc->loaded, &cc->lock);
+			break;
 		}
+		if (take_buf(cc, true, &b)) {
+			cc->misses++;
+			e = load(cc, id, &b);
+			if (e == NULL) {
+				pthread_mutex_unlock(&cc->lock);
+				return ENOMEM;
+			}
+			break;
+		}
+		/* every buffer is pinned: wait for one */
+		pthread_cond_wait(&cc->room, &cc->lock);
 	}
 	err = e->err;
 	pthread_mutex_unlock(&cc->lock);
@@ -260,7 +352,9 @@ int chunk_cache_read(struct chunk_cache *cc,
 		memcpy(dst, e->data.data + e->off + off, len);
 
 	pthread_mutex_lock(&cc->lock);
-	unpin(cc, e);
+	if (e->ahead && off + len == e->data.len - e->off)
+		e->done = true;
+	unpin(cc, e, true);
 	pthread_mutex_unlock(&cc->lock);
 	return err;
 }
@@ -298,6 +392,7 @@ static void *prefetch_worker(void *arg)
 	struct chunk_cache *cc = arg;
 	unsigned char id[CODEC_ID_LEN];
 	struct entry *e;
+	struct buf b;
 
 	pthread_mutex_lock(&cc->lock);
 	for (;;) {
@@ -310,10 +405,16 @@ static void *prefetch_worker(void *arg)
 		cc->q_len--;
 		if (lookup(cc, id) != NULL)
 			continue;	/* a read got there first */
+		if (!take_buf(cc, false, &b)) {
+			cc->dropped++;	/* only unread chunks are left */
+			continue;
+		}
 		cc->prefetched++;
-		e = load(cc, id);
-		if (e != NULL)
-			unpin(cc, e);
+		e = load(cc, id, &b);
+		if (e != NULL) {
+			e->ahead = true;
+			unpin(cc, e, false);
+		}
 	}
 	pthread_mutex_unlock(&cc->lock);
 	return NULL;
@@ -326,5 +427,10 @@ void chunk_cache_get_stats(struct chunk_cache *cc,
 	st->hits = cc->hits;
 	st->misses = cc->misses;
 	st->prefetched = cc->prefetched;
+	st->prefetch_dropped = cc->dropped;
+	st->load_errors = cc->errors;
+	st->bytes = cc->held;
+	st->max_bytes = (uint64_t)cc->max_bufs * cc->buf_cap;
+	st->chunks = cc->n_entries;
 	pthread_mutex_unlock(&cc->lock);
 }

@@ -1,5 +1,18 @@
 /*
- * Cache of decoded (verified) chunks for the mount, bounded in bytes, LRU.
+ * Cache of decoded (verified) chunks for the mount, bounded in bytes.
+ *
+ * Memory: chunks live in buffers of one size (a chunk's largest frame),
+ * recycled from one chunk to the next and never more than max_bytes of
+ * them, so what the cache holds is what it costs (no fresh pages per
+ * chunk, no heap growth).
+ *
+ * Eviction: chunks read ahead and then read to their end go first (a
+ * sequential reader is past them; their buffers are reused before new ones
+ * are allocated, so such a read cycles through a few warm buffers), then
+ * other chunks that were read (least recently read first), then chunks
+ * read ahead that nobody has read yet (oldest first).  A read-ahead never
+ * pushes out another read-ahead: when only those are left it is dropped,
+ * so a small cache does not fetch a chunk twice.
  *
  * Reads of the same chunk by several threads fetch it once: the first
  * reader loads it while the others wait for that load (single flight).  A
@@ -17,9 +30,9 @@
 struct chunk_cache;
 
 /*
- * max_bytes: at least one chunk is always allowed.  prefetch_threads:
- * workers that load chunks asked for by chunk_cache_prefetch() (0: none).
- * NULL with errno set on failure.
+ * max_bytes: the memory of the chunk buffers (at least one buffer is
+ * always allowed).  prefetch_threads: workers that load chunks asked for
+ * by chunk_cache_prefetch() (0: none).  NULL with errno set on failure.
  */
 struct chunk_cache *chunk_cache_create(struct repo *repo, size_t max_bytes,
 				       unsigned prefetch_threads);
@@ -39,7 +52,14 @@ bool chunk_cache_prefetch(struct chunk_cache *cc,
 			  const unsigned char id[CODEC_ID_LEN]);
 
 struct chunk_cache_stats {
-	uint64_t hits, misses, prefetched;
+	uint64_t hits;		/* reads of a chunk cached or being loaded */
+	uint64_t misses;	/* reads that loaded their chunk */
+	uint64_t prefetched;	/* chunks loaded ahead of the reader */
+	uint64_t prefetch_dropped;	/* read-aheads given up: no room */
+	uint64_t load_errors;	/* loads that failed */
+	uint64_t bytes;		/* buffer memory held now */
+	uint64_t max_bytes;	/* its bound */
+	uint64_t chunks;	/* chunks cached now */
 };
 void chunk_cache_get_stats(struct chunk_cache *cc,
 			   struct chunk_cache_stats *st);

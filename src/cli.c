@@ -8,12 +8,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include "cli.h"
 
 void cli_version(const char *prog)
 {
 	printf("%s (cbtfs) %s\n", prog, PACKAGE_VERSION);
+}
+
+bool cli_names_repo(const char *arg)
+{
+	char path[4096];
+	struct stat sb;
+
+	if (strncmp(arg, "s3://", 5) == 0 || strncmp(arg, "file://", 7) == 0 ||
+	    arg[0] == '/' || arg[0] == '.')
+		return true;
+	snprintf(path, sizeof(path), "%s/config", arg);
+	return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
 int cli_usage_error(const char *prog, const char *fmt, ...)
@@ -114,7 +128,7 @@ void cli_print_json(struct json_object *obj)
 
 void cli_json_stats(struct json_object *obj, const struct manifest_stats *s)
 {
-	json_object_object_add(obj, "bytes_read",
+	json_object_object_add(obj, "read_bytes",
 			       json_object_new_int64((int64_t)s->bytes_read));
 	json_object_object_add(obj, "chunks_read",
 			       json_object_new_int64((int64_t)s->chunks_read));
@@ -126,8 +140,25 @@ void cli_json_stats(struct json_object *obj, const struct manifest_stats *s)
 			       json_object_new_int64((int64_t)s->chunks_reused));
 	json_object_object_add(obj, "chunks_zero",
 			       json_object_new_int64((int64_t)s->chunks_zero));
-	json_object_object_add(obj, "bytes_stored",
+	json_object_object_add(obj, "stored_bytes",
 			       json_object_new_int64((int64_t)s->bytes_stored));
+}
+
+struct json_object *cli_json_time(int64_t secs)
+{
+	time_t t = (time_t)secs;
+	char text[32];
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm) == NULL)
+		return NULL;
+	strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	return json_object_new_string(text);
+}
+
+struct json_object *cli_json_text(const char *s)
+{
+	return s != NULL && s[0] != '\0' ? json_object_new_string(s) : NULL;
 }
 
 struct json_object *cli_json_seconds(double secs)

@@ -16,6 +16,17 @@
 
 void cli_version(const char *prog);
 
+/* The environment variable that names the repository when no -r (or
+ * positional REPO) does. */
+#define REPO_ENV "CBTFS_REPOSITORY"
+
+/*
+ * Whether arg, given where REPO or another argument may stand, names a
+ * repository: an s3:// or file:// URL, a path starting with / or ., or a
+ * directory holding a config object.
+ */
+bool cli_names_repo(const char *arg);
+
 /* Reports a usage error and how to get help; returns EXIT_USAGE. */
 int cli_usage_error(const char *prog, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -37,8 +48,8 @@ enum {
 	{ "retries", required_argument, NULL, CLI_OPT_RETRIES },          \
 	{ "timeout", required_argument, NULL, CLI_OPT_TIMEOUT }
 #define CLI_STORE_HELP                                                      \
-"S3 repositories (s3://BUCKET/PREFIX; credentials from AWS_ACCESS_KEY_ID,\n" \
-"AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN):\n"                          \
+"S3 repositories (s3://BUCKET/PREFIX; credentials in the AWS SDK order:\n" \
+"environment, ~/.aws files, web identity, container, IMDSv2):\n"          \
 "      --endpoint URL     S3 endpoint, e.g. http://127.0.0.1:7480\n"        \
 "                         (default $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL,\n" \
 "                         or AWS itself)\n"                                 \
@@ -78,6 +89,13 @@ int cli_open_repo(const char *url, const struct store_opts *opts,
 
 /* Prints a JSON object on stdout and frees it. */
 void cli_print_json(struct json_object *obj);
+
+/* A time (Unix seconds) as an RFC 3339 string in UTC; NULL (JSON null)
+ * if it cannot be represented. */
+struct json_object *cli_json_time(int64_t secs);
+
+/* A string, or JSON null for NULL or "" (unset). */
+struct json_object *cli_json_text(const char *s);
 
 /* A duration in seconds as a JSON number with millisecond digits. */
 struct json_object *cli_json_seconds(double secs);

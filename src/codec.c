@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,18 +311,107 @@ int codec_unwrap_key(const unsigned char kek[CODEC_KEY_LEN], const void *aad,
 
 /* ---- frames ------------------------------------------------------------- */
 
-/* Compresses len bytes of data into dst (room for ZSTD_compressBound());
- * *n receives the compressed length.  0 or EIO (logged). */
+/*
+ * Compression contexts, one per thread, made at its first compression and
+ * freed when it ends: a context per call would allocate (and fault in)
+ * the tables of the level for every chunk.
+ */
+static pthread_key_t cctx_key;
+static pthread_once_t cctx_once = PTHREAD_ONCE_INIT;
+static int cctx_key_err;
+
+static void cctx_free(void *p)
+{
+	ZSTD_freeCCtx(p);
+}
+
+static void cctx_key_make(void)
+{
+	cctx_key_err = pthread_key_create(&cctx_key, cctx_free);
+}
+
+/* The calling thread's context, or NULL (ENOMEM). */
+static ZSTD_CCtx *thread_cctx(void)
+{
+	ZSTD_CCtx *c;
+
+	pthread_once(&cctx_once, cctx_key_make);
+	if (cctx_key_err != 0)
+		return NULL;
+	c = pthread_getspecific(cctx_key);
+	if (c == NULL && (c = ZSTD_createCCtx()) != NULL &&
+	    pthread_setspecific(cctx_key, c) != 0) {
+		ZSTD_freeCCtx(c);
+		c = NULL;
+	}
+	return c;
+}
+
+/*
+ * Compression is given up early for data that does not compress (random,
+ * already compressed or encrypted volumes): 4 samples of 4 KiB spread
+ * over the data are compressed first, and unless they shrink by 1/32 the
+ * whole is stored as it is, for 1/64 of the work of trying it (on a
+ * MiB).  Smaller data is always tried.
+ */
+#define SAMPLE_LEN 4096
+#define SAMPLES 4
+
+static bool samples_incompressible(ZSTD_CCtx *c, const unsigned char *data,
+				   size_t len, int level)
+{
+	unsigned char out[ZSTD_COMPRESSBOUND(SAMPLE_LEN)];
+	size_t i, n, total = 0;
+
+	if (len < 16 * SAMPLE_LEN)
+		return false;
+	for (i = 0; i < SAMPLES; i++) {
+		n = ZSTD_compressCCtx(c, out, sizeof(out),
+				      data + (len - SAMPLE_LEN) * i /
+						     (SAMPLES - 1),
+				      SAMPLE_LEN, level);
+		if (ZSTD_isError(n))
+			return false;	/* the real attempt reports it */
+		total += n < SAMPLE_LEN ? n : SAMPLE_LEN;
+	}
+	return total > SAMPLES * SAMPLE_LEN - SAMPLES * SAMPLE_LEN / 32;
+}
+
+/*
+ * Compresses len bytes of data into dst (room for ZSTD_compressBound()):
+ * *n receives the compressed length, or len when it is not worth it (not
+ * smaller, or the samples said so).  0, ENOMEM, or EIO (logged).
+ */
 static int compress(const void *data, size_t len, int level,
 		    unsigned char *dst, size_t room, size_t *n)
 {
-	*n = ZSTD_compress(dst, room, data, len, level);
+	ZSTD_CCtx *c = thread_cctx();
+
+	if (c == NULL)
+		return ENOMEM;
+	if (samples_incompressible(c, data, len, level)) {
+		*n = len;
+		return 0;
+	}
+	*n = ZSTD_compressCCtx(c, dst, room, data, len, level);
 	if (ZSTD_isError(*n)) {
 		log_error("zstd compression failed: %s",
 			  ZSTD_getErrorName(*n));
 		return EIO;
 	}
+	if (*n >= len)
+		*n = len;
 	return 0;
+}
+
+/* The header of a frame of len bytes of plaintext, but its flags. */
+static void put_header(unsigned char *h, uint64_t len)
+{
+	memcpy(h, codec_magic, 4);
+	h[4] = CODEC_VERSION;
+	h[5] = 0;
+	h[6] = h[7] = 0;
+	put_le64(h + 8, len);
 }
 
 int codec_encode(const void *data, size_t len, int level, bool with_digest,
@@ -342,10 +432,7 @@ int codec_encode(const void *data, size_t len, int level, bool with_digest,
 	out->len = 0;
 	if (buf_reserve(out, pay + bound + CODEC_TAG_LEN) != 0)
 		return ENOMEM;
-	memcpy(out->data, codec_magic, 4);
-	out->data[4] = CODEC_VERSION;
-	out->data[6] = out->data[7] = 0;
-	put_le64(out->data + 8, len);
+	put_header(out->data, len);
 	if (with_digest)
 		codec_chunk_id(data, len, out->data + CODEC_HEADER_LEN);
 
@@ -378,6 +465,57 @@ int codec_encode(const void *data, size_t len, int level, bool with_digest,
 		memcpy(out->data + pay, src, n);
 	out->len = pay + n;
 	return 0;
+}
+
+size_t codec_plain_offset(bool sealed)
+{
+	return CODEC_HEADER_LEN + (sealed ? CODEC_NONCE_LEN : 0);
+}
+
+size_t codec_frame_room(size_t len, int level, bool sealed)
+{
+	return codec_plain_offset(sealed) + len +
+	       (level > 0 ? ZSTD_compressBound(len) : 0) + CODEC_TAG_LEN;
+}
+
+int codec_encode_in_place(struct buf *b, size_t len, int level,
+			  const struct codec_seal *seal)
+{
+	size_t pay = codec_plain_offset(seal != NULL), n = len;
+	unsigned char *plain = b->data + pay;
+	unsigned char flags = seal != NULL ? CODEC_F_ENCRYPTED : 0;
+	int err;
+
+	if (b->cap < codec_frame_room(len, level, seal != NULL)) {
+		log_error("internal error: a frame buffer of %zu bytes for "
+			  "%zu bytes of data", b->cap, len);
+		return EINVAL;
+	}
+	put_header(b->data, len);
+	if (level > 0) {
+		/* into the room after the plaintext, then moved down */
+		err = compress(plain, len, level, plain + len,
+			       ZSTD_compressBound(len), &n);
+		if (err != 0)
+			return err;
+		if (n < len) {
+			flags |= CODEC_F_ZSTD;
+			memmove(plain, plain + len, n);
+		}
+	}
+	b->data[5] = flags;
+	b->len = pay + n;
+	if (seal == NULL)
+		return 0;
+	/* the header is final now: it is authenticated */
+	err = codec_random(b->data + CODEC_HEADER_LEN, CODEC_NONCE_LEN);
+	if (err == 0)
+		err = gcm(seal->keys->gcm, true, seal->keys->data_key,
+			  b->data + CODEC_HEADER_LEN, b->data,
+			  CODEC_HEADER_LEN, seal->name, strlen(seal->name),
+			  plain, n, plain, plain + n);
+	b->len = err == 0 ? pay + n + CODEC_TAG_LEN : 0;
+	return err;
 }
 
 /* What a frame's header says, and where its parts are. */

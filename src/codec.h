@@ -135,7 +135,9 @@ struct codec_seal {
 
 /*
  * Frames len bytes of data into out (replacing its contents).  level is the
- * zstd level, 0 for no compression (stored raw).  with_digest adds the
+ * zstd level, 0 for no compression (stored raw); data that does not shrink
+ * (judged on samples first, so that random data costs little) is stored
+ * raw too.  with_digest adds the
  * plaintext SHA-256 (for objects not named by their id).  seal, if not
  * NULL, encrypts the frame (with_digest is then ignored: the tag
  * authenticates, and a plaintext digest would say what the content is).
@@ -143,6 +145,20 @@ struct codec_seal {
  */
 int codec_encode(const void *data, size_t len, int level, bool with_digest,
 		 const struct codec_seal *seal, struct buf *out);
+
+/*
+ * Framing without a copy, for chunks (no digest): the caller puts len
+ * bytes of plaintext at b->data + codec_plain_offset(seal != NULL), in a
+ * buffer of at least codec_frame_room(len, level, seal != NULL) bytes,
+ * and codec_encode_in_place() turns b into the frame (b->len set), as
+ * codec_encode() would make it; data stored uncompressed is not moved.
+ * The plaintext is gone afterwards.  Returns 0, or ENOMEM/EIO/EINVAL (a
+ * buffer too small) logged.
+ */
+size_t codec_plain_offset(bool sealed);
+size_t codec_frame_room(size_t len, int level, bool sealed);
+int codec_encode_in_place(struct buf *b, size_t len, int level,
+			  const struct codec_seal *seal);
 
 /*
  * Decodes a frame into out (replacing its contents).  seal: NULL in a

@@ -2,12 +2,20 @@
  * FUSE layer: see fuse_ops.h.
  *
  * State: a tree of nodes (rebuilt, never edited in place), the images open
- * now (each a resolved chunk map shared by every open of one snapshot), and
- * the chunk cache.
+ * now (each a resolved chunk map shared by every open of one snapshot and
+ * freed with its last close), and the chunk cache.
+ *
+ * FUSE threads never wait on the network for metadata: lookups and
+ * listings answer from the current tree; a miss or a listing only asks the
+ * background thread for a sync.  That thread also syncs every
+ * refresh_seconds, writes the records of damaged chunks that reads found
+ * (a read fails with EIO at once) and writes the metrics file.
  *
  * Locking, in this order:
  *   fs->sync_lock   serialises syncs (index sync + tree rebuild)
- *   fs->lock        guards fs->root, fs->images, fs->last_sync
+ *   fs->lock        guards fs->root, fs->images, fs->last_sync,
+ *                   fs->n_snapshots
+ *   fs->bg_lock     guards what the background thread is asked to do
  *   (index lock)    taken inside index_* calls
  * Nothing is held during chunk I/O.  fs->lock is never held while calling
  * index_* functions, so the index lock always nests innermost.
@@ -55,10 +63,23 @@ struct image {
 
 /* One open file: fi->fh points to it. */
 struct open_file {
-	struct image *img;
+	struct image *img;	/* NULL: the metrics file */
+	struct buf text;	/* the metrics file's content at open */
 	uint64_t next_off;	/* where a sequential read would go on */
 	uint64_t ahead;		/* chunks below this were asked for ahead */
 };
+
+/* The metrics file at the root: hidden, not listed, read-only. */
+#define STATS_PATH "/.stats"
+
+/* A chunk a read found damaged, for the background thread to record. */
+struct damage {
+	unsigned char id[CODEC_ID_LEN];
+	bool missing;		/* else corrupt */
+	char snap_id[CBTFS_UUID_LEN + 1];
+};
+
+#define DAMAGE_QUEUE 64
 
 struct cbtfs_fs {
 	const struct mount_conf *conf;
@@ -69,17 +90,27 @@ struct cbtfs_fs {
 	gid_t gid;
 	time_t mount_time;	/* times of directories */
 
+	struct fuse_conn_info_opts *conn_opts;	/* -o splice_read, ... */
+	unsigned readahead;		/* conf's, bounded by the cache */
+
 	pthread_mutex_t sync_lock;
 	pthread_mutex_t lock;
 	struct node *root;
+	size_t n_snapshots;
 	struct image *images;
 	double last_sync;
 
-	pthread_t refresher;
-	bool refresher_running;
-	pthread_mutex_t stop_lock;
-	pthread_cond_t stop_cond;
+	pthread_t bg;
+	bool bg_running;
+	pthread_mutex_t bg_lock;
+	pthread_cond_t bg_cond;		/* work for the background thread */
 	bool stop;
+	bool sync_wanted;
+	struct damage damage[DAMAGE_QUEUE];
+	size_t n_damage;
+
+	uint64_t read_errors;		/* atomics */
+	uint64_t open_files;
 };
 
 static struct cbtfs_fs *get_fs(void)
@@ -192,6 +223,15 @@ static int tree_add_snapshot(void *arg, const struct manifest *m)
 	return 0;
 }
 
+static size_t count_files(const struct node *n)
+{
+	size_t i, count = n->is_dir ? 0 : 1;
+
+	for (i = 0; i < n->n_kids; i++)
+		count += count_files(n->kids[i]);
+	return count;
+}
+
 /* Builds a new tree from the index and swaps it in. */
 static int rebuild_tree(struct cbtfs_fs *fs)
 {
@@ -208,51 +248,151 @@ static int rebuild_tree(struct cbtfs_fs *fs)
 	pthread_mutex_lock(&fs->lock);
 	old = fs->root;
 	fs->root = root;
+	fs->n_snapshots = count_files(root);
 	pthread_mutex_unlock(&fs->lock);
 	node_free(old);
 	return 0;
 }
 
-/* Syncs the index with the store; if max_age > 0, only when the last sync
- * is older than that. */
-static void sync_now(struct cbtfs_fs *fs, double max_age)
+/* Syncs the index with the store and rebuilds the tree if it changed. */
+static void sync_now(struct cbtfs_fs *fs)
 {
 	bool changed = false;
-	double now;
 
 	pthread_mutex_lock(&fs->sync_lock);
-	now = now_seconds();
 	pthread_mutex_lock(&fs->lock);
-	if (max_age > 0 && now - fs->last_sync < max_age) {
-		pthread_mutex_unlock(&fs->lock);
-		pthread_mutex_unlock(&fs->sync_lock);
-		return;
-	}
-	fs->last_sync = now;
+	fs->last_sync = now_seconds();
 	pthread_mutex_unlock(&fs->lock);
 	if (index_sync(fs->index, &changed) == 0 && changed)
 		rebuild_tree(fs);
 	pthread_mutex_unlock(&fs->sync_lock);
 }
 
-static void *refresher(void *arg)
+/*
+ * Asks the background thread for a sync unless the last one is younger
+ * than a second: a lookup miss or a listing may be about a snapshot just
+ * made.  Never waits.
+ */
+static void want_sync(struct cbtfs_fs *fs)
+{
+	double age;
+
+	pthread_mutex_lock(&fs->lock);
+	age = now_seconds() - fs->last_sync;
+	pthread_mutex_unlock(&fs->lock);
+	if (age < 1.0)
+		return;
+	pthread_mutex_lock(&fs->bg_lock);
+	if (!fs->sync_wanted) {
+		fs->sync_wanted = true;
+		pthread_cond_signal(&fs->bg_cond);
+	}
+	pthread_mutex_unlock(&fs->bg_lock);
+}
+
+/*
+ * Hands chunk id, which a read of snapshot snap_id found missing or
+ * corrupt, to the background thread for its damage record.  Never waits;
+ * a full queue drops it (the next read of the chunk asks again).
+ */
+static void want_damage_record(struct cbtfs_fs *fs, const unsigned char *id,
+			       bool missing, const char *snap_id)
+{
+	size_t i;
+
+	pthread_mutex_lock(&fs->bg_lock);
+	for (i = 0; i < fs->n_damage; i++)
+		if (memcmp(fs->damage[i].id, id, CODEC_ID_LEN) == 0)
+			break;
+	if (i == fs->n_damage && i < DAMAGE_QUEUE) {
+		memcpy(fs->damage[i].id, id, CODEC_ID_LEN);
+		fs->damage[i].missing = missing;
+		snprintf(fs->damage[i].snap_id, sizeof(fs->damage[i].snap_id),
+			 "%s", snap_id);
+		fs->n_damage++;
+		pthread_cond_signal(&fs->bg_cond);
+	}
+	pthread_mutex_unlock(&fs->bg_lock);
+}
+
+/* Whether snapshot id is gone from the store: it was forgotten while
+ * open, so a chunk missing since (pruned) is no damage. */
+static bool snapshot_gone(struct cbtfs_fs *fs, const char *id)
+{
+	bool exists = true;
+
+	if (repo_has_manifest(fs->repo, id, &exists) != 0 || exists)
+		return false;
+	log_error("snapshot %s was forgotten while its image was open, and "
+		  "its data pruned: it cannot be read any more", id);
+	return true;
+}
+
+static void record_damage(struct cbtfs_fs *fs, const struct damage *d)
+{
+	if (d->missing && snapshot_gone(fs, d->snap_id))
+		return;
+	index_mark_damaged(fs->index, d->id, d->missing ? "missing"
+							: "corrupt");
+}
+
+static void write_metrics_file(struct cbtfs_fs *fs);
+
+/* The background thread: syncs, damage records, the metrics file. */
+static void *background(void *arg)
 {
 	struct cbtfs_fs *fs = arg;
+	const struct mount_conf *conf = fs->conf;
+	double next_sync = now_seconds() + conf->refresh_seconds;
+	double next_metrics = now_seconds();
 
-	pthread_mutex_lock(&fs->stop_lock);
+	pthread_mutex_lock(&fs->bg_lock);
 	while (!fs->stop) {
-		struct timespec ts;
+		struct damage batch[DAMAGE_QUEUE];
+		double now = now_seconds(), until = now + 3600;
+		bool sync, metrics;
+		size_t i, n;
 
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += fs->conf->refresh_seconds;
-		pthread_cond_timedwait(&fs->stop_cond, &fs->stop_lock, &ts);
-		if (fs->stop)
-			break;
-		pthread_mutex_unlock(&fs->stop_lock);
-		sync_now(fs, 0);
-		pthread_mutex_lock(&fs->stop_lock);
+		if (conf->refresh_seconds > 0 && next_sync < until)
+			until = next_sync;
+		if (conf->metrics_file != NULL && next_metrics < until)
+			until = next_metrics;
+		if (!fs->sync_wanted && fs->n_damage == 0 && now < until) {
+			struct timespec ts;
+			double t = until - now;
+
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			ts.tv_sec += (time_t)t;
+			ts.tv_nsec += (long)((t - (double)(time_t)t) * 1e9);
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&fs->bg_cond, &fs->bg_lock, &ts);
+			continue;
+		}
+		n = fs->n_damage;
+		memcpy(batch, fs->damage, n * sizeof(*batch));
+		fs->n_damage = 0;
+		sync = fs->sync_wanted ||
+		       (conf->refresh_seconds > 0 && now >= next_sync);
+		fs->sync_wanted = false;
+		metrics = conf->metrics_file != NULL && now >= next_metrics;
+		pthread_mutex_unlock(&fs->bg_lock);
+
+		for (i = 0; i < n; i++)
+			record_damage(fs, &batch[i]);
+		if (sync) {
+			sync_now(fs);
+			next_sync = now_seconds() + conf->refresh_seconds;
+		}
+		if (metrics) {
+			write_metrics_file(fs);
+			next_metrics = now_seconds() + conf->metrics_seconds;
+		}
+		pthread_mutex_lock(&fs->bg_lock);
 	}
-	pthread_mutex_unlock(&fs->stop_lock);
+	pthread_mutex_unlock(&fs->bg_lock);
 	return NULL;
 }
 
@@ -293,9 +433,14 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->negative_timeout = 0;
 	cfg->use_ino = 0;
 	conn->max_readahead = 1u << 20;
-	if (fs->conf->refresh_seconds > 0 &&
-	    pthread_create(&fs->refresher, NULL, refresher, fs) == 0)
-		fs->refresher_running = true;
+	/* -o splice_read, splice_write, splice_move, max_readahead, ... */
+	if (fs->conn_opts != NULL)
+		fuse_apply_conn_info_opts(fs->conn_opts, conn);
+	if (pthread_create(&fs->bg, NULL, background, fs) == 0)
+		fs->bg_running = true;
+	else
+		log_error("cannot start the background thread: new snapshots "
+			  "will not appear until the next mount");
 	return fs;
 }
 
@@ -305,21 +450,26 @@ static void op_destroy(void *private_data)
 	struct chunk_cache_stats cs;
 	struct store_stats ss;
 
+	if (fs->bg_running) {
+		pthread_mutex_lock(&fs->bg_lock);
+		fs->stop = true;
+		pthread_cond_signal(&fs->bg_cond);
+		pthread_mutex_unlock(&fs->bg_lock);
+		pthread_join(fs->bg, NULL);
+		fs->bg_running = false;
+	}
+	/* damage found since the thread's last round, and the last metrics */
+	while (fs->n_damage > 0)
+		record_damage(fs, &fs->damage[--fs->n_damage]);
+	if (fs->conf->metrics_file != NULL)
+		write_metrics_file(fs);
+
 	chunk_cache_get_stats(fs->cache, &cs);
 	store_get_stats(fs->repo->store, &ss);
 	log_info("unmounted: chunks %" PRIu64 " cached reads, %" PRIu64
 		 " fetched, %" PRIu64 " read ahead; store %" PRIu64
 		 " requests, %" PRIu64 " retries", cs.hits, cs.misses,
 		 cs.prefetched, ss.requests, ss.retries);
-
-	if (fs->refresher_running) {
-		pthread_mutex_lock(&fs->stop_lock);
-		fs->stop = true;
-		pthread_cond_signal(&fs->stop_cond);
-		pthread_mutex_unlock(&fs->stop_lock);
-		pthread_join(fs->refresher, NULL);
-		fs->refresher_running = false;
-	}
 }
 
 static void fill_stat(struct cbtfs_fs *fs, const struct node *n,
@@ -393,23 +543,29 @@ static int op_getattr(const char *path, struct stat *st,
 	struct cbtfs_fs *fs = get_fs();
 	char snap_id[CBTFS_UUID_LEN + 1] = "";
 	struct node *n;
-	int pass;
 
-	for (pass = 0; pass < 2; pass++) {
-		pthread_mutex_lock(&fs->lock);
-		n = lookup_locked(fs, path);
-		if (n != NULL)
-			fill_stat(fs, n, st);
-		if (n != NULL && !n->is_dir && !n->stored_known)
-			snprintf(snap_id, sizeof(snap_id), "%s", n->snap_id);
-		pthread_mutex_unlock(&fs->lock);
-		if (snap_id[0] != '\0')
-			learn_stored(fs, path, snap_id, st);
-		if (n != NULL)
-			return 0;
-		if (pass == 0)
-			sync_now(fs, 1.0);	/* maybe it just appeared */
+	if (strcmp(path, STATS_PATH) == 0) {
+		/* its size is known at open; reads go to EOF (direct_io) */
+		memset(st, 0, sizeof(*st));
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		st->st_uid = fs->uid;
+		st->st_gid = fs->gid;
+		st->st_mtime = st->st_ctime = st->st_atime = time(NULL);
+		return 0;
 	}
+	pthread_mutex_lock(&fs->lock);
+	n = lookup_locked(fs, path);
+	if (n != NULL)
+		fill_stat(fs, n, st);
+	if (n != NULL && !n->is_dir && !n->stored_known)
+		snprintf(snap_id, sizeof(snap_id), "%s", n->snap_id);
+	pthread_mutex_unlock(&fs->lock);
+	if (snap_id[0] != '\0')
+		learn_stored(fs, path, snap_id, st);
+	if (n != NULL)
+		return 0;
+	want_sync(fs);		/* maybe it just appeared */
 	return -ENOENT;
 }
 
@@ -423,7 +579,7 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
 	size_t i, count = 0;
 	int err = 0;
 
-	sync_now(fs, 1.0);
+	want_sync(fs);		/* the next listing may show more */
 	pthread_mutex_lock(&fs->lock);
 	n = lookup_locked(fs, path);
 	if (n == NULL || !n->is_dir) {
@@ -493,6 +649,152 @@ static bool leaf_matches(const struct manifest *m, const char *path,
 	       strcmp(path + 2 + vlen + nlen, ".img") == 0;
 }
 
+/* ---- metrics ------------------------------------------------------- */
+
+struct metrics {
+	struct chunk_cache_stats cache;
+	struct store_counts store;
+	struct store_stats requests;
+	uint64_t read_errors, open_files, open_images, maps_bytes, snapshots;
+};
+
+/* Every metric once: name, type, help, value (of struct metrics m). */
+#define METRICS(X)							\
+	X(cache_hits_total, counter,					\
+	  "Chunk reads served by the cache or by a load under way",	\
+	  m->cache.hits)						\
+	X(cache_misses_total, counter,					\
+	  "Chunk reads that had to load their chunk", m->cache.misses)	\
+	X(readahead_chunks_total, counter,				\
+	  "Chunks loaded ahead of sequential readers", m->cache.prefetched) \
+	X(readahead_dropped_total, counter,				\
+	  "Read-aheads given up because only unread chunks filled the "	\
+	  "cache", m->cache.prefetch_dropped)				\
+	X(chunk_load_errors_total, counter,				\
+	  "Chunk loads that failed (missing, corrupt, store errors)",	\
+	  m->cache.load_errors)						\
+	X(read_errors_total, counter,					\
+	  "Reads answered with an error", m->read_errors)		\
+	X(store_gets_total, counter,					\
+	  "GETs of objects (chunks, manifests) from the store",		\
+	  m->store.gets)						\
+	X(store_get_bytes_total, counter,				\
+	  "Bytes those GETs returned", m->store.get_bytes)		\
+	X(store_get_errors_total, counter,				\
+	  "GETs that failed other than with a missing object",		\
+	  m->store.get_errors)						\
+	X(store_requests_total, counter,				\
+	  "Requests to the store of any kind, retries included",	\
+	  m->requests.requests)						\
+	X(store_retries_total, counter,					\
+	  "Store requests retried", m->requests.retries)		\
+	X(cache_bytes, gauge,						\
+	  "Memory of the chunk cache's buffers", m->cache.bytes)	\
+	X(cache_max_bytes, gauge,					\
+	  "The bound of that memory (cache_size)", m->cache.max_bytes)	\
+	X(cache_chunks, gauge, "Chunks in the cache", m->cache.chunks)	\
+	X(open_files, gauge, "Images open now", m->open_files)		\
+	X(open_images, gauge,						\
+	  "Snapshots with an open image (each holds one chunk map)",	\
+	  m->open_images)						\
+	X(maps_bytes, gauge,						\
+	  "Memory of the chunk maps of the open snapshots", m->maps_bytes) \
+	X(snapshots, gauge, "Snapshots in the tree", m->snapshots)
+
+static void metrics_collect(struct cbtfs_fs *fs, struct metrics *m)
+{
+	struct image *img;
+
+	memset(m, 0, sizeof(*m));
+	if (fs->cache != NULL)
+		chunk_cache_get_stats(fs->cache, &m->cache);
+	store_count_get(fs->repo->store, &m->store);
+	store_get_stats(fs->repo->store, &m->requests);
+	m->read_errors = __atomic_load_n(&fs->read_errors, __ATOMIC_RELAXED);
+	m->open_files = __atomic_load_n(&fs->open_files, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&fs->lock);
+	for (img = fs->images; img != NULL; img = img->next) {
+		m->open_images++;
+		m->maps_bytes += sizeof(*img) + sizeof(*img->map) +
+				 img->map->n * sizeof(*img->map->v);
+	}
+	m->snapshots = fs->n_snapshots;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+/* The metrics in the Prometheus text exposition format (version 0.0.4)
+ * into out; 0 or ENOMEM. */
+static int metrics_text(struct cbtfs_fs *fs, struct buf *out)
+{
+	struct metrics mv, *m = &mv;
+	char line[512];
+	int err = 0;
+
+	metrics_collect(fs, m);
+	out->len = 0;
+#define X(name, type, help, value)					\
+	snprintf(line, sizeof(line),					\
+		 "# HELP cbtfs_" #name " " help "\n"			\
+		 "# TYPE cbtfs_" #name " " #type "\n"			\
+		 "cbtfs_" #name " %" PRIu64 "\n", (uint64_t)(value));	\
+	err |= buf_append(out, line, strlen(line));
+	METRICS(X)
+#undef X
+	return err ? ENOMEM : 0;
+}
+
+/*
+ * Writes the metrics to conf->metrics_file through a temporary file and a
+ * rename, so a reader sees the old or the new text whole.  Failures are
+ * logged, once until a write succeeds again.
+ */
+static void write_metrics_file(struct cbtfs_fs *fs)
+{
+	static bool failed;
+	const char *path = fs->conf->metrics_file;
+	struct buf text = { 0 };
+	char *tmp = NULL;
+	FILE *f = NULL;
+	int err;
+
+	err = metrics_text(fs, &text);
+	if (err == 0 && asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0)
+		err = ENOMEM;
+	if (err == 0 && (f = fopen(tmp, "we")) == NULL)
+		err = errno;
+	if (err == 0 && fwrite(text.data, 1, text.len, f) != text.len)
+		err = errno ? errno : EIO;
+	if (f != NULL && fclose(f) != 0 && err == 0)
+		err = errno;
+	if (err == 0 && rename(tmp, path) != 0)
+		err = errno;
+	if (err != 0 && tmp != NULL)
+		unlink(tmp);
+	if (err != 0 && !failed)
+		log_error("cannot write the metrics file %s: %s", path,
+			  ERRSTR(err));
+	failed = err != 0;
+	free(tmp);
+	buf_free(&text);
+}
+
+/* Opens the metrics file: its text, taken now, is what reads return. */
+static int open_stats(struct cbtfs_fs *fs, struct fuse_file_info *fi)
+{
+	struct open_file *of = calloc(1, sizeof(*of));
+
+	if (of == NULL || metrics_text(fs, &of->text) != 0) {
+		if (of != NULL)
+			buf_free(&of->text);
+		free(of);
+		return -ENOMEM;
+	}
+	fi->fh = (uint64_t)(uintptr_t)of;
+	fi->direct_io = 1;	/* its size in stat is 0: read to EOF */
+	fi->keep_cache = 0;
+	return 0;
+}
+
 static int op_open(const char *path, struct fuse_file_info *fi)
 {
 	struct cbtfs_fs *fs = get_fs();
@@ -507,6 +809,8 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY)
 		return -EROFS;
+	if (strcmp(path, STATS_PATH) == 0)
+		return open_stats(fs, fi);
 	pthread_mutex_lock(&fs->lock);
 	n = lookup_locked(fs, path);
 	if (n == NULL)
@@ -576,14 +880,20 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 	of->img = img;
 	fi->fh = (uint64_t)(uintptr_t)of;
 	fi->keep_cache = 1;
+	__atomic_add_fetch(&fs->open_files, 1, __ATOMIC_RELAXED);
 	return 0;
 }
 
 static int op_release(const char *path, struct fuse_file_info *fi)
 {
+	struct cbtfs_fs *fs = get_fs();
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
 
-	release_image(get_fs(), of->img);
+	if (of->img != NULL) {
+		release_image(fs, of->img);
+		__atomic_sub_fetch(&fs->open_files, 1, __ATOMIC_RELAXED);
+	}
+	buf_free(&of->text);
 	free(of);
 	return 0;
 }
@@ -596,7 +906,7 @@ static int op_release(const char *path, struct fuse_file_info *fi)
 static void read_ahead(struct cbtfs_fs *fs, struct open_file *of,
 		       const struct chunk_map *map, uint64_t idx)
 {
-	uint64_t end = idx + 1 + fs->conf->readahead, i;
+	uint64_t end = idx + 1 + fs->readahead, i;
 	size_t k;
 
 	i = __atomic_exchange_n(&of->ahead, end, __ATOMIC_RELAXED);
@@ -613,31 +923,28 @@ static void read_ahead(struct cbtfs_fs *fs, struct open_file *of,
 	}
 }
 
-/* Whether snapshot id is gone from the store: it was forgotten while
- * open, so a chunk missing since (pruned) is no damage. */
-static bool snapshot_gone(struct cbtfs_fs *fs, const char *id)
-{
-	bool exists = true;
-
-	if (repo_has_manifest(fs->repo, id, &exists) != 0 || exists)
-		return false;
-	log_error("snapshot %s was forgotten while its image was open, and "
-		  "its data pruned: it cannot be read any more", id);
-	return true;
-}
-
 static int op_read(const char *path, char *buf, size_t size, off_t offset,
 		   struct fuse_file_info *fi)
 {
 	struct cbtfs_fs *fs = get_fs();
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
-	const struct chunk_map *map = of->img->map;
+	const struct chunk_map *map;
 	uint64_t off = (uint64_t)offset, done = 0;
-	uint32_t csize = map->chunk_size;
+	uint32_t csize;
 	bool sequential;
 
 	if (offset < 0)
 		return -EINVAL;
+	if (of->img == NULL) {	/* the metrics file */
+		if (off >= of->text.len)
+			return 0;
+		if (size > of->text.len - off)
+			size = (size_t)(of->text.len - off);
+		memcpy(buf, of->text.data + off, size);
+		return (int)size;
+	}
+	map = of->img->map;
+	csize = map->chunk_size;
 	if (off >= map->capacity)
 		return 0;
 	if (size > map->capacity - off)
@@ -661,14 +968,14 @@ static int op_read(const char *path, char *buf, size_t size, off_t offset,
 		} else {
 			err = chunk_cache_read(fs->cache, id, within,
 					       n, buf + done);
-			if ((err == ENOENT &&
-			     !snapshot_gone(fs, of->img->snap_id)) ||
-			    err == EBADMSG)
-				index_mark_damaged(fs->index, id,
-						   err == ENOENT ? "missing"
-								 : "corrupt");
-			if (err != 0)
+			if (err == ENOENT || err == EBADMSG)
+				want_damage_record(fs, id, err == ENOENT,
+						   of->img->snap_id);
+			if (err != 0) {
+				__atomic_add_fetch(&fs->read_errors, 1,
+						   __ATOMIC_RELAXED);
 				return -(err == ENOMEM ? ENOMEM : EIO);
+			}
 		}
 		done += n;
 	}
@@ -683,11 +990,17 @@ static off_t op_lseek(const char *path, off_t off, int whence,
 		      struct fuse_file_info *fi)
 {
 	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
-	const struct chunk_map *map = of->img->map;
+	const struct chunk_map *map;
 	uint64_t i, pos = (uint64_t)off;
 
 	if (whence != SEEK_DATA && whence != SEEK_HOLE)
 		return -EINVAL;
+	if (of->img == NULL) {	/* the metrics file: all data */
+		if (off < 0 || pos >= of->text.len)
+			return -ENXIO;
+		return whence == SEEK_DATA ? off : (off_t)of->text.len;
+	}
+	map = of->img->map;
 	if (off < 0 || pos >= map->capacity)
 		return -ENXIO;
 	i = chunk_map_next(map, pos / map->chunk_size, whence == SEEK_DATA);
@@ -778,10 +1091,11 @@ static void fs_free(struct cbtfs_fs *fs)
 	chunk_cache_destroy(fs->cache);
 	index_close(fs->index);
 	repo_close(fs->repo);
+	free(fs->conn_opts);
 	pthread_mutex_destroy(&fs->sync_lock);
 	pthread_mutex_destroy(&fs->lock);
-	pthread_mutex_destroy(&fs->stop_lock);
-	pthread_cond_destroy(&fs->stop_cond);
+	pthread_mutex_destroy(&fs->bg_lock);
+	pthread_cond_destroy(&fs->bg_cond);
 	free(fs);
 }
 
@@ -789,6 +1103,8 @@ static void fs_free(struct cbtfs_fs *fs)
 static struct cbtfs_fs *fs_open(const struct mount_conf *conf)
 {
 	struct cbtfs_fs *fs = calloc(1, sizeof(*fs));
+	pthread_condattr_t ca;
+	struct store *counted;
 	int err;
 
 	if (fs == NULL)
@@ -799,11 +1115,22 @@ static struct cbtfs_fs *fs_open(const struct mount_conf *conf)
 	fs->mount_time = time(NULL);
 	pthread_mutex_init(&fs->sync_lock, NULL);
 	pthread_mutex_init(&fs->lock, NULL);
-	pthread_mutex_init(&fs->stop_lock, NULL);
-	pthread_cond_init(&fs->stop_cond, NULL);
+	pthread_mutex_init(&fs->bg_lock, NULL);
+	/* the background thread's timeouts follow now_seconds() */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&fs->bg_cond, &ca);
+	pthread_condattr_destroy(&ca);
 	fs->repo = repo_open(conf->repo_url, &conf->store, &conf->pass, &err);
 	if (fs->repo == NULL)
 		goto fail;
+	/* GETs counted for the metrics */
+	counted = store_count_create(fs->repo->store, &err);
+	if (counted == NULL) {
+		log_error("cannot open %s: %s", conf->repo_url, ERRSTR(err));
+		goto fail;
+	}
+	fs->repo->store = counted;
 	fs->index = index_open(fs->repo, conf->cache_dir, &err);
 	if (fs->index == NULL)
 		goto fail;
@@ -847,6 +1174,13 @@ int fuse_ops_main(struct fuse_args *args, const struct mount_conf *conf)
 	fs = fs_open(conf);
 	if (fs == NULL)
 		goto out;
+	/* -o splice_read and the other connection options libfuse knows,
+	 * applied in op_init() */
+	fs->conn_opts = fuse_parse_conn_info_opts(args);
+	if (fs->conn_opts == NULL) {
+		status = 2;
+		goto out;
+	}
 	index_close(fs->index);
 	fs->index = NULL;
 
@@ -879,6 +1213,19 @@ int fuse_ops_main(struct fuse_args *args, const struct mount_conf *conf)
 	if (fs->cache == NULL) {
 		log_error("cannot create the chunk cache: %s", ERRSTR(errno));
 		goto out_unmount;
+	}
+	/* a read-ahead beyond half the cache would push out its own chunks */
+	{
+		struct chunk_cache_stats cs;
+		uint64_t half;
+
+		chunk_cache_get_stats(fs->cache, &cs);
+		half = cs.max_bytes / fs->repo->chunk_size / 2;
+		fs->readahead = conf->readahead < half ? conf->readahead
+						       : (unsigned)half;
+		if (fs->readahead < conf->readahead)
+			log_info("readahead=%u chunks: half of what "
+				 "cache_size holds", fs->readahead);
 	}
 	if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0)
 		goto out_unmount;

@@ -2,10 +2,12 @@
  * The read-only FUSE file system: the only code that knows FUSE.
  *
  * Tree: one directory per volume path component, one file NAME.img per
- * snapshot (mode 0444, size = capacity, mtime = creation time).  The tree
- * is rebuilt from the index whenever a sync finds new or vanished
- * snapshots: every refresh_seconds in the background, and on a directory
- * listing or a failed lookup when the last sync is older than a second.
+ * snapshot (mode 0444, size = capacity, mtime = creation time), and the
+ * hidden file .stats at the root (metrics, Prometheus text format).  The
+ * tree is rebuilt from the index whenever a sync finds new or vanished
+ * snapshots.  Syncs run in a background thread, never in a FUSE request:
+ * every refresh_seconds, and soon after a directory listing or a failed
+ * lookup when the last sync is older than a second.
  */
 #ifndef CBTFS_FUSE_OPS_H
 #define CBTFS_FUSE_OPS_H
@@ -29,6 +31,8 @@ struct mount_conf {
 	unsigned readahead;		/* chunks loaded ahead of sequential
 					 * reads, by at most store.connections
 					 * threads */
+	const char *metrics_file;	/* NULL: none */
+	unsigned metrics_seconds;	/* its period */
 };
 
 /*

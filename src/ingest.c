@@ -15,12 +15,14 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/fs.h>
+#include <linux/loop.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,6 +41,11 @@ struct claim_set {
 struct ingest {
 	const struct ingest_conf *conf;
 	int fd;
+	/* where the device's holes are told (SEEK_DATA/SEEK_HOLE): the
+	 * image itself, the backing file of a loop device (its byte 0 at
+	 * holes_off), or -1: none known, all of it is read */
+	int holes_fd;
+	off_t holes_off;
 	uint64_t capacity;
 	uint32_t chunk_size;
 	const struct chunk_map *base;	/* NULL without a base */
@@ -153,7 +160,7 @@ static bool is_damaged(const struct ingest *ing, const unsigned char *id)
  * the base's, uploaded only to heal it).
  */
 static int store_chunk(struct ingest *ing, const unsigned char *id,
-		       const unsigned char *buf, bool entry)
+		       struct buf *b, bool entry)
 {
 	const struct ingest_conf *conf = ing->conf;
 	bool damaged = is_damaged(ing, id), exists = false, found = false;
@@ -179,7 +186,7 @@ static int store_chunk(struct ingest *ing, const unsigned char *id,
 		}
 	}
 	if (err == 0 && !exists)
-		err = repo_put_chunk(conf->repo, id, buf, &stored);
+		err = repo_put_chunk(conf->repo, id, b, &stored);
 	if (err == 0 && damaged) {
 		log_info("stored chunk %s again: it was recorded as damaged",
 			 key);
@@ -204,9 +211,11 @@ static int store_chunk(struct ingest *ing, const unsigned char *id,
 	return 0;
 }
 
-/* Handles the chunk at todo position k. */
-static int process_chunk(struct ingest *ing, size_t k, unsigned char *buf)
+/* Handles the chunk at todo position k, read into b (see
+ * repo_chunk_room()). */
+static int process_chunk(struct ingest *ing, size_t k, struct buf *b)
 {
+	unsigned char *buf = b->data + repo_chunk_offset(ing->conf->repo);
 	uint64_t idx = ing->todo[k], nread = 0;
 	unsigned char id[CODEC_ID_LEN];
 	const unsigned char *base_id = codec_zero_id;
@@ -245,17 +254,18 @@ static int process_chunk(struct ingest *ing, size_t k, unsigned char *buf)
 	pthread_mutex_unlock(&ing->lock);
 	if (!claimed || err != 0)
 		return err;
-	return store_chunk(ing, id, buf, !same);
+	return store_chunk(ing, id, b, !same);
 }
 
-/* pool_task: the chunk at todo position k, read into scratch. */
+/* pool_task: the chunk at todo position k, read into scratch (one
+ * buffer for every chunk of a worker, framed where it is read). */
 static int chunk_task(void *arg, size_t k, struct buf *scratch)
 {
 	struct ingest *ing = arg;
 
-	if (buf_reserve(scratch, ing->chunk_size) != 0)
+	if (buf_reserve(scratch, repo_chunk_room(ing->conf->repo)) != 0)
 		return ENOMEM;
-	return process_chunk(ing, k, scratch->data);
+	return process_chunk(ing, k, scratch);
 }
 
 /* pool_tick: the progress line. */
@@ -353,39 +363,85 @@ static int open_device(const char *path, int *fdp, uint64_t *sizep)
 	return 0;
 }
 
-/* Looks, among the lock records, for one of an ingest that stopped
- * after it began to store this snapshot, meaning to commit manifest id. */
-struct stopped_scan {
-	const struct ingest_conf *conf;
-	const char *id;
-};
-
-static int stopped_cb(void *arg, const struct repo_lock_info *li)
+/*
+ * Where the holes of the loop device fd (st: its stat) can be learnt: its
+ * backing file, opened into *bfdp, in which the device begins at *offp.
+ * The file is the one the loop device uses (same device and inode as
+ * LOOP_GET_STATUS64 reports), and the device's own cache is flushed to it
+ * first, so that its holes are the device's.  ENOENT (not logged) when
+ * that cannot be told: not a loop device, or its file is gone.
+ */
+static int loop_backing_file(const char *device, int fd,
+			     const struct stat *st, int *bfdp, off_t *offp)
 {
-	const struct stopped_scan *ss = arg;
+	char path[PATH_MAX], sys[96];
+	struct loop_info64 li;
+	struct stat bst;
+	size_t n;
+	FILE *f;
+	int bfd;
 
-	if (li->status != REPO_LOCK_LIVE && li->status != REPO_LOCK_GARBLED &&
-	    strcmp(li->state, "pending") != 0 &&
-	    strcmp(li->volume, ss->conf->volume) == 0 &&
-	    strcmp(li->snapshot, ss->conf->name) == 0 &&
-	    strcmp(li->manifest, ss->id) == 0)
-		return EEXIST;
+	snprintf(sys, sizeof(sys), "/sys/dev/block/%u:%u/loop/backing_file",
+		 major(st->st_rdev), minor(st->st_rdev));
+	f = fopen(sys, "re");
+	if (f == NULL)
+		return ENOENT;
+	n = fgets(path, sizeof(path), f) ? strlen(path) : 0;
+	fclose(f);
+	if (n > 0 && path[n - 1] == '\n')
+		path[--n] = '\0';
+	if (n == 0 || ioctl(fd, LOOP_GET_STATUS64, &li) != 0 ||
+	    li.lo_offset > (uint64_t)INT64_MAX || fsync(fd) != 0)
+		return ENOENT;
+	bfd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (bfd < 0)
+		return ENOENT;
+	if (fstat(bfd, &bst) != 0 || !S_ISREG(bst.st_mode) ||
+	    (uint64_t)bst.st_dev != li.lo_device ||
+	    (uint64_t)bst.st_ino != li.lo_inode) {
+		close(bfd);
+		return ENOENT;
+	}
+	log_debug("device %s: its holes are those of its backing file %s "
+		  "(from offset %" PRIu64 ")", device, path,
+		  (uint64_t)li.lo_offset);
+	*bfdp = bfd;
+	*offp = (off_t)li.lo_offset;
 	return 0;
 }
 
+/* Finds where ing->fd's holes are told (ing->holes_fd). */
+static void find_holes_source(struct ingest *ing)
+{
+	struct stat st;
+
+	ing->holes_fd = -1;
+	ing->holes_off = 0;
+	if (fstat(ing->fd, &st) != 0)
+		return;
+	if (S_ISREG(st.st_mode)) {
+		ing->holes_fd = ing->fd;
+		return;
+	}
+	if (loop_backing_file(ing->conf->device, ing->fd, &st,
+			      &ing->holes_fd, &ing->holes_off) != 0)
+		log_debug("device %s: its holes are not known (only those of "
+			  "a loop device whose backing file is still there "
+			  "are): reading all of it", ing->conf->device);
+}
+
 /*
- * Checks that no snapshot of that name exists.  *existing receives the id
- * of one that does if an ingest of it stopped right after committing it: a
- * plain re-run then has nothing to do.  That is so when the stopped run's
- * lock record (found here, or by the caller taking the lock: predecessor,
- * "" if not) names the manifest the name has, and that manifest is there
- * and verifies.  EEXIST (logged) for a name in use.
+ * Checks, under the volume's lock, that no snapshot of that name exists.
+ * *existing receives the id of one that does if an ingest of it stopped
+ * right after committing it: a plain re-run then has nothing to do.  That
+ * is so when the stopped run's lock record (found by taking the lock:
+ * predecessor, "" if none) names the manifest the name has, and that
+ * manifest is there and verifies.  EEXIST (logged) for a name in use.
  */
 static int check_name_free(const struct ingest_conf *conf,
 			   const char *predecessor,
 			   char existing[CBTFS_UUID_LEN + 1])
 {
-	struct stopped_scan ss = { conf, NULL };
 	struct manifest *m, *stored = NULL;
 	int err;
 
@@ -393,18 +449,13 @@ static int check_name_free(const struct ingest_conf *conf,
 	err = index_find_snapshot(conf->index, conf->volume, conf->name, &m);
 	if (err != 0)
 		return err == ENOENT ? 0 : err;
-	ss.id = m->id;
-	if (predecessor[0] != '\0')
-		err = strcmp(predecessor, m->id) == 0 ? EEXIST : 0;
-	else
-		err = repo_list_locks(conf->repo, stopped_cb, &ss);
-	if (err == EEXIST &&
+	if (strcmp(predecessor, m->id) == 0 &&
 	    repo_get_manifest(conf->repo, m->id, &stored) == 0 &&
 	    strcmp(stored->volume, conf->volume) == 0 &&
 	    strcmp(stored->name, conf->name) == 0) {
 		snprintf(existing, CBTFS_UUID_LEN + 1, "%s", m->id);
 		err = 0;
-	} else if (err == 0 || err == EEXIST) {
+	} else {
 		log_error("snapshot '%s' of volume '%s' already exists in the "
 			  "repository (id %s); choose another name", conf->name,
 			  conf->volume, m->id);
@@ -569,27 +620,6 @@ static int take_answer(const struct ingest_conf *conf,
 	return 0;
 }
 
-/*
- * Checks, under the volume's lock, that the base found while planning is
- * still there: a snapshot forgotten meanwhile must not become a parent.
- */
-static int check_base_kept(const struct ingest_conf *conf,
-			   const struct manifest *base)
-{
-	struct manifest *now = NULL;
-	int err;
-
-	err = index_find_snapshot(conf->index, conf->volume, conf->base, &now);
-	if (err == ENOENT || (err == 0 && strcmp(now->id, base->id) != 0)) {
-		log_error("base snapshot '%s' of volume '%s' was removed from "
-			  "the repository meanwhile; nothing was stored, run "
-			  "the ingest again", conf->base, conf->volume);
-		err = ENOENT;
-	}
-	manifest_free(now);
-	return err;
-}
-
 /* What one attempt of ingest_run() works with. */
 struct plan {
 	struct manifest *base;		/* verified, or NULL */
@@ -611,54 +641,76 @@ static void plan_free(struct plan *p)
 	manifest_free(p->base);
 }
 
+/* Where the next data (whence SEEK_DATA) or hole (SEEK_HOLE) of the
+ * device begins at or after off, at most the capacity: the source of
+ * holes' answer, or with none known all is data. */
+static uint64_t seek_holes(const struct ingest *ing, uint64_t off,
+			   int whence)
+{
+	off_t r;
+
+	if (ing->holes_fd < 0)
+		return whence == SEEK_DATA ? off : ing->capacity;
+	r = lseek(ing->holes_fd, ing->holes_off + (off_t)off, whence);
+	if (r < 0 && errno == ENXIO)	/* no data after off */
+		return ing->capacity;
+	if (r < 0)			/* holes not known */
+		return whence == SEEK_DATA ? off : ing->capacity;
+	r -= ing->holes_off;
+	return (uint64_t)r < ing->capacity ? (uint64_t)r : ing->capacity;
+}
+
 /*
  * Scan mode: every chunk but those in the holes of the device (an image
- * file; a block device reports no holes): a chunk without data is zero
- * without being read, and is read only where the base has data, so that
- * it becomes a zero entry.  Cost grows with the data, not the capacity.
+ * file, or the backing file of a loop device; other block devices report
+ * no holes): a chunk without data is zero without being read, and is read
+ * only where the base has data, so that it becomes a zero entry.  Cost
+ * grows with the data, not the capacity.
  */
 static int scan_todo(struct ingest *ing, struct plan *p)
 {
 	uint64_t cs = ing->chunk_size, cap = ing->capacity, i = 0;
-	size_t n = 0;
+	uint64_t data, hole;
+	/* grown as chunks are found: memory follows the data */
+	struct { uint64_t *v; size_t n, cap; } todo = { 0 };
+	int err = 0;
 
-	p->todo = malloc((p->nchunks ? p->nchunks : 1) * sizeof(*p->todo));
-	if (p->todo == NULL)
-		return ENOMEM;
-	while (i < p->nchunks) {
-		off_t data = lseek(ing->fd, (off_t)(i * cs), SEEK_DATA);
-		off_t hole;
-
-		if (data < 0 && errno == ENXIO)
-			data = (off_t)cap;	/* no data after i */
-		else if (data < 0)
-			data = (off_t)(i * cs);	/* holes not known */
-		for (; i < p->nchunks && (i + 1) * cs <= (uint64_t)data; i++)
+	find_holes_source(ing);
+	while (i < p->nchunks && err == 0) {
+		data = seek_holes(ing, i * cs, SEEK_DATA);
+		for (; i < p->nchunks && (i + 1) * cs <= data && err == 0; i++)
 			if (ing->base != NULL &&
-			    !codec_id_is_zero(chunk_map_id(ing->base, i)))
-				p->todo[n++] = i;
-		if ((uint64_t)data >= cap)
+			    !codec_id_is_zero(chunk_map_id(ing->base, i)) &&
+			    (err = ARRAY_GROW(&todo)) == 0)
+				todo.v[todo.n++] = i;
+		if (data >= cap)
 			break;
-		hole = lseek(ing->fd, data, SEEK_HOLE);
-		if (hole < 0 || (uint64_t)hole > cap)
-			hole = (off_t)cap;
-		for (; i < p->nchunks && i * cs < (uint64_t)hole; i++)
-			p->todo[n++] = i;
+		hole = seek_holes(ing, data, SEEK_HOLE);
+		for (; i < p->nchunks && i * cs < hole && err == 0; i++)
+			if ((err = ARRAY_GROW(&todo)) == 0)
+				todo.v[todo.n++] = i;
 	}
-	p->n_todo = n;
-	return 0;
+	p->todo = todo.v;
+	p->n_todo = todo.n;
+	return err;
 }
 
-/* Syncs the index, finds the base and asks the change source which
- * chunks to read.  Writes nothing. */
+/*
+ * Under the volume's lock: syncs the index (the one listing of snapshots/
+ * an ingest makes), checks the name, finds the base and asks the change
+ * source which chunks to read.  Writes nothing.  With *existing set (see
+ * check_name_free()) there is nothing to plan.
+ */
 static int plan_ingest(const struct ingest_conf *conf, struct ingest *ing,
-		       struct plan *p, char existing[CBTFS_UUID_LEN + 1])
+		       struct plan *p, const char *predecessor,
+		       char existing[CBTFS_UUID_LEN + 1])
 {
 	struct cbt_request req = { 0 };
 	int err;
 
 	if ((err = index_sync(conf->index, NULL)) != 0 ||
-	    (err = check_name_free(conf, "", existing)) != 0 ||
+	    (err = check_name_free(conf, predecessor, existing)) != 0 ||
+	    existing[0] != '\0' ||
 	    (err = index_damaged_ids(conf->index, &p->damaged,
 				     &p->n_damaged)) != 0)
 		return err;
@@ -706,24 +758,6 @@ static int plan_ingest(const struct ingest_conf *conf, struct ingest *ing,
 	ing->ids = calloc(p->n_todo ? p->n_todo : 1, CODEC_ID_LEN);
 	if (ing->verdict == NULL || ing->ids == NULL)
 		return ENOMEM;
-	return 0;
-}
-
-/* After the sync under the lock: the damage records as they are now. */
-static int reload_damaged(const struct ingest_conf *conf, struct ingest *ing,
-			  struct plan *p)
-{
-	int err;
-
-	free(p->damaged);
-	p->damaged = NULL;
-	p->n_damaged = 0;
-	ing->n_damaged = 0;
-	err = index_damaged_ids(conf->index, &p->damaged, &p->n_damaged);
-	if (err != 0)
-		return err;
-	ing->damaged = (const unsigned char (*)[CODEC_ID_LEN])p->damaged;
-	ing->n_damaged = p->n_damaged;
 	return 0;
 }
 
@@ -775,6 +809,7 @@ static int ingest_once(const struct ingest_conf *conf,
 
 	memset(res, 0, sizeof(*res));
 	ing.fd = -1;
+	ing.holes_fd = -1;
 	pthread_mutex_init(&ing.lock, NULL);
 	ing.conf = conf;
 	ing.chunk_size = conf->repo->chunk_size;
@@ -785,17 +820,18 @@ static int ingest_once(const struct ingest_conf *conf,
 	    (err = repo_check_snapshot_name(conf->name)) != 0 ||
 	    (conf->base && (err = repo_check_snapshot_name(conf->base)) != 0))
 		goto out;
-	if ((err = open_device(conf->device, &ing.fd, &ing.capacity)) != 0 ||
-	    (err = plan_ingest(conf, &ing, &p, existing)) != 0)
+	if ((err = open_device(conf->device, &ing.fd, &ing.capacity)) != 0)
 		goto out;
 
-	/* 2. lock the volume; the name may have been taken meanwhile */
+	/*
+	 * 2. lock the volume, then read the repository: what is checked
+	 * under the lock (the name is free, the base is there) stays so
+	 * until the commit.  A plan that fails releases the lock, leaving
+	 * the repository as it was.
+	 */
 	if ((err = repo_lock_volume(conf->repo, &req, &lock, &found)) != 0 ||
-	    (err = index_sync(conf->index, NULL)) != 0 ||
-	    (err = check_name_free(conf, found.predecessor, existing)) != 0 ||
-	    (err = reload_damaged(conf, &ing, &p)) != 0)
-		goto out;
-	if (p.base != NULL && (err = check_base_kept(conf, p.base)) != 0)
+	    (err = plan_ingest(conf, &ing, &p, found.predecessor,
+			       existing)) != 0)
 		goto out;
 	if (existing[0] != '\0') {
 		log_info("snapshot '%s' of volume '%s' was committed by an "
@@ -815,15 +851,14 @@ static int ingest_once(const struct ingest_conf *conf,
 	err = run_workers(&ing, conf->jobs ? conf->jobs : 1, conf->progress);
 	if (err == 0)
 		err = commit(&ing, &p, lock, res);
-	if (err == 0) {
-		res->capacity = ing.capacity;
-		res->full_fallback = p.ans.full && conf->base != NULL;
-		res->stats = ing.stats;
-		res->chunks_total = p.nchunks;
-		res->chunks_healed = ing.chunks_healed;
-		res->chunks_found = ing.chunks_found;
-	}
 out:
+	/* what was done so far, also for a run that failed (metrics) */
+	res->capacity = ing.capacity;
+	res->full_fallback = p.ans.full && conf->base != NULL;
+	res->stats = ing.stats;
+	res->chunks_total = p.nchunks;
+	res->chunks_healed = ing.chunks_healed;
+	res->chunks_found = ing.chunks_found;
 	if (err == ENOMEM)
 		log_error("out of memory (a volume of %" PRIu64 " bytes in "
 			  "chunks of %" PRIu32 ")", ing.capacity, ing.chunk_size);
@@ -832,6 +867,8 @@ out:
 	/* a run that did not commit tells the next one of what it stored,
 	 * and of what stopped runs before it had stored */
 	repo_unlock(lock, err == 0 || (!ing.uploaded && !found.leftovers));
+	if (ing.holes_fd >= 0 && ing.holes_fd != ing.fd)
+		close(ing.holes_fd);
 	if (ing.fd >= 0)
 		close(ing.fd);
 	free(ing.verdict);

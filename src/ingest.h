@@ -5,8 +5,10 @@
  * zero check and id -> compare with the base's chunk -> upload unless the
  * chunk object exists -> manifest (the commit point) -> index.
  *
- * Every input is checked before the first object is written, so bad input
- * leaves the repository unchanged.  Chunks are processed by a bounded pool
+ * Every input is checked before the first chunk is written, under the
+ * volume's lock (whose record a failed check removes again), so bad input
+ * leaves the repository unchanged.  The index is synced once, under the
+ * lock: an ingest lists snapshots/ once.  Chunks are processed by a bounded pool
  * of worker threads; a failure stops them and writes no manifest (the
  * chunks already uploaded are unreferenced, for gc).
  */
@@ -50,7 +52,8 @@ struct ingest_result {
 	double seconds;
 };
 
-/* Returns 0, or an errno after logging what failed. */
+/* Returns 0, or an errno after logging what failed.  *res is filled
+ * either way: after a failure, with what was done before it. */
 int ingest_run(const struct ingest_conf *conf, struct ingest_result *res);
 
 #endif

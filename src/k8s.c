@@ -3,13 +3,34 @@
  *
  * A kubeconfig is YAML; it is read with libyaml into json-c objects, so the
  * same accessors serve it and the API's JSON answers.
+ *
+ * exec credential plugins (client.authentication.k8s.io v1 and v1beta1):
+ * the plugin runs before the first request, with KUBERNETES_EXEC_INFO in
+ * its environment, stdin from /dev/null unless interactive, stdout and
+ * stderr captured; its ExecCredential (a token, or a client certificate
+ * and key) is kept until its expirationTimestamp, and fetched again once
+ * when the server answers 401.  A new credential opens a new connection.
+ *
+ * tls-server-name: the request URL names that host, and CURLOPT_CONNECT_TO
+ * sends the connection to the server's address, so the TLS name (SNI and
+ * the certificate check) is tls-server-name while the TCP peer is the
+ * server's.  proxy-url: every request goes through that proxy (http,
+ * https, socks5); without one, no proxy is used.
+ *
+ * Not thread-safe: one client, one thread at a time.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -20,15 +41,45 @@
 
 #define SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
 #define SMALL_FILE_MAX (1 << 20)
+#define EXEC_OUTPUT_MAX (1 << 20)
+#define EXEC_TIMEOUT_S 120
+#define EXEC_V1 "client.authentication.k8s.io/v1"
+#define EXEC_V1BETA1 "client.authentication.k8s.io/v1beta1"
+
+extern char **environ;
+
+/* users[].user.exec of a kubeconfig, and the credential it last gave */
+struct k8s_exec {
+	char *command;		/* as given: for messages */
+	char *path;		/* what runs: relative to the kubeconfig */
+	char **argv;		/* NULL-terminated, argv[0] = command */
+	char **env;		/* "NAME=value", NULL-terminated */
+	size_t n_env;
+	char *api_version;
+	char *install_hint;
+	char *cluster_info;	/* spec.cluster JSON (provideClusterInfo) */
+	int interactive;	/* 0 Never, 1 IfAvailable, 2 Always */
+	/* the credential */
+	bool have;
+	char *token;
+	struct curl_blob cert, key;
+	time_t expires;		/* 0: none given */
+};
 
 struct k8s_client {
 	CURL *curl;
 	char *server;		/* https://host:port, no trailing '/' */
+	char *url_base;		/* server, or named tls-server-name */
+	char *tls_server_name;
+	struct curl_slist *connect_to;	/* "NAME:PORT:HOST:PORT" */
+	char *proxy;		/* proxy-url, or NULL */
 	char *token;		/* bearer token, or NULL */
 	struct curl_blob ca, cert, key;	/* inline PEM (data NULL: none) */
 	char *ca_file, *cert_file, *key_file;
 	char *source;		/* for messages */
 	char *ns;
+	struct k8s_exec *exec;	/* or NULL */
+	bool fresh;		/* credential changed: a new connection */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -225,6 +276,503 @@ static int take_cred(struct json_object *e, const char *data_key,
 	return 0;
 }
 
+/* ---------------------------------------------------------------------- */
+/* exec credential plugins */
+
+static void exec_free(struct k8s_exec *x)
+{
+	size_t i;
+
+	if (x == NULL)
+		return;
+	free(x->command);
+	free(x->path);
+	for (i = 0; x->argv != NULL && x->argv[i] != NULL; i++)
+		free(x->argv[i]);
+	free(x->argv);
+	for (i = 0; i < x->n_env; i++)
+		free(x->env[i]);
+	free(x->env);
+	free(x->api_version);
+	free(x->install_hint);
+	free(x->cluster_info);
+	if (x->token != NULL)
+		explicit_bzero(x->token, strlen(x->token));
+	free(x->token);
+	free(x->cert.data);
+	if (x->key.data != NULL)
+		explicit_bzero(x->key.data, x->key.len);
+	free(x->key.data);
+	free(x);
+}
+
+/* Is "NAME=..." env entry e for name (n bytes)? */
+static bool env_is(const char *e, const char *name, size_t n)
+{
+	return strncmp(e, name, n) == 0 && e[n] == '=';
+}
+
+static int env_add(struct k8s_exec *x, char *entry)
+{
+	char **v;
+
+	if (entry == NULL)
+		return ENOMEM;
+	v = realloc(x->env, (x->n_env + 2) * sizeof(*v));
+	if (v == NULL) {
+		free(entry);
+		return ENOMEM;
+	}
+	x->env = v;
+	x->env[x->n_env++] = entry;
+	x->env[x->n_env] = NULL;
+	return 0;
+}
+
+/*
+ * The plugin's environment: ours, with the kubeconfig's env entries and
+ * KUBERNETES_EXEC_INFO put over it.  0 or ENOMEM.
+ */
+static int exec_env(struct k8s_exec *x, struct json_object *envs,
+		    const char *info)
+{
+	size_t i, j, n = envs ? json_object_array_length(envs) : 0;
+	int err = 0;
+
+	for (i = 0; environ[i] != NULL && err == 0; i++) {
+		bool over = env_is(environ[i], "KUBERNETES_EXEC_INFO", 20);
+
+		for (j = 0; j < n && !over; j++) {
+			const char *nm = k8s_string(
+				json_object_array_get_idx(envs, j), "name");
+
+			over = nm != NULL &&
+			       env_is(environ[i], nm, strlen(nm));
+		}
+		if (!over)
+			err = env_add(x, strdup(environ[i]));
+	}
+	for (j = 0; j < n && err == 0; j++) {
+		struct json_object *e = json_object_array_get_idx(envs, j);
+		const char *nm = k8s_string(e, "name");
+		const char *val = k8s_string(e, "value");
+		char *entry;
+
+		if (nm == NULL || *nm == '\0' || strchr(nm, '=') != NULL)
+			continue;
+		if (asprintf(&entry, "%s=%s", nm, val ? val : "") < 0)
+			entry = NULL;
+		err = env_add(x, entry);
+	}
+	if (err == 0) {
+		char *entry;
+
+		if (asprintf(&entry, "KUBERNETES_EXEC_INFO=%s", info) < 0)
+			entry = NULL;
+		err = env_add(x, entry);
+	}
+	return err;
+}
+
+/*
+ * Reads users[].user.exec (ex) for the cluster cl of kubeconfig path.
+ * Returns 0, or EINVAL/ENOMEM after logging.
+ */
+static int exec_load(struct k8s_client *k, struct json_object *ex,
+		     struct json_object *cl, const char *path, const char *cur)
+{
+	struct k8s_exec *x = calloc(1, sizeof(*x));
+	struct json_object *args = k8s_field(ex, "args");
+	struct json_object *envs = k8s_field(ex, "env");
+	struct json_object *info = NULL, *spec, *cluster;
+	const char *cmd = k8s_string(ex, "command");
+	const char *ver = k8s_string(ex, "apiVersion");
+	const char *mode = k8s_string(ex, "interactiveMode");
+	const char *pci = k8s_string(ex, "provideClusterInfo");
+	const char *v;
+	size_t i, n;
+	int err = ENOMEM;
+
+	if (x == NULL)
+		return ENOMEM;
+	k->exec = x;
+	if (cmd == NULL || *cmd == '\0') {
+		log_error("kubeconfig %s: the exec plugin of context '%s' has "
+			  "no command", path, cur);
+		return EINVAL;
+	}
+	if (ver == NULL || (strcmp(ver, EXEC_V1) != 0 &&
+			    strcmp(ver, EXEC_V1BETA1) != 0)) {
+		log_error("kubeconfig %s: exec plugin %s: apiVersion '%s': "
+			  "cbtfs speaks %s and %s", path, cmd,
+			  ver ? ver : "(none)", EXEC_V1, EXEC_V1BETA1);
+		return EINVAL;
+	}
+	if (mode == NULL && strcmp(ver, EXEC_V1) == 0) {
+		/* v1 has no default (v1beta1: IfAvailable) */
+		log_error("kubeconfig %s: exec plugin %s: %s needs "
+			  "interactiveMode (Never, IfAvailable or Always)",
+			  path, cmd, ver);
+		return EINVAL;
+	}
+	if (mode == NULL || strcmp(mode, "IfAvailable") == 0)
+		x->interactive = 1;
+	else if (strcmp(mode, "Never") == 0)
+		x->interactive = 0;
+	else if (strcmp(mode, "Always") == 0)
+		x->interactive = 2;
+	else {
+		log_error("kubeconfig %s: exec plugin %s: interactiveMode "
+			  "'%s': use Never, IfAvailable or Always", path, cmd,
+			  mode);
+		return EINVAL;
+	}
+	if ((args != NULL && !json_object_is_type(args, json_type_array)) ||
+	    (envs != NULL && !json_object_is_type(envs, json_type_array))) {
+		log_error("kubeconfig %s: exec plugin %s: args and env must "
+			  "be lists", path, cmd);
+		return EINVAL;
+	}
+	x->command = strdup(cmd);
+	/* a relative path with a '/' is relative to the kubeconfig */
+	x->path = strchr(cmd, '/') ? config_path(path, cmd) : strdup(cmd);
+	if ((v = k8s_string(ex, "installHint")) != NULL)
+		x->install_hint = strdup(v);
+	x->api_version = strdup(ver);
+	n = args ? json_object_array_length(args) : 0;
+	x->argv = calloc(n + 2, sizeof(*x->argv));
+	if (x->command == NULL || x->path == NULL || x->api_version == NULL ||
+	    x->argv == NULL)
+		return ENOMEM;
+	if ((x->argv[0] = strdup(cmd)) == NULL)
+		return ENOMEM;
+	for (i = 0; i < n; i++) {
+		const char *a = json_object_get_string(
+			json_object_array_get_idx(args, i));
+
+		if ((x->argv[i + 1] = strdup(a ? a : "")) == NULL)
+			return ENOMEM;
+	}
+
+	/* KUBERNETES_EXEC_INFO: an ExecCredential with only its spec */
+	info = json_object_new_object();
+	spec = json_object_new_object();
+	json_object_object_add(info, "apiVersion",
+			       json_object_new_string(ver));
+	json_object_object_add(info, "kind",
+			       json_object_new_string("ExecCredential"));
+	json_object_object_add(info, "spec", spec);
+	json_object_object_add(
+		spec, "interactive",
+		json_object_new_boolean(x->interactive > 0 && isatty(0)));
+	if (pci != NULL && strcmp(pci, "true") == 0) {
+		static const char *const keys[] = {
+			"server", "tls-server-name",
+			"certificate-authority-data", "proxy-url",
+			"disable-compression"
+		};
+		struct json_object *ext = k8s_field(cl, "extensions");
+
+		cluster = json_object_new_object();
+		for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+			if ((v = k8s_string(cl, keys[i])) != NULL)
+				json_object_object_add(
+					cluster, keys[i],
+					json_object_new_string(v));
+		/* extensions[] "client.authentication.k8s.io/exec" */
+		for (i = 0; ext && json_object_is_type(ext, json_type_array) &&
+			    i < json_object_array_length(ext); i++) {
+			struct json_object *e =
+				json_object_array_get_idx(ext, i);
+			const char *nm = k8s_string(e, "name");
+
+			if (nm && strcmp(nm, "client.authentication.k8s.io/"
+					 "exec") == 0 &&
+			    k8s_field(e, "extension") != NULL)
+				json_object_object_add(
+					cluster, "config",
+					json_object_get(
+						k8s_field(e, "extension")));
+		}
+		json_object_object_add(spec, "cluster", cluster);
+	}
+	err = exec_env(x, envs, json_object_to_json_string_ext(
+					info, JSON_C_TO_STRING_PLAIN));
+	json_object_put(info);
+	return err;
+}
+
+/* Appends what a file descriptor has to b (up to max); false at EOF. */
+static bool drain(int fd, struct buf *b, size_t max)
+{
+	char tmp[4096];
+	ssize_t r = read(fd, tmp, sizeof(tmp));
+
+	if (r <= 0)
+		return r < 0 && errno == EINTR;
+	if (b->len < max)
+		buf_append(b, tmp, (size_t)r < max - b->len
+					   ? (size_t)r : max - b->len);
+	return true;
+}
+
+/* The executable a bare command name runs, from $PATH (as execvp would
+ * pick it); malloc'd, or NULL. */
+static char *path_lookup(const char *cmd)
+{
+	const char *p = getenv("PATH");
+	char *list, *dir, *save = NULL, *full = NULL;
+
+	if ((list = strdup(p && *p ? p : "/usr/local/bin:/usr/bin:/bin")) ==
+	    NULL)
+		return NULL;
+	for (dir = strtok_r(list, ":", &save); dir != NULL;
+	     dir = strtok_r(NULL, ":", &save)) {
+		if (asprintf(&full, "%s/%s", *dir ? dir : ".", cmd) < 0) {
+			full = NULL;
+			break;
+		}
+		if (access(full, X_OK) == 0)
+			break;
+		free(full);
+		full = NULL;
+	}
+	free(list);
+	return full;
+}
+
+/*
+ * Runs the plugin; returns 0 with its exit status in *status (-1: killed,
+ * by signal *sig or the time-out) and its output, or an errno after
+ * logging why it could not run.
+ */
+static int exec_spawn(struct k8s_client *k, struct buf *out,
+		      struct buf *errout, int *status, int *sig)
+{
+	struct k8s_exec *x = k->exec;
+	posix_spawn_file_actions_t fa;
+	int po[2] = { -1, -1 }, pe[2] = { -1, -1 }, st = 0, rc;
+	bool open_o = true, open_e = true;
+	double deadline = now_seconds() + EXEC_TIMEOUT_S;
+	char *found = NULL;
+	pid_t pid;
+
+	*status = -1;
+	*sig = 0;
+	if (strchr(x->path, '/') == NULL &&
+	    (found = path_lookup(x->path)) == NULL) {
+		log_error("%s: exec plugin %s: not found in $PATH%s%s",
+			  k->source, x->command, x->install_hint ? ": " : "",
+			  x->install_hint ? x->install_hint : "");
+		return ENOENT;
+	}
+	if (pipe2(po, O_CLOEXEC) != 0 || pipe2(pe, O_CLOEXEC) != 0) {
+		rc = errno;
+		log_error("%s: exec plugin %s: pipe: %s", k->source,
+			  x->command, ERRSTR(rc));
+		goto close;
+	}
+	posix_spawn_file_actions_init(&fa);
+	if (!(x->interactive > 0 && isatty(0)))
+		posix_spawn_file_actions_addopen(&fa, 0, "/dev/null",
+						 O_RDONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, po[1], 1);
+	posix_spawn_file_actions_adddup2(&fa, pe[1], 2);
+	rc = posix_spawn(&pid, found ? found : x->path, &fa, NULL, x->argv,
+			 x->env);
+	posix_spawn_file_actions_destroy(&fa);
+	close(po[1]);
+	close(pe[1]);
+	po[1] = pe[1] = -1;
+	if (rc != 0) {
+		log_error("%s: exec plugin %s: %s%s%s", k->source, x->command,
+			  ERRSTR(rc), x->install_hint ? ": " : "",
+			  x->install_hint ? x->install_hint : "");
+		goto close;
+	}
+	while (open_o || open_e) {
+		struct pollfd pf[2] = { { po[0], POLLIN, 0 },
+					{ pe[0], POLLIN, 0 } };
+		double left = deadline - now_seconds();
+
+		if (left <= 0) {
+			kill(pid, SIGKILL);
+			break;
+		}
+		pf[0].fd = open_o ? po[0] : -1;
+		pf[1].fd = open_e ? pe[0] : -1;
+		if (poll(pf, 2, (int)(left * 1000) + 1) < 0 && errno != EINTR)
+			break;
+		if (pf[0].revents)
+			open_o = drain(po[0], out, EXEC_OUTPUT_MAX);
+		if (pf[1].revents)
+			open_e = drain(pe[0], errout, EXEC_OUTPUT_MAX);
+	}
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	if (WIFEXITED(st))
+		*status = WEXITSTATUS(st);
+	else if (WIFSIGNALED(st))
+		*sig = WTERMSIG(st);
+	rc = buf_append(out, "", 1) == 0 && buf_append(errout, "", 1) == 0
+		     ? 0 : ENOMEM;
+	out->len--;
+	errout->len--;
+close:
+	free(found);
+	if (po[0] >= 0)
+		close(po[0]);
+	if (pe[0] >= 0)
+		close(pe[0]);
+	if (po[1] >= 0)
+		close(po[1]);
+	if (pe[1] >= 0)
+		close(pe[1]);
+	return rc;
+}
+
+/* The plugin's stderr for a message: trimmed, its last 1000 bytes. */
+static const char *stderr_text(struct buf *b)
+{
+	char *t;
+	size_t n;
+
+	if (b->data == NULL)
+		return "";
+	t = (char *)b->data;
+	n = strlen(t);
+	while (n > 0 && (t[n - 1] == '\n' || t[n - 1] == ' ' ||
+			 t[n - 1] == '\r' || t[n - 1] == '\t'))
+		t[--n] = '\0';
+	return n > 1000 ? t + n - 1000 : t;
+}
+
+/* Takes the plugin's ExecCredential; 0 or EINVAL/ENOMEM after logging. */
+static int exec_take(struct k8s_client *k, const char *text)
+{
+	struct k8s_exec *x = k->exec;
+	struct json_object *o = json_tokener_parse(text);
+	const char *kind = k8s_string(o, "kind");
+	const char *ver = k8s_string(o, "apiVersion");
+	const char *tok = k8s_string(o, "status.token");
+	const char *cert = k8s_string(o, "status.clientCertificateData");
+	const char *key = k8s_string(o, "status.clientKeyData");
+	const char *exp = k8s_string(o, "status.expirationTimestamp");
+	const char *what = NULL;
+	time_t t = 0;
+	int err = EINVAL;
+
+	if (o == NULL)
+		what = "its output is not JSON";
+	else if (kind == NULL || strcmp(kind, "ExecCredential") != 0)
+		what = "its output is not an ExecCredential";
+	else if (ver == NULL || strcmp(ver, x->api_version) != 0)
+		what = "its ExecCredential has another apiVersion than the "
+		       "kubeconfig asks for";
+	else if (k8s_field(o, "status") == NULL)
+		what = "its ExecCredential has no status";
+	else if ((cert == NULL) != (key == NULL))
+		what = "its ExecCredential has only one of "
+		       "clientCertificateData and clientKeyData";
+	else if (tok == NULL && cert == NULL)
+		what = "its ExecCredential has neither a token nor a client "
+		       "certificate";
+	else if (exp != NULL && (t = time_parse_rfc3339(exp)) == -1)
+		what = "its expirationTimestamp is not an RFC 3339 time";
+	if (what != NULL) {
+		log_error("%s: exec plugin %s: %s", k->source, x->command,
+			  what);
+		goto out;
+	}
+	if (x->token != NULL)
+		explicit_bzero(x->token, strlen(x->token));
+	free(x->token);
+	free(x->cert.data);
+	if (x->key.data != NULL)
+		explicit_bzero(x->key.data, x->key.len);
+	free(x->key.data);
+	memset(&x->cert, 0, sizeof(x->cert));
+	memset(&x->key, 0, sizeof(x->key));
+	x->token = tok ? strdup(tok) : NULL;
+	if (cert != NULL) {
+		x->cert.data = strdup(cert);
+		x->cert.len = strlen(cert);
+		x->cert.flags = CURL_BLOB_COPY;
+		x->key.data = strdup(key);
+		x->key.len = strlen(key);
+		x->key.flags = CURL_BLOB_COPY;
+	}
+	err = ENOMEM;
+	if ((tok && x->token == NULL) ||
+	    (cert && (x->cert.data == NULL || x->key.data == NULL)))
+		goto out;
+	x->expires = t;
+	x->have = true;
+	/* the request reads k->token; the handle keeps cert and key */
+	free(k->token);
+	k->token = x->token ? strdup(x->token) : NULL;
+	if (x->token && k->token == NULL)
+		goto out;
+	curl_easy_setopt(k->curl, CURLOPT_SSLCERT_BLOB,
+			 x->cert.data ? &x->cert : NULL);
+	curl_easy_setopt(k->curl, CURLOPT_SSLKEY_BLOB,
+			 x->key.data ? &x->key : NULL);
+	k->fresh = true;
+	log_debug("%s: exec plugin %s gave a %s%s", k->source, x->command,
+		  x->token ? "token" : "client certificate",
+		  t ? ", with an expiry" : "");
+	err = 0;
+out:
+	json_object_put(o);
+	return err;
+}
+
+/*
+ * Makes sure the plugin's credential is there and not expired, running
+ * it if not (or if force).  0 or an errno after logging.
+ */
+static int exec_credential(struct k8s_client *k, bool force)
+{
+	struct k8s_exec *x = k->exec;
+	struct buf out = { 0 }, errout = { 0 };
+	int err, status, sig;
+
+	if (x->have && !force && (x->expires == 0 || time(NULL) < x->expires))
+		return 0;
+	if (x->interactive == 2 && !isatty(0)) {
+		log_error("%s: exec plugin %s wants a terminal "
+			  "(interactiveMode Always), and there is none",
+			  k->source, x->command);
+		return EACCES;
+	}
+	err = exec_spawn(k, &out, &errout, &status, &sig);
+	if (err == 0 && status != 0) {
+		const char *e = stderr_text(&errout);
+
+		if (sig != 0)
+			log_error("%s: exec plugin %s was killed by signal "
+				  "%d%s%s", k->source, x->command, sig,
+				  *e ? ": " : "", e);
+		else if (status < 0)
+			log_error("%s: exec plugin %s ran for more than %d s",
+				  k->source, x->command, EXEC_TIMEOUT_S);
+		else
+			log_error("%s: exec plugin %s failed with exit status "
+				  "%d%s%s", k->source, x->command, status,
+				  *e ? ": " : "", e);
+		err = EACCES;
+	} else if (err == 0) {
+		err = exec_take(k, out.data ? (char *)out.data : "");
+		if (err == EINVAL)
+			err = EACCES;
+	}
+	if (out.data != NULL)
+		explicit_bzero(out.data, out.len);
+	buf_free(&out);
+	buf_free(&errout);
+	return err;
+}
+
 static int load_kubeconfig(struct k8s_client *k, const char *path)
 {
 	struct json_object *cfg = read_yaml(path), *ctx, *cl, *us;
@@ -259,16 +807,34 @@ static int load_kubeconfig(struct k8s_client *k, const char *path)
 			  "do: give it certificate-authority(-data)", path, cur);
 		goto out;
 	}
-	if (k8s_field(us, "exec") != NULL || k8s_field(us, "auth-provider")) {
-		log_error("kubeconfig %s: user of context '%s' uses a "
-			  "credential plugin (exec/auth-provider), which cbtfs "
-			  "does not run: use a token, tokenFile or client "
-			  "certificate", path, cur);
+	if (k8s_field(us, "auth-provider") != NULL) {
+		log_error("kubeconfig %s: user of context '%s' uses an "
+			  "auth-provider, which Kubernetes removed and cbtfs "
+			  "does not run: use an exec plugin, a token, "
+			  "tokenFile or client certificate", path, cur);
 		goto out;
 	}
 	k->server = strdup(server);
 	if (asprintf(&k->source, "kubeconfig %s, context %s", path, cur) < 0)
 		k->source = NULL;
+	if ((v = k8s_string(cl, "tls-server-name")) != NULL && *v &&
+	    (k->tls_server_name = strdup(v)) == NULL)
+		goto out;
+	if ((v = k8s_string(cl, "proxy-url")) != NULL && *v) {
+		if (strncmp(v, "http://", 7) != 0 &&
+		    strncmp(v, "https://", 8) != 0 &&
+		    strncmp(v, "socks5://", 9) != 0) {
+			log_error("kubeconfig %s: cluster of context '%s': "
+				  "proxy-url '%s' must begin with http://, "
+				  "https:// or socks5://", path, cur, v);
+			goto out;
+		}
+		if ((k->proxy = strdup(v)) == NULL)
+			goto out;
+	}
+	if (k8s_field(us, "exec") != NULL &&
+	    (err = exec_load(k, k8s_field(us, "exec"), cl, path, cur)) != 0)
+		goto out;
 	if ((v = k8s_string(ctx, "context.namespace")) != NULL)
 		k->ns = strdup(v);
 	if ((err = take_cred(cl, "certificate-authority-data",
@@ -322,6 +888,54 @@ static int load_in_cluster(struct k8s_client *k)
 	return k->server && k->source && k->ca_file ? 0 : ENOMEM;
 }
 
+/*
+ * tls-server-name: requests name that host (SNI, certificate check) and
+ * are connected to the server's host and port.  0, or EINVAL/ENOMEM
+ * after logging.
+ */
+static int tls_server_name(struct k8s_client *k)
+{
+	CURLU *u;
+	char *host = NULL, *port = NULL, *url = NULL, *line = NULL;
+	int err = ENOMEM;
+	size_t n;
+
+	if (k->tls_server_name == NULL)
+		return (k->url_base = strdup(k->server)) ? 0 : ENOMEM;
+	if ((u = curl_url()) == NULL)
+		return ENOMEM;
+	if (curl_url_set(u, CURLUPART_URL, k->server, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) !=
+		    CURLUE_OK ||
+	    curl_url_set(u, CURLUPART_HOST, k->tls_server_name, 0) !=
+		    CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_URL, &url, 0) != CURLUE_OK) {
+		log_error("%s: server %s with tls-server-name %s: not a "
+			  "valid URL", k->source, k->server,
+			  k->tls_server_name);
+		err = EINVAL;
+		goto out;
+	}
+	if (asprintf(&line, "%s:%s:%s:%s", k->tls_server_name, port, host,
+		     port) < 0)
+		goto out;
+	if ((k->url_base = strdup(url)) == NULL)
+		goto out;
+	n = strlen(k->url_base);
+	while (n > 0 && k->url_base[n - 1] == '/')
+		k->url_base[--n] = '\0';
+	k->connect_to = curl_slist_append(NULL, line);
+	err = k->connect_to ? 0 : ENOMEM;
+out:
+	free(line);
+	curl_free(host);
+	curl_free(port);
+	curl_free(url);
+	curl_url_cleanup(u);
+	return err;
+}
+
 int k8s_open(const char *kubeconfig, int timeout_s, struct k8s_client **kp)
 {
 	struct k8s_client *k = calloc(1, sizeof(*k));
@@ -366,6 +980,8 @@ int k8s_open(const char *kubeconfig, int timeout_s, struct k8s_client **kp)
 		if (k->curl == NULL)
 			err = ENOMEM;
 	}
+	if (err == 0)
+		err = tls_server_name(k);
 	if (err != 0) {
 		k8s_close(k);
 		return err;
@@ -374,7 +990,14 @@ int k8s_open(const char *kubeconfig, int timeout_s, struct k8s_client **kp)
 	curl_easy_setopt(k->curl, CURLOPT_CONNECTTIMEOUT, 10L);
 	curl_easy_setopt(k->curl, CURLOPT_TIMEOUT, (long)timeout_s);
 	curl_easy_setopt(k->curl, CURLOPT_PROTOCOLS_STR, "https,http");
-	curl_easy_setopt(k->curl, CURLOPT_NOPROXY, "*");
+	if (k->proxy != NULL) {
+		curl_easy_setopt(k->curl, CURLOPT_PROXY, k->proxy);
+		curl_easy_setopt(k->curl, CURLOPT_NOPROXY, "");
+	} else {
+		curl_easy_setopt(k->curl, CURLOPT_NOPROXY, "*");
+	}
+	if (k->connect_to != NULL)
+		curl_easy_setopt(k->curl, CURLOPT_CONNECT_TO, k->connect_to);
 	if (k->ca.data)
 		curl_easy_setopt(k->curl, CURLOPT_CAINFO_BLOB, &k->ca);
 	else if (k->ca_file)
@@ -399,6 +1022,13 @@ void k8s_close(struct k8s_client *k)
 	if (k->curl)
 		curl_easy_cleanup(k->curl);
 	free(k->server);
+	free(k->url_base);
+	free(k->tls_server_name);
+	curl_slist_free_all(k->connect_to);
+	free(k->proxy);
+	exec_free(k->exec);
+	if (k->token != NULL)
+		explicit_bzero(k->token, strlen(k->token));
 	free(k->token);
 	free(k->ca.data);
 	free(k->cert.data);
@@ -429,9 +1059,9 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 	return buf_append(arg, p, size * n) == 0 ? size * n : 0;
 }
 
-int k8s_request(struct k8s_client *k, const char *path,
-		struct json_object *body, long *status,
-		struct json_object **out)
+static int request_once(struct k8s_client *k, const char *path,
+			struct json_object *body, long *status,
+			struct json_object **out)
 {
 	struct curl_slist *hdrs = NULL;
 	struct buf b = { 0 };
@@ -440,8 +1070,11 @@ int k8s_request(struct k8s_client *k, const char *path,
 
 	*out = NULL;
 	*status = 0;
-	if (asprintf(&url, "%s%s", k->server, path) < 0)
+	if (asprintf(&url, "%s%s", k->url_base, path) < 0)
 		return ENOMEM;
+	/* a new credential: no connection made with the old one */
+	curl_easy_setopt(k->curl, CURLOPT_FRESH_CONNECT, k->fresh ? 1L : 0L);
+	k->fresh = false;
 	hdrs = curl_slist_append(hdrs, "Accept: application/json");
 	if (k->token != NULL &&
 	    asprintf(&auth, "Authorization: Bearer %s", k->token) >= 0)
@@ -487,6 +1120,27 @@ int k8s_request(struct k8s_client *k, const char *path,
 	free(url);
 	buf_free(&b);
 	return 0;
+}
+
+int k8s_request(struct k8s_client *k, const char *path,
+		struct json_object *body, long *status,
+		struct json_object **out)
+{
+	int err;
+
+	if (k->exec != NULL && (err = exec_credential(k, false)) != 0)
+		return err;
+	err = request_once(k, path, body, status, out);
+	if (err != 0 || *status != 401 || k->exec == NULL)
+		return err;
+	/* the server refuses the plugin's credential: once more, anew */
+	log_debug("%s: HTTP 401: running exec plugin %s again", k->source,
+		  k->exec->command);
+	json_object_put(*out);
+	*out = NULL;
+	if ((err = exec_credential(k, true)) != 0)
+		return err;
+	return request_once(k, path, body, status, out);
 }
 
 const char *k8s_status_message(struct json_object *st)

@@ -9,8 +9,11 @@
  *      token and CA under /var/run/secrets/kubernetes.io/serviceaccount,
  *   4. ~/.kube/config.
  * A kubeconfig's current context names the cluster (server, CA as a file or
- * inline data, tls-server-name) and the user (token, tokenFile, or client
- * certificate and key as files or inline data).
+ * inline data, tls-server-name, proxy-url) and the user (token, tokenFile,
+ * client certificate and key as files or inline data, or an exec
+ * credential plugin of client.authentication.k8s.io/v1 or v1beta1, whose
+ * token or client certificate is kept until its expirationTimestamp and
+ * fetched again once when the server answers 401).
  */
 #ifndef CBTFS_K8S_H
 #define CBTFS_K8S_H
@@ -33,7 +36,8 @@ const char *k8s_namespace(const struct k8s_client *k);
  * GET (body NULL) or POST (body a JSON object) path, e.g.
  * "/api/v1/namespaces/ns/serviceaccounts/sa/token".  Returns 0 with the
  * HTTP status in *status and the answer in *out (NULL unless it is JSON;
- * the caller puts it); or an errno after logging a transport failure.
+ * the caller puts it); or an errno after logging a transport failure or
+ * a failing exec plugin (its exit status and stderr).
  * HTTP errors are not logged: the caller knows what the request meant.
  */
 int k8s_request(struct k8s_client *k, const char *path,

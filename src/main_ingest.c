@@ -3,12 +3,18 @@
  */
 #include "config.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
-#include <signal.h>
 #include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cbt.h"
@@ -67,6 +73,10 @@ static void usage(void)
 "                         file's content but a trailing newline (default\n"
 "                         $CBTFS_PASSWORD, or asked on a terminal)\n"
 "      --json             print the summary as JSON on stdout\n"
+"      --metrics-file FILE  write Prometheus text-format metrics of the\n"
+"                         run to FILE at its end, also when it fails\n"
+"                         (replaced atomically; for node_exporter's\n"
+"                         textfile collector)\n"
 "      --no-progress      no progress line, even on a terminal\n"
 "  -v, --verbose          more messages\n"
 "  -h, --help             show this help and exit\n"
@@ -120,7 +130,7 @@ enum {
 	OPT_BASE_SNAPSHOT_ID, OPT_NAMESPACE, OPT_TOKEN_FILE,
 	OPT_TLS_SERVER_NAME, OPT_MAX_RESULTS, OPT_NO_FALLBACK,
 	OPT_CBT_TIMEOUT, OPT_CBT_RETRIES, OPT_KUBECONFIG, OPT_SERVICE_ACCOUNT,
-	OPT_PASSWORD_FILE,
+	OPT_PASSWORD_FILE, OPT_METRICS_FILE,
 };
 
 static const struct option long_opts[] = {
@@ -151,6 +161,7 @@ static const struct option long_opts[] = {
 	{ "kubeconfig", required_argument, NULL, OPT_KUBECONFIG },
 	{ "service-account", required_argument, NULL, OPT_SERVICE_ACCOUNT },
 	{ "password-file", required_argument, NULL, OPT_PASSWORD_FILE },
+	{ "metrics-file", required_argument, NULL, OPT_METRICS_FILE },
 	CLI_STORE_LONG_OPTS,
 	{ NULL, 0, NULL, 0 }
 };
@@ -180,7 +191,7 @@ static void print_summary(const struct ingest_conf *conf,
 		json_object_object_add(o, "snapshot",
 				       json_object_new_string(conf->name));
 		json_object_object_add(o, "id", json_object_new_string(res->id));
-		json_object_object_add(o, "base",
+		json_object_object_add(o, "parent",
 				       conf->base && !res->full_fallback
 					       ? json_object_new_string(conf->base)
 					       : NULL);
@@ -202,7 +213,7 @@ static void print_summary(const struct ingest_conf *conf,
 				       json_object_new_int64(
 					       (int64_t)res->manifest_bytes));
 		json_object_object_add(o, "seconds",
-				       json_object_new_double(res->seconds));
+				       cli_json_seconds(res->seconds));
 		json_object_object_add(o, "requests",
 				       json_object_new_int64(
 					       (int64_t)res->store.requests));
@@ -219,11 +230,11 @@ static void print_summary(const struct ingest_conf *conf,
 	}
 	printf("%s/%s: read %s in %.1f s (%.1f MB/s); chunks: %" PRIu64
 	       " read, %" PRIu64 " changed (%" PRIu64 " new, %" PRIu64
-	       " reused), %" PRIu64 " zero; stored %s",
+	       " reused), %" PRIu64 " zero; stored %s (and a %s manifest)",
 	       conf->volume, conf->name, HUMAN(s->bytes_read), res->seconds,
 	       mbps, s->chunks_read, s->chunks_changed, s->chunks_new,
-	       s->chunks_reused, s->chunks_zero,
-	       HUMAN(s->bytes_stored + res->manifest_bytes));
+	       s->chunks_reused, s->chunks_zero, HUMAN(s->bytes_stored),
+	       HUMAN(res->manifest_bytes));
 	if (res->chunks_found > 0)
 		printf("; %" PRIu64 " found stored by an earlier run",
 		       res->chunks_found);
@@ -236,6 +247,159 @@ static void print_summary(const struct ingest_conf *conf,
 	printf("\n");
 }
 
+/*
+ * Metrics: the Prometheus text exposition format (version 0.0.4), one
+ * family per row of METRICS, each sample labelled with the volume.  The
+ * file is replaced atomically (a temporary file in the same directory,
+ * then rename), so a collector never reads half of it.
+ */
+struct run {
+	const struct ingest_conf *conf;
+	const struct ingest_result *res;
+	bool ok;
+	double last_success;	/* Unix seconds; 0: none known */
+};
+
+/* name, type, help, kind label ("" for none), value */
+#define METRICS(X)                                                          \
+	X("bytes_read_total", "counter",                                   \
+	  "Bytes read from the device.", "",                                \
+	  r->res->stats.bytes_read)                                         \
+	X("chunks_read_total", "counter",                                  \
+	  "Chunks read from the device.", "",                               \
+	  r->res->stats.chunks_read)                                        \
+	X("chunks_changed_total", "counter",                               \
+	  "Chunks that differ from the base (entries of the manifest).",   \
+	  "", r->res->stats.chunks_changed)                                 \
+	X("chunks_total", "counter",                                       \
+	  "Chunks by outcome: uploaded (new), already in the repository "  \
+	  "(reused), all zero (zero).", "new", r->res->stats.chunks_new)    \
+	X("chunks_total", "counter", NULL, "reused",                       \
+	  r->res->stats.chunks_reused)                                      \
+	X("chunks_total", "counter", NULL, "zero",                         \
+	  r->res->stats.chunks_zero)                                        \
+	X("bytes_uploaded_total", "counter",                               \
+	  "Bytes stored in the repository: chunks and the manifest, as "   \
+	  "stored (compressed, encrypted).", "",                            \
+	  r->res->stats.bytes_stored + r->res->manifest_bytes)              \
+	X("requests_total", "counter",                                     \
+	  "Requests to the object store (0 for a directory).", "",          \
+	  r->res->store.requests)                                           \
+	X("retries_total", "counter",                                      \
+	  "Requests to the object store that were tried again.", "",       \
+	  r->res->store.retries)                                            \
+	X("capacity_bytes", "gauge", "Capacity of the volume.", "",        \
+	  r->res->capacity)                                                 \
+	X("duration_seconds", "gauge",                                     \
+	  "How long the ingest ran.", "", r->res->seconds)                  \
+	X("success", "gauge",                                              \
+	  "1 if the ingest committed its snapshot, else 0.", "",            \
+	  r->ok ? 1 : 0)                                                    \
+	X("last_run_timestamp_seconds", "gauge",                           \
+	  "When the ingest ended (Unix time).", "", (double)time(NULL))     \
+	X("last_success_timestamp_seconds", "gauge",                       \
+	  "When an ingest of the volume last succeeded (Unix time), as "   \
+	  "far as this file tells.", "", r->last_success)
+
+/* Writes s as a label value: backslash, quote and newline escaped. */
+static void put_label_value(FILE *f, const char *s)
+{
+	for (; *s != '\0'; s++) {
+		if (*s == '\\' || *s == '"')
+			fputc('\\', f);
+		if (*s == '\n')
+			fputs("\\n", f);
+		else
+			fputc(*s, f);
+	}
+}
+
+static void put_sample(FILE *f, const struct run *r, const char *name,
+		       const char *type, const char *help, const char *kind,
+		       double v)
+{
+	if (help != NULL)
+		fprintf(f, "# HELP cbtfs_ingest_%s %s\n# TYPE cbtfs_ingest_%s "
+			"%s\n", name, help, name, type);
+	fprintf(f, "cbtfs_ingest_%s{volume=\"", name);
+	put_label_value(f, r->conf->volume);
+	if (kind[0] != '\0')
+		fprintf(f, "\",kind=\"%s", kind);
+	fprintf(f, "\"} %.17g\n", v);
+}
+
+/*
+ * The last success an earlier run recorded in path, so that a failed run
+ * keeps it (alerts are on its age); 0 if none.
+ */
+static double previous_success(const char *path)
+{
+	static const char key[] = "cbtfs_ingest_last_success_timestamp_seconds{";
+	char line[1024], *v;
+	double t = 0;
+	FILE *f = fopen(path, "re");
+
+	while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+		if (strncmp(line, key, sizeof(key) - 1) == 0 &&
+		    (v = strrchr(line, ' ')) != NULL)
+			t = strtod(v + 1, NULL);
+	if (f != NULL)
+		fclose(f);
+	return t;
+}
+
+/* Whether the directory of path can take a new file. */
+static bool dir_writable(const char *path)
+{
+	char copy[PATH_MAX];
+
+	snprintf(copy, sizeof(copy), "%s", path);
+	return access(dirname(copy), W_OK | X_OK) == 0;
+}
+
+/* Writes the metrics of run r to path, atomically.  0 or an errno
+ * (logged). */
+static int write_metrics(const char *path, struct run *r)
+{
+	char tmp[PATH_MAX];
+	FILE *f;
+	int fd, err = 0;
+
+	r->last_success = r->ok ? (double)time(NULL) : previous_success(path);
+	if (snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path) >= (int)sizeof(tmp)) {
+		log_error("metrics file %s: name too long", path);
+		return ENAMETOOLONG;
+	}
+	fd = mkstemp(tmp);
+	if (fd < 0 || fchmod(fd, 0644) != 0 ||
+	    (f = fdopen(fd, "w")) == NULL) {
+		err = errno;
+		log_error("metrics file %s: cannot create %s: %s", path, tmp,
+			  ERRSTR(err));
+		if (fd >= 0) {
+			close(fd);
+			unlink(tmp);
+		}
+		return err;
+	}
+#define X(name, type, help, kind, value)                                    \
+	put_sample(f, r, name, type, help, kind, (double)(value));
+	METRICS(X)
+#undef X
+	if (fflush(f) != 0 || fsync(fileno(f)) != 0)
+		err = errno;
+	if (fclose(f) != 0 && err == 0)
+		err = errno;
+	if (err == 0 && rename(tmp, path) != 0)
+		err = errno;
+	if (err != 0) {
+		log_error("metrics file %s: cannot write: %s", path,
+			  ERRSTR(err));
+		unlink(tmp);
+	}
+	return err;
+}
+
 /* Everything the command line says. */
 struct options {
 	struct ingest_conf conf;
@@ -243,7 +407,7 @@ struct options {
 	struct cbt_grpc_conf grpc;
 	struct cbt_k8s_conf k8s;
 	struct passphrase_src pass;
-	const char *repo_url, *changes, *cache_dir;
+	const char *repo_url, *changes, *cache_dir, *metrics_file;
 	const char *csi_endpoint, *cbt_address;
 	bool jobs_set, json, progress;
 	int verbose;
@@ -294,6 +458,9 @@ static int parse_options(int argc, char *argv[], struct options *o)
 			break;
 		case OPT_PASSWORD_FILE:
 			o->pass.file = optarg;
+			break;
+		case OPT_METRICS_FILE:
+			o->metrics_file = optarg;
 			break;
 		case OPT_CSI_ENDPOINT:
 			o->csi_endpoint = optarg;
@@ -378,6 +545,10 @@ static int parse_options(int argc, char *argv[], struct options *o)
 	    (o->conf.base != NULL &&
 	     repo_check_snapshot_name(o->conf.base) != 0))
 		return EXIT_USAGE;
+	if (o->metrics_file != NULL && !dir_writable(o->metrics_file))
+		return cli_usage_error(prog, "--metrics-file %s: its directory "
+				       "does not exist or is not writable",
+				       o->metrics_file);
 	/* uploads wait on the network, not the CPU: keep more in flight */
 	if (!o->jobs_set && strncmp(o->repo_url, "s3://", 5) == 0)
 		o->conf.jobs = 8;
@@ -435,6 +606,7 @@ int main(int argc, char *argv[])
 	struct options o = { 0 };
 	struct ingest_result res;
 	struct sigaction sa = { .sa_handler = on_signal };
+	double start;
 	int status, err;
 
 	log_init(prog);
@@ -450,6 +622,8 @@ int main(int argc, char *argv[])
 	sigaction(SIGHUP, &sa, NULL);
 	o.conf.interrupted = &interrupted;
 
+	memset(&res, 0, sizeof(res));
+	start = now_seconds();
 	err = cli_open_repo(o.repo_url, &o.store, &o.pass, o.cache_dir,
 			    &o.conf.repo, &o.conf.index);
 	if (err == 0) {
@@ -458,6 +632,15 @@ int main(int argc, char *argv[])
 			print_summary(&o.conf, &res, o.json);
 		index_close(o.conf.index);
 		repo_close(o.conf.repo);
+	}
+	res.seconds = now_seconds() - start;
+	if (o.metrics_file != NULL) {
+		struct run r = { .conf = &o.conf, .res = &res,
+				 .ok = err == 0 };
+
+		/* a run that committed but could not say so has failed */
+		if (write_metrics(o.metrics_file, &r) != 0)
+			err = EIO;
 	}
 	cbt_source_destroy(o.conf.changes);
 	return err == 0 ? EXIT_OK : EXIT_FAIL;

@@ -35,6 +35,8 @@ struct mount_opts {
 	char *addressing;
 	char *ca_file;
 	char *password_file;
+	char *metrics_file;
+	unsigned metrics_interval;
 	int direct_io;
 	int help;
 	int version;
@@ -57,6 +59,9 @@ static const struct fuse_opt mount_fuse_opts[] = {
 	{ "addressing=%s", offsetof(struct mount_opts, addressing), 0 },
 	{ "ca_file=%s", offsetof(struct mount_opts, ca_file), 0 },
 	{ "password_file=%s", offsetof(struct mount_opts, password_file), 0 },
+	{ "metrics_file=%s", offsetof(struct mount_opts, metrics_file), 0 },
+	{ "metrics_interval=%u", offsetof(struct mount_opts, metrics_interval),
+	  0 },
 	MOPT("-h", help),
 	MOPT("--help", help),
 	MOPT("-V", version),
@@ -76,7 +81,7 @@ static void usage(void)
 "appears as MOUNTPOINT/VOLUME/NAME.img, a raw disk image assembled on\n"
 "read.  Restore with dd; browse a filesystem image with\n"
 "'mount -o loop,ro'.  Snapshots added while mounted appear within\n"
-"REFRESH seconds, or at the next directory listing.  Unmount with\n"
+"REFRESH seconds, or soon after a directory listing.  Unmount with\n"
 "'fusermount3 -u MOUNTPOINT'.\n"
 "\n"
 "cbtfs options:\n"
@@ -84,11 +89,18 @@ static void usage(void)
 "                         (default $XDG_CACHE_HOME/cbtfs or ~/.cache/cbtfs)\n"
 "  -o cache_size=SIZE     memory for decoded chunks (default 256M)\n"
 "  -o refresh=SECONDS     look for new snapshots this often (default 5;\n"
-"                         0: only on directory listings)\n"
+"                         0: only after directory listings and lookups\n"
+"                         of missing names)\n"
 "  -o readahead=N         on sequential reads, load the next N chunks in\n"
 "                         the background (default 8; 0: off)\n"
 "  -o direct_io           bypass the kernel page cache: every read reaches\n"
 "                         cbtfs as the program made it\n"
+"  -o metrics_file=FILE   write the metrics of MOUNTPOINT/.stats\n"
+"                         (Prometheus text format) to FILE, replaced\n"
+"                         atomically every METRICS_INTERVAL seconds and\n"
+"                         at unmount\n"
+"  -o metrics_interval=SECONDS\n"
+"                         (default 10)\n"
 "  -o jobs=N              S3 requests in flight at once (default 8)\n"
 "  -o endpoint=URL        S3 endpoint (default $AWS_ENDPOINT_URL_S3,\n"
 "                         $AWS_ENDPOINT_URL, or AWS itself)\n"
@@ -114,8 +126,27 @@ static void usage(void)
 "  -h, --help             show this help and exit\n"
 "  -V, --version          show the version and exit\n"
 "\n"
-"Other -o options (allow_other, max_idle_threads=N, ...) are passed to\n"
-"FUSE; see mount.fuse3(8).  See cbtfs(1).\n");
+"Other -o options (allow_other, max_idle_threads=N, splice_read,\n"
+"splice_write, splice_move, ...) are passed to FUSE; see mount.fuse3(8).\n"
+"Metrics: cat MOUNTPOINT/.stats.  See cbtfs(1).\n");
+}
+
+/* Makes *path (malloc'd, may be NULL) absolute; 0 or ENOMEM. */
+static int make_absolute(char **path)
+{
+	char *cwd, *abs = NULL;
+
+	if (*path == NULL || (*path)[0] == '/')
+		return 0;
+	cwd = getcwd(NULL, 0);
+	if (cwd == NULL || asprintf(&abs, "%s/%s", cwd, *path) < 0)
+		abs = NULL;
+	free(cwd);
+	if (abs == NULL)
+		return ENOMEM;
+	free(*path);
+	*path = abs;
+	return 0;
 }
 
 static int opt_proc(void *data, const char *arg, int key,
@@ -137,7 +168,7 @@ int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct mount_opts o = { .refresh = 5, .readahead = 8, .jobs = 8,
-				.retries = -1 };
+				.retries = -1, .metrics_interval = 10 };
 	struct mount_conf conf = { 0 };
 	uint64_t cache_bytes = 256u << 20;
 	char *fsname = NULL, *mount_opts = NULL;
@@ -178,19 +209,18 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	conf.repo_url = o.repo;
-	/* the daemon runs in "/": a relative directory must be made absolute */
-	if (o.cache_dir != NULL && o.cache_dir[0] != '/') {
-		char *cwd = getcwd(NULL, 0), *abs = NULL;
-
-		if (cwd == NULL || asprintf(&abs, "%s/%s", cwd, o.cache_dir) < 0)
-			abs = NULL;
-		free(cwd);
-		if (abs == NULL)
-			goto out;
-		free(o.cache_dir);
-		o.cache_dir = abs;
-	}
+	/* the daemon runs in "/": relative paths must be made absolute */
+	if (make_absolute(&o.cache_dir) != 0 ||
+	    make_absolute(&o.metrics_file) != 0)
+		goto out;
 	conf.cache_dir = o.cache_dir;
+	if (o.metrics_interval < 1 || o.metrics_interval > 86400) {
+		fprintf(stderr, "%s: metrics_interval: 1 to 86400 seconds\n",
+			prog);
+		goto out;
+	}
+	conf.metrics_file = o.metrics_file;
+	conf.metrics_seconds = o.metrics_interval;
 	conf.cache_bytes = (size_t)cache_bytes;
 	conf.refresh_seconds = o.refresh;
 	conf.direct_io = o.direct_io;
@@ -242,6 +272,7 @@ out:
 	free(o.addressing);
 	free(o.ca_file);
 	free(o.password_file);
+	free(o.metrics_file);
 	fuse_opt_free_args(&args);
 	return status;
 }

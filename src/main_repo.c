@@ -15,120 +15,13 @@
 #include <signal.h>
 
 #include "array.h"
+#include "browse.h"
 #include "cli.h"
 #include "prune.h"
 #include "restore.h"
 #include "verify.h"
 
 static const char prog[] = "cbtfs-repo";
-
-static void usage(void)
-{
-	printf(
-"Usage: cbtfs-repo COMMAND REPO [OPTIONS]\n"
-"\n"
-"Commands:\n"
-"  init REPO [--chunk-size SIZE] [--encrypt]\n"
-"        create an empty repository in REPO (a new or empty directory,\n"
-"        file:///path, or s3://BUCKET/PREFIX where the bucket exists and the\n"
-"        prefix is empty); SIZE is a power of two from 64K to 16M\n"
-"        (default 1M); with --encrypt, its chunks and manifests are\n"
-"        encrypted with keys that a passphrase unlocks\n"
-"  snapshots REPO [--volume VOLUME] [--json]\n"
-"        list snapshots: volume, name, parent, capacity, creation time and\n"
-"        bytes stored by each; a manifest that cannot be read is listed\n"
-"        as UNREADABLE, with its id, and makes the exit status 1\n"
-"  verify REPO [--volume VOLUME] [--read-data [--subset PCT]] [--jobs N]\n"
-"         [--json]\n"
-"        check the repository from its objects alone: every manifest\n"
-"        decodes, every chain of parents is complete, every chunk the\n"
-"        snapshots use exists; with --read-data, fetch and verify the\n"
-"        chunks too.  Each problem is reported with the snapshots and\n"
-"        byte ranges it damages; damaged chunks are recorded, so that the\n"
-"        next ingest of their data stores them again\n"
-"  unlock REPO [--volume VOLUME] [--force]\n"
-"        remove the lock records of ingests that are dead, expired or\n"
-"        abandoned; refuse live and unreadable ones unless --force\n"
-"  reindex REPO\n"
-"        rebuild the local index of REPO from the repository\n"
-"  passwd REPO\n"
-"        change the passphrase of an encrypted repository; the new one\n"
-"        comes from $CBTFS_NEW_PASSWORD, --new-password-file, or is asked\n"
-"        twice on a terminal.  The keys and the data do not change\n"
-"  forget REPO VOLUME SNAPSHOT... [--force] [--dry-run] [--json]\n"
-"  forget REPO [--volume VOLUME] --keep-last N --keep-hourly N\n"
-"         --keep-daily N --keep-weekly N --keep-monthly N [--dry-run]\n"
-"         [--json]\n"
-"        remove the named snapshots, or those no --keep rule keeps (any\n"
-"        of them; per volume; the newest of a volume is always kept);\n"
-"        each one's data is first folded into the snapshots based on it,\n"
-"        so every other snapshot reads the same; chunks are freed by prune\n"
-"  restore REPO VOLUME SNAPSHOT --to PATH [--from SNAPSHOT]\n"
-"          [--target-zeroed] [--verify] [--jobs N] [--json]\n"
-"        write the image of VOLUME's SNAPSHOT (also VOLUME@SNAPSHOT) to\n"
-"        PATH: a block device, a file (created if missing), or - for\n"
-"        stdout.  Chunks are fetched in parallel and verified; zero\n"
-"        chunks are skipped on a new file or with --target-zeroed, and\n"
-"        otherwise zeroed without writing them.  Refuses a target that\n"
-"        is smaller than the image, mounted or read-only\n"
-"  prune REPO [--dry-run] [--jobs N] [--json]\n"
-"        delete the chunks no snapshot uses (of forgotten snapshots and\n"
-"        of ingests that stopped early), their damage records, and old\n"
-"        temporary files; refused while an ingest or forget runs\n"
-"\n"
-"Options:\n"
-"      --chunk-size SIZE  init: chunk size (e.g. 256K, 1M)\n"
-"      --encrypt          init: encrypt the repository (AES-256-GCM under a\n"
-"                         random key, wrapped with one derived from the\n"
-"                         passphrase by scrypt)\n"
-"      --password-file FILE  every command: the passphrase of an encrypted\n"
-"                         repository is the file's content but a trailing\n"
-"                         newline (default $CBTFS_PASSWORD, or asked on a\n"
-"                         terminal; twice by init)\n"
-"      --new-password-file FILE  passwd: the new passphrase, likewise\n"
-"                         (default $CBTFS_NEW_PASSWORD, or asked twice)\n"
-"      --volume VOLUME    snapshots, verify, unlock, forget: only this\n"
-"                         volume's snapshots or locks\n"
-"      --json             snapshots, verify, forget, prune, restore:\n"
-"                         machine-readable output\n"
-"      --read-data        verify: fetch every chunk and verify its content\n"
-"      --subset PCT       verify --read-data: only PCT percent (1-100) of\n"
-"                         the chunks, chosen at random\n"
-"  -j, --jobs N           verify, forget, prune, restore: requests in\n"
-"                         parallel\n"
-"                         (default: CPUs for a directory, 8 for S3)\n"
-"      --force            unlock: remove live and unreadable lock records\n"
-"                         too; forget: the names may be every snapshot of\n"
-"                         the volume\n"
-"      --keep-last N      forget: keep the N newest snapshots\n"
-"      --keep-hourly N    forget: keep the newest snapshot of each of the\n"
-"                         last N hours that have one (UTC)\n"
-"      --keep-daily N     forget: the same for days\n"
-"      --keep-weekly N    forget: the same for ISO weeks\n"
-"      --keep-monthly N   forget: the same for months\n"
-"      --dry-run          forget, prune: say what would go; change nothing\n"
-"      --to PATH          restore: the block device, file or - (stdout)\n"
-"                         to write the image to\n"
-"      --from SNAPSHOT    restore: PATH holds this earlier (or later)\n"
-"                         snapshot of the volume already; write only the\n"
-"                         chunks that differ\n"
-"      --target-zeroed    restore: PATH reads zeros (a new thin volume):\n"
-"                         skip the zero chunks\n"
-"      --verify           restore: read back what was written, and check\n"
-"                         it against the chunk ids\n"
-"      --cache-dir DIR    snapshots, reindex: where the local index lives\n"
-"                         (default $XDG_CACHE_HOME/cbtfs or ~/.cache/cbtfs)\n"
-"  -v, --verbose          more messages\n"
-"  -h, --help             show this help and exit\n"
-"      --version          show the version and exit\n"
-"\n"
-CLI_STORE_HELP
-"\n"
-"Exit status: 0 on success; 1 on failure, or when verify finds a problem,\n"
-"snapshots an unreadable manifest, unlock a live lock it may not remove,\n"
-"or forget a snapshot that is not there; 2 on a usage error.\n"
-"See cbtfs-repo(1) and cbtfs-repository(5).\n");
-}
 
 /* Options of some commands only; each has a bit in struct command. */
 enum {
@@ -152,8 +45,8 @@ enum {
 	OPT_FROM,
 	OPT_TARGET_ZEROED,
 	OPT_VERIFY,
-	OPT_VERSION,	/* every command */
-	OPT_PASSWORD_FILE,	/* every command */
+	OPT_UNMOUNT,
+	OPT_PASSWORD_FILE,	/* every command from here */
 };
 #define OPT_BIT(opt) (1u << ((opt) - OPT_CHUNK_SIZE))
 /* a command that takes arguments after REPO */
@@ -182,12 +75,95 @@ static const struct option long_opts[] = {
 	{ "from", required_argument, NULL, OPT_FROM },
 	{ "target-zeroed", no_argument, NULL, OPT_TARGET_ZEROED },
 	{ "verify", no_argument, NULL, OPT_VERIFY },
+	{ "unmount", no_argument, NULL, OPT_UNMOUNT },
+	{ "repo", required_argument, NULL, 'r' },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
-	{ "version", no_argument, NULL, OPT_VERSION },
+	{ "version", no_argument, NULL, 'V' },
 	CLI_STORE_LONG_OPTS,
 	{ NULL, 0, NULL, 0 }
 };
+
+/*
+ * Help: each option's lines, and for each command its synopsis and what it
+ * does (in commands[] below).  `cbtfs-repo --help` prints every command
+ * and option; `cbtfs-repo COMMAND --help` that command and its options.
+ */
+static const struct opt_help {
+	int opt;
+	const char *text;
+} opt_helps[] = {
+	{ OPT_CHUNK_SIZE,
+"      --chunk-size SIZE  chunk size, a power of two from 64K to 16M\n"
+"                         (default 1M)\n" },
+	{ OPT_ENCRYPT,
+"      --encrypt          encrypt the repository (AES-256-GCM under a\n"
+"                         random key, wrapped with one derived from the\n"
+"                         passphrase by scrypt)\n" },
+	{ OPT_NEW_PASSWORD_FILE,
+"      --new-password-file FILE  the new passphrase is the file's content\n"
+"                         but a trailing newline (default\n"
+"                         $CBTFS_NEW_PASSWORD, or asked twice)\n" },
+	{ OPT_VOLUME,
+"      --volume VOLUME    only this volume's snapshots or locks\n" },
+	{ OPT_JSON,
+"      --json             machine-readable output\n" },
+	{ OPT_READ_DATA,
+"      --read-data        fetch every chunk and verify its content\n" },
+	{ OPT_SUBSET,
+"      --subset PCT       with --read-data: only PCT percent (1-100) of\n"
+"                         the chunks, chosen at random\n" },
+	{ OPT_JOBS,
+"  -j, --jobs N           requests in parallel (default: CPUs for a\n"
+"                         directory, 8 for S3)\n" },
+	{ OPT_FORCE,
+"      --force            unlock: remove live and unreadable lock records\n"
+"                         too; forget: the names may be every snapshot of\n"
+"                         the volume\n" },
+	{ OPT_KEEP_LAST,
+"      --keep-last N      keep the N newest snapshots\n" },
+	{ OPT_KEEP_HOURLY,
+"      --keep-hourly N    keep the newest snapshot of each of the last N\n"
+"                         hours that have one (UTC)\n" },
+	{ OPT_KEEP_DAILY,
+"      --keep-daily N     the same for days\n" },
+	{ OPT_KEEP_WEEKLY,
+"      --keep-weekly N    the same for ISO weeks\n" },
+	{ OPT_KEEP_MONTHLY,
+"      --keep-monthly N   the same for months\n" },
+	{ OPT_DRY_RUN,
+"      --dry-run          say what would go; change nothing\n" },
+	{ OPT_TO,
+"      --to PATH          the block device, file or - (stdout) to write\n"
+"                         the image to\n" },
+	{ OPT_FROM,
+"      --from SNAPSHOT    PATH holds this snapshot of the volume already:\n"
+"                         write only the chunks that differ\n" },
+	{ OPT_TARGET_ZEROED,
+"      --target-zeroed    PATH reads zeros (a new thin volume): skip the\n"
+"                         zero chunks\n" },
+	{ OPT_VERIFY,
+"      --verify           read back what was written, and check it\n"
+"                         against the chunk ids\n" },
+	{ OPT_UNMOUNT,
+"      --unmount          undo the browse at MOUNTPOINT\n" },
+	{ OPT_CACHE_DIR,
+"      --cache-dir DIR    where the local index lives (browse: and its\n"
+"                         overlay; default $XDG_CACHE_HOME/cbtfs or\n"
+"                         ~/.cache/cbtfs)\n" },
+};
+
+/* What every command takes. */
+static const char common_help[] =
+"  -r, --repo REPO        the repository (default $CBTFS_REPOSITORY); or\n"
+"                         give REPO right after the command\n"
+"      --password-file FILE  the passphrase of an encrypted repository is\n"
+"                         the file's content but a trailing newline\n"
+"                         (default $CBTFS_PASSWORD, or asked on a terminal;\n"
+"                         twice by init)\n"
+"  -v, --verbose          more messages\n"
+"  -h, --help             show this help and exit\n"
+"  -V, --version          show the version and exit\n";
 
 struct opts {
 	const char *repo;
@@ -206,6 +182,10 @@ struct opts {
 	bool target_zeroed, verify;
 	char *const *operands;	/* after REPO, for commands that take them */
 	size_t n_operands;
+	/* the operands as a volume and snapshot names (split_operands()) */
+	const char *volume_arg;
+	const char **names;
+	size_t n_names;
 	struct store_opts store;
 	struct passphrase_src pass;	/* of an encrypted repository */
 	struct passphrase_src new_pass;	/* passwd */
@@ -299,27 +279,61 @@ static void snap_list_free(struct snap_list *l)
 	free(l->bad.v);
 }
 
+/* Local time with its zone, for tables. */
+static const char *local_time(int64_t secs, char *buf, size_t size)
+{
+	time_t t = (time_t)secs;
+	struct tm tm;
+
+	if (localtime_r(&t, &tm) == NULL ||
+	    strftime(buf, size, "%Y-%m-%d %H:%M:%S %Z", &tm) == 0)
+		snprintf(buf, size, "@%lld", (long long)secs);
+	return buf;
+}
+
+/* Widens *w to the length of s. */
+static void widen(int *w, const char *s)
+{
+	int n = (int)strlen(s);
+
+	if (n > *w)
+		*w = n;
+}
+
+/* The table: each column as wide as its widest cell. */
 static void print_table(const struct snap_list *l)
 {
+	int wv = 6, wn = 4, wp = 6, wc = 8, wt = 7, ws = 6;
+	char when[64];
 	size_t i;
 
-	printf("%-24s %-20s %-20s %12s  %-20s %12s\n", "VOLUME", "NAME",
-	       "PARENT", "CAPACITY", "CREATED", "STORED");
 	for (i = 0; i < l->snaps.n; i++) {
 		const struct manifest *m = l->snaps.v[i];
 		const char *parent = parent_name(l, m);
-		time_t t = (time_t)m->created;
-		char when[32];
 
-		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S",
-			 localtime(&t));
-		printf("%-24s %-20s %-20s %12s  %-20s %12s\n", m->volume,
-		       m->name, parent ? parent : "-", HUMAN(m->capacity), when,
+		widen(&wv, m->volume);
+		widen(&wn, m->name);
+		widen(&wp, parent ? parent : "-");
+		widen(&wc, HUMAN(m->capacity));
+		widen(&wt, local_time(m->created, when, sizeof(when)));
+		widen(&ws, HUMAN(m->stats.bytes_stored));
+	}
+	printf("%-*s  %-*s  %-*s  %*s  %-*s  %*s\n", wv, "VOLUME", wn, "NAME",
+	       wp, "PARENT", wc, "CAPACITY", wt, "CREATED", ws, "STORED");
+	for (i = 0; i < l->snaps.n; i++) {
+		const struct manifest *m = l->snaps.v[i];
+		const char *parent = parent_name(l, m);
+
+		printf("%-*s  %-*s  %-*s  %*s  %-*s  %*s\n", wv, m->volume, wn,
+		       m->name, wp, parent ? parent : "-", wc,
+		       HUMAN(m->capacity), wt,
+		       local_time(m->created, when, sizeof(when)), ws,
 		       HUMAN(m->stats.bytes_stored));
 	}
 	for (i = 0; i < l->bad.n; i++)
-		printf("%-24s snapshots/%s: its manifest cannot be read; see "
-		       "'cbtfs-repo verify'\n", "UNREADABLE", l->bad.v[i]);
+		printf("%-*s  snapshots/%s: its manifest cannot be read; see "
+		       "'cbtfs-repo verify'\n", wv, "UNREADABLE",
+		       l->bad.v[i]);
 }
 
 static void print_json(const struct snap_list *l)
@@ -334,7 +348,7 @@ static void print_json(const struct snap_list *l)
 
 		json_object_object_add(o, "volume",
 				       json_object_new_string(m->volume));
-		json_object_object_add(o, "name",
+		json_object_object_add(o, "snapshot",
 				       json_object_new_string(m->name));
 		json_object_object_add(o, "id", json_object_new_string(m->id));
 		json_object_object_add(o, "parent",
@@ -348,13 +362,13 @@ static void print_json(const struct snap_list *l)
 		json_object_object_add(o, "chunk_size",
 				       json_object_new_int64(m->chunk_size));
 		json_object_object_add(o, "created",
-				       json_object_new_int64(m->created));
+				       cli_json_time(m->created));
 		json_object_object_add(o, "changes",
-				       json_object_new_string(m->changes));
+				       cli_json_text(m->changes));
 		json_object_object_add(o, "csi_snapshot_handle",
-				       json_object_new_string(m->csi_handle));
+				       cli_json_text(m->csi_handle));
 		json_object_object_add(o, "csi_driver",
-				       json_object_new_string(m->csi_driver));
+				       cli_json_text(m->csi_driver));
 		cli_json_stats(o, &m->stats);
 		json_object_array_add(arr, o);
 	}
@@ -405,7 +419,7 @@ static int cmd_snapshots(const struct opts *o)
 
 /* ---- verify ------------------------------------------------------------- */
 
-/* {"volume":.., "name":.., "id":.., "ranges":[[off,len],...]} */
+/* {"volume":.., "snapshot":.., "id":.., "ranges":[[off,len],...]} */
 static struct json_object *json_damaged(const struct verify_snapshot *s)
 {
 	struct json_object *o = json_object_new_object();
@@ -413,7 +427,7 @@ static struct json_object *json_damaged(const struct verify_snapshot *s)
 	size_t i;
 
 	json_object_object_add(o, "volume", json_object_new_string(s->volume));
-	json_object_object_add(o, "name", json_object_new_string(s->name));
+	json_object_object_add(o, "snapshot", json_object_new_string(s->name));
 	json_object_object_add(o, "id", json_object_new_string(s->id));
 	for (i = 0; i < s->ranges.n; i++) {
 		struct json_object *r = json_object_new_array();
@@ -441,7 +455,7 @@ static void print_verify_json(const struct verify_report *rep)
 	VERIFY_COUNTERS(VERIFY_COUNTER_JSON)
 #undef VERIFY_COUNTER_JSON
 	json_object_object_add(o, "seconds",
-			       json_object_new_double(rep->seconds));
+			       cli_json_seconds(rep->seconds));
 	for (i = 0; i < rep->problems.n; i++) {
 		const struct verify_problem *p = &rep->problems.v[i];
 		struct json_object *jp = json_object_new_object();
@@ -467,7 +481,7 @@ static void print_verify_json(const struct verify_report *rep)
 
 static void print_verify(const struct verify_report *rep)
 {
-	double mbps = rep->seconds > 0 ? rep->bytes_read / rep->seconds / 1e6
+	double mbps = rep->seconds > 0 ? rep->read_bytes / rep->seconds / 1e6
 				       : 0.0;
 	size_t i, j, k;
 
@@ -493,7 +507,7 @@ static void print_verify(const struct verify_report *rep)
 	       rep->manifests, rep->chunks_checked);
 	if (rep->chunks_read > 0)
 		printf(", %" PRIu64 " read (%s, %.1f MB/s)", rep->chunks_read,
-		       HUMAN(rep->bytes_read), mbps);
+		       HUMAN(rep->read_bytes), mbps);
 	printf(" in %.1f s: ", rep->seconds);
 	if (rep->problems.n == 0)
 		printf("no problems");
@@ -702,7 +716,7 @@ static void print_forget_json(const struct forget_report *rep, bool dry_run)
 	FORGET_COUNTERS(FORGET_COUNTER_JSON)
 #undef FORGET_COUNTER_JSON
 	json_object_object_add(o, "seconds",
-			       json_object_new_double(rep->seconds));
+			       cli_json_seconds(rep->seconds));
 	for (i = 0; i < rep->snapshots.n; i++) {
 		const struct forget_snapshot *s = &rep->snapshots.v[i];
 		struct json_object *js = json_object_new_object();
@@ -712,12 +726,12 @@ static void print_forget_json(const struct forget_report *rep, bool dry_run)
 
 		json_object_object_add(js, "volume",
 				       json_object_new_string(s->volume));
-		json_object_object_add(js, "name",
+		json_object_object_add(js, "snapshot",
 				       json_object_new_string(s->name));
 		json_object_object_add(js, "id",
 				       json_object_new_string(s->id));
 		json_object_object_add(js, "created",
-				       json_object_new_int64(s->created));
+				       cli_json_time(s->created));
 		json_object_object_add(js, "keep",
 				       json_object_new_boolean(s->keep != 0));
 		for (b = 0; (name = forget_reason_name(b)) != NULL; b++)
@@ -756,10 +770,10 @@ static int cmd_forget(const struct opts *o)
 		return cli_usage_error(prog, "forget: name snapshots, or give "
 				       "a --keep policy with --volume, not "
 				       "both");
-	if (o->n_operands == 1)
+	if (o->n_operands > 0 && o->n_names == 0)
 		return cli_usage_error(prog, "forget: name the snapshots of "
 				       "volume '%s' to forget after it",
-				       o->operands[0]);
+				       o->volume_arg);
 	if (o->n_operands == 0 && !policy)
 		return cli_usage_error(prog, "forget: name the snapshots to "
 				       "forget (REPO VOLUME SNAPSHOT...), or "
@@ -771,9 +785,9 @@ static int cmd_forget(const struct opts *o)
 				       "named snapshots only (a policy always "
 				       "keeps the newest)");
 	if (o->n_operands > 0) {
-		conf.volume = o->operands[0];
-		conf.names = (const char *const *)o->operands + 1;
-		conf.n_names = o->n_operands - 1;
+		conf.volume = o->volume_arg;
+		conf.names = o->names;
+		conf.n_names = o->n_names;
 	}
 	if (conf.volume != NULL && repo_check_volume_name(conf.volume) != 0)
 		return EXIT_USAGE;
@@ -804,7 +818,7 @@ static void print_prune(const struct prune_report *rep, bool dry_run)
 	       "file%s (%s) in %.1f s%s\n", dry_run ? " (dry run)" : "",
 	       rep->manifests, rep->chunks_listed, rep->chunks_referenced,
 	       verb, rep->chunks_deleted, rep->chunks_deleted == 1 ? "" : "s",
-	       HUMAN(rep->bytes_freed), rep->damage_removed,
+	       HUMAN(rep->freed_bytes), rep->damage_removed,
 	       rep->damage_removed == 1 ? "" : "s", rep->temp_removed,
 	       rep->temp_removed == 1 ? "" : "s", HUMAN(rep->temp_bytes),
 	       rep->seconds, dry_run ? "; nothing was changed" : "");
@@ -820,7 +834,7 @@ static void print_prune_json(const struct prune_report *rep, bool dry_run)
 	PRUNE_COUNTERS(PRUNE_COUNTER_JSON)
 #undef PRUNE_COUNTER_JSON
 	json_object_object_add(o, "seconds",
-			       json_object_new_double(rep->seconds));
+			       cli_json_seconds(rep->seconds));
 	cli_print_json(o);
 }
 
@@ -873,11 +887,11 @@ static void print_restore(const struct restore_conf *conf,
 		strcmp(conf->target, "-") == 0 ? "stdout" : conf->target,
 		rep->new_file ? " (a new file)" : "", rep->seconds,
 		rep->chunks_written, rep->chunks_written == 1 ? "" : "s",
-		HUMAN(rep->bytes_written),
-		(double)rep->bytes_written / secs / 1e6);
+		HUMAN(rep->written_bytes),
+		(double)rep->written_bytes / secs / 1e6);
 	if (rep->chunks_zeroed > 0)
 		fprintf(out, ", zeroed %" PRIu64 " (%s)", rep->chunks_zeroed,
-			HUMAN(rep->bytes_zeroed));
+			HUMAN(rep->zeroed_bytes));
 	if (rep->chunks_skipped > 0)
 		fprintf(out, ", skipped %" PRIu64 " %s", rep->chunks_skipped,
 			conf->from != NULL ? "unchanged since --from"
@@ -910,31 +924,6 @@ static void print_restore_json(const struct restore_conf *conf,
 	cli_print_json(o);
 }
 
-/*
- * VOLUME SNAPSHOT or VOLUME@SNAPSHOT from the operands, into a buffer of
- * the caller's (buf keeps the volume of the second form).
- */
-static int snapshot_operands(const struct opts *o, char *buf, size_t size,
-			     const char **volume, const char **snapshot)
-{
-	char *at;
-
-	if (o->n_operands == 2) {
-		*volume = o->operands[0];
-		*snapshot = o->operands[1];
-		return 0;
-	}
-	if (o->n_operands == 1 && (at = strrchr(o->operands[0], '@')) &&
-	    (size_t)(at - o->operands[0]) < size) {
-		snprintf(buf, size, "%.*s", (int)(at - o->operands[0]),
-			 o->operands[0]);
-		*volume = buf;
-		*snapshot = at + 1;
-		return 0;
-	}
-	return -1;
-}
-
 static int cmd_restore(const struct opts *o)
 {
 	struct restore_conf conf = {
@@ -949,15 +938,15 @@ static int cmd_restore(const struct opts *o)
 	struct store_opts sopts = o->store;
 	struct restore_report rep;
 	struct sigaction sa = { .sa_handler = on_signal };
-	char volume[256];
 	bool to_stdout;
 	int err;
 
-	if (snapshot_operands(o, volume, sizeof(volume), &conf.volume,
-			      &conf.snapshot) != 0)
-		return cli_usage_error(prog, "restore: name the snapshot as "
-				       "VOLUME SNAPSHOT or VOLUME@SNAPSHOT "
+	if (o->n_names != 1)
+		return cli_usage_error(prog, "restore: name one snapshot, as "
+				       "VOLUME SNAPSHOT or VOLUME@SNAPSHOT, "
 				       "after REPO");
+	conf.volume = o->volume_arg;
+	conf.snapshot = o->names[0];
 	if (o->to == NULL)
 		return cli_usage_error(prog, "restore: say where to with --to "
 				       "PATH (a block device, a file, or - "
@@ -992,6 +981,50 @@ static int cmd_restore(const struct opts *o)
 	return err == 0 ? EXIT_OK : EXIT_FAIL;
 }
 
+/* ---- browse (browse.c) ------------------------------------------------- */
+
+static int cmd_browse(const struct opts *o)
+{
+	struct browse_conf conf = {
+		.repo = o->repo,
+		.store = &o->store,
+		.password_file = o->pass.file,
+		.cache_dir = o->cache_dir,
+	};
+	const char *at;
+	char volume[520];
+
+	if (o->given & OPT_BIT(OPT_UNMOUNT)) {
+		/* MOUNTPOINT, where REPO or an operand would stand */
+		if (o->n_operands > 1)
+			return cli_usage_error(prog, "browse --unmount: give "
+					       "only the MOUNTPOINT");
+		return browse_stop(o->n_operands == 1 ? o->operands[0]
+						      : o->repo) == 0
+			       ? EXIT_OK
+			       : EXIT_FAIL;
+	}
+	if (o->n_operands == 3) {
+		conf.volume = o->operands[0];
+		conf.snapshot = o->operands[1];
+	} else if (o->n_operands == 2 &&
+		   (at = strrchr(o->operands[0], '@')) != NULL &&
+		   (size_t)(at - o->operands[0]) < sizeof(volume)) {
+		snprintf(volume, sizeof(volume), "%.*s",
+			 (int)(at - o->operands[0]), o->operands[0]);
+		conf.volume = volume;
+		conf.snapshot = at + 1;
+	} else {
+		return cli_usage_error(prog, "browse: give REPO "
+				       "VOLUME@SNAPSHOT MOUNTPOINT");
+	}
+	if (repo_check_volume_name(conf.volume) != 0 ||
+	    repo_check_snapshot_name(conf.snapshot) != 0)
+		return EXIT_USAGE;
+	conf.mountpoint = o->operands[o->n_operands - 1];
+	return browse_start(&conf) == 0 ? EXIT_OK : EXIT_FAIL;
+}
+
 /* ---- reindex, and the commands ----------------------------------------- */
 
 static int cmd_reindex(const struct opts *o)
@@ -1019,35 +1052,183 @@ static int cmd_passwd(const struct opts *o)
 	return EXIT_OK;
 }
 
+/*
+ * Reads the operands as snapshots of one volume: VOLUME SNAPSHOT..., or
+ * VOLUME@SNAPSHOT... (split at the last '@': a snapshot whose name holds
+ * an '@' is named the first way), all of one volume.  0, or ENOMEM.
+ */
+static int split_operands(struct opts *o, char *vol, size_t size)
+{
+	const char *at = NULL;
+	size_t i, len = 0;
+	bool all_at = o->n_operands > 0;
+
+	for (i = 0; i < o->n_operands && all_at; i++) {
+		at = strrchr(o->operands[i], '@');
+		if (at == NULL || (i > 0 && ((size_t)(at - o->operands[i]) !=
+					     len || strncmp(o->operands[i],
+							    o->operands[0],
+							    len) != 0)))
+			all_at = false;
+		else
+			len = (size_t)(at - o->operands[i]);
+	}
+	if (all_at && len >= size)
+		all_at = false;
+	o->names = calloc(o->n_operands + 1, sizeof(*o->names));
+	if (o->names == NULL)
+		return ENOMEM;
+	if (all_at) {
+		snprintf(vol, size, "%.*s", (int)len, o->operands[0]);
+		o->volume_arg = vol;
+		for (i = 0; i < o->n_operands; i++)
+			o->names[i] = o->operands[i] + len + 1;
+		o->n_names = o->n_operands;
+	} else if (o->n_operands > 0) {
+		o->volume_arg = o->operands[0];
+		for (i = 1; i < o->n_operands; i++)
+			o->names[i - 1] = o->operands[i];
+		o->n_names = o->n_operands - 1;
+	}
+	return 0;
+}
+
 static const struct command {
 	const char *name;
 	int (*run)(const struct opts *o);
 	unsigned options;	/* OPT_BIT()s of the options that apply,
 				 * and TAKES_OPERANDS */
+	const char *synopsis;	/* after "cbtfs-repo NAME REPO" */
+	const char *help;	/* what it does */
 } commands[] = {
-	{ "init", cmd_init, OPT_BIT(OPT_CHUNK_SIZE) | OPT_BIT(OPT_ENCRYPT) },
+	{ "init", cmd_init, OPT_BIT(OPT_CHUNK_SIZE) | OPT_BIT(OPT_ENCRYPT),
+	  "[--chunk-size SIZE] [--encrypt]",
+"create an empty repository in REPO (a new or empty directory, its\n"
+"missing parents created, file:///path, or s3://BUCKET/PREFIX where the\n"
+"bucket exists and the prefix is empty); with --encrypt, its chunks and\n"
+"manifests are encrypted with keys that a passphrase unlocks\n" },
 	{ "snapshots", cmd_snapshots,
-	  OPT_BIT(OPT_VOLUME) | OPT_BIT(OPT_JSON) | OPT_BIT(OPT_CACHE_DIR) },
+	  OPT_BIT(OPT_VOLUME) | OPT_BIT(OPT_JSON) | OPT_BIT(OPT_CACHE_DIR),
+	  "[--volume VOLUME] [--json]",
+"list snapshots: volume, name, parent, capacity, creation time and bytes\n"
+"stored by each; a manifest that cannot be read is listed as UNREADABLE,\n"
+"with its id, and makes the exit status 1\n" },
 	{ "verify", cmd_verify,
 	  OPT_BIT(OPT_VOLUME) | OPT_BIT(OPT_JSON) | OPT_BIT(OPT_READ_DATA) |
-		  OPT_BIT(OPT_SUBSET) | OPT_BIT(OPT_JOBS) },
-	{ "unlock", cmd_unlock, OPT_BIT(OPT_VOLUME) | OPT_BIT(OPT_FORCE) },
-	{ "reindex", cmd_reindex, OPT_BIT(OPT_CACHE_DIR) },
-	{ "passwd", cmd_passwd, OPT_BIT(OPT_NEW_PASSWORD_FILE) },
+		  OPT_BIT(OPT_SUBSET) | OPT_BIT(OPT_JOBS),
+	  "[--volume VOLUME] [--read-data [--subset PCT]]\n"
+	  "         [--jobs N] [--json]",
+"check the repository from its objects alone: every manifest decodes,\n"
+"every chain of parents is complete, every chunk the snapshots use\n"
+"exists; with --read-data, fetch and verify the chunks too.  Each problem\n"
+"is reported with the snapshots and byte ranges it damages; damaged\n"
+"chunks are recorded, so that the next ingest of their data stores them\n"
+"again\n" },
+	{ "unlock", cmd_unlock, OPT_BIT(OPT_VOLUME) | OPT_BIT(OPT_FORCE),
+	  "[--volume VOLUME] [--force]",
+"remove the lock records of ingests that are dead, expired or abandoned;\n"
+"refuse live and unreadable ones unless --force\n" },
+	{ "reindex", cmd_reindex, OPT_BIT(OPT_CACHE_DIR), "",
+"rebuild the local index of REPO from the repository\n" },
+	{ "passwd", cmd_passwd, OPT_BIT(OPT_NEW_PASSWORD_FILE),
+	  "[--new-password-file FILE]",
+"change the passphrase of an encrypted repository; the new one comes\n"
+"from --new-password-file, $CBTFS_NEW_PASSWORD, or is asked twice on a\n"
+"terminal.  The keys and the data do not change\n" },
 	{ "forget", cmd_forget,
 	  OPT_BIT(OPT_VOLUME) | OPT_BIT(OPT_JSON) | OPT_BIT(OPT_JOBS) |
 		  OPT_BIT(OPT_FORCE) | OPT_BIT(OPT_KEEP_LAST) |
 		  OPT_BIT(OPT_KEEP_HOURLY) | OPT_BIT(OPT_KEEP_DAILY) |
 		  OPT_BIT(OPT_KEEP_WEEKLY) | OPT_BIT(OPT_KEEP_MONTHLY) |
-		  OPT_BIT(OPT_DRY_RUN) | TAKES_OPERANDS },
+		  OPT_BIT(OPT_DRY_RUN) | TAKES_OPERANDS,
+	  "VOLUME SNAPSHOT... [--force] [--dry-run] [--json]\n"
+	  "  cbtfs-repo forget REPO [--volume VOLUME] --keep-last N\n"
+	  "         --keep-hourly N --keep-daily N --keep-weekly N\n"
+	  "         --keep-monthly N [--dry-run] [--json]",
+"remove the named snapshots (VOLUME SNAPSHOT..., or VOLUME@SNAPSHOT...),\n"
+"or those no --keep rule keeps (any of them; per volume; the newest of a\n"
+"volume is always kept); each one's data is first folded into the\n"
+"snapshots based on it, so every other snapshot reads the same; chunks\n"
+"are freed by prune\n" },
 	{ "prune", cmd_prune,
-	  OPT_BIT(OPT_JSON) | OPT_BIT(OPT_JOBS) | OPT_BIT(OPT_DRY_RUN) },
+	  OPT_BIT(OPT_JSON) | OPT_BIT(OPT_JOBS) | OPT_BIT(OPT_DRY_RUN),
+	  "[--dry-run] [--jobs N] [--json]",
+"delete the chunks no snapshot uses (of forgotten snapshots and of\n"
+"ingests that stopped early), their damage records, and old temporary\n"
+"files; refused while an ingest or forget runs\n" },
 	{ "restore", cmd_restore,
 	  OPT_BIT(OPT_JSON) | OPT_BIT(OPT_JOBS) | OPT_BIT(OPT_TO) |
 		  OPT_BIT(OPT_FROM) | OPT_BIT(OPT_TARGET_ZEROED) |
 		  OPT_BIT(OPT_VERIFY) | OPT_BIT(OPT_CACHE_DIR) |
-		  TAKES_OPERANDS },
+		  TAKES_OPERANDS,
+	  "VOLUME SNAPSHOT --to PATH [--from SNAPSHOT]\n"
+	  "         [--target-zeroed] [--verify] [--jobs N] [--json]",
+"write the image of VOLUME's SNAPSHOT (also VOLUME@SNAPSHOT) to PATH: a\n"
+"block device, a file (created if missing), or - for stdout.  Chunks are\n"
+"fetched in parallel and verified; zero chunks are skipped on a new file\n"
+"or with --target-zeroed, and otherwise zeroed without writing them.\n"
+"Refuses a target that is smaller than the image, mounted or read-only\n" },
+	{ "browse", cmd_browse,
+	  OPT_BIT(OPT_UNMOUNT) | OPT_BIT(OPT_CACHE_DIR) | TAKES_OPERANDS,
+	  "VOLUME@SNAPSHOT MOUNTPOINT\n"
+	  "  cbtfs-repo browse --unmount MOUNTPOINT",
+"(root) show the files of VOLUME's SNAPSHOT read-only at MOUNTPOINT: a\n"
+"filesystem there, a partitioned disk as MOUNTPOINT/pN.  A journal or\n"
+"log left dirty is replayed into a throwaway local overlay; the\n"
+"repository is never written.  Uses a cbtfs mount of REPO, or starts\n"
+"one; --unmount undoes it all\n" },
 };
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void print_indented(const char *text)
+{
+	const char *line = text, *nl;
+
+	for (; *line != '\0'; line = nl + 1) {
+		nl = strchr(line, '\n');
+		printf("    %.*s\n", (int)(nl - line), line);
+	}
+}
+
+static const char exit_help[] =
+"Exit status: 0 on success; 1 on failure, or when verify finds a problem,\n"
+"snapshots an unreadable manifest, unlock a live lock it may not remove,\n"
+"or forget a snapshot that is not there; 2 on a usage error.\n"
+"See cbtfs-repo(1) and cbtfs-repository(5).\n";
+
+/* Every command and option. */
+static void usage(void)
+{
+	size_t i;
+
+	printf("Usage: cbtfs-repo COMMAND [REPO] [ARGUMENTS] [OPTIONS]\n"
+	       "\nCommands ('cbtfs-repo COMMAND --help' tells more):\n");
+	for (i = 0; i < N_COMMANDS; i++) {
+		printf("  cbtfs-repo %s REPO%s%s\n", commands[i].name,
+		       commands[i].synopsis[0] ? " " : "",
+		       commands[i].synopsis);
+		print_indented(commands[i].help);
+	}
+	printf("\nOptions:\n");
+	for (i = 0; i < sizeof(opt_helps) / sizeof(opt_helps[0]); i++)
+		fputs(opt_helps[i].text, stdout);
+	printf("%s\n%s\n%s", common_help, CLI_STORE_HELP, exit_help);
+}
+
+/* One command, and the options it takes. */
+static void command_usage(const struct command *cmd)
+{
+	size_t i;
+
+	printf("Usage: cbtfs-repo %s REPO%s%s [OPTIONS]\n\n", cmd->name,
+	       cmd->synopsis[0] ? " " : "", cmd->synopsis);
+	print_indented(cmd->help);
+	printf("\nOptions:\n");
+	for (i = 0; i < sizeof(opt_helps) / sizeof(opt_helps[0]); i++)
+		if (cmd->options & OPT_BIT(opt_helps[i].opt))
+			fputs(opt_helps[i].text, stdout);
+	printf("%s\n%s\n%s", common_help, CLI_STORE_HELP, exit_help);
+}
 
 /* "--volume" for OPT_VOLUME. */
 static const char *opt_name(int opt)
@@ -1069,16 +1250,20 @@ int main(int argc, char *argv[])
 			      .file_opt = "--new-password-file FILE" },
 	};
 	const struct command *cmd = NULL;
-	const char *cmd_name = NULL;
+	const char *cmd_name = NULL, *repo_opt = NULL;
+	const char *repo_env = getenv(REPO_ENV);
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN), n;
-	int c, verbose = 0, opt;
+	int c, verbose = 0, opt, rc;
+	bool help = false;
+	char volume_arg[520];
 	size_t i;
 
 	log_init(prog);
-	while ((c = getopt_long(argc, argv, "j:vh", long_opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "j:r:vhV", long_opts, NULL)) !=
+	       -1) {
 		if (c == 'j')
 			c = OPT_JOBS;
-		if (c >= OPT_CHUNK_SIZE && c < OPT_VERSION)
+		if (c >= OPT_CHUNK_SIZE && c < OPT_PASSWORD_FILE)
 			o.given |= OPT_BIT(c);
 		switch (c) {
 		case OPT_CHUNK_SIZE:
@@ -1150,13 +1335,18 @@ int main(int argc, char *argv[])
 		case OPT_VERIFY:
 			o.verify = true;
 			break;
+		case OPT_UNMOUNT:
+			break;
 		case 'v':
 			verbose++;
 			break;
+		case 'r':
+			repo_opt = optarg;
+			break;
 		case 'h':
-			usage();
-			return EXIT_OK;
-		case OPT_VERSION:
+			help = true;
+			break;
+		case 'V':
 			cli_version(prog);
 			return EXIT_OK;
 		default:
@@ -1167,24 +1357,46 @@ int main(int argc, char *argv[])
 	log_set_verbose(verbose);
 	if (optind < argc)
 		cmd_name = argv[optind++];
-	if (optind < argc)
-		o.repo = argv[optind++];
-	if (cmd_name == NULL)
-		return cli_usage_error(prog, "no command given");
-	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+	for (i = 0; cmd_name != NULL && i < N_COMMANDS; i++)
 		if (strcmp(cmd_name, commands[i].name) == 0)
 			cmd = &commands[i];
+	if (help && cmd_name == NULL) {
+		usage();
+		return EXIT_OK;
+	}
+	if (cmd_name == NULL)
+		return cli_usage_error(prog, "no command given");
 	if (cmd == NULL)
 		return cli_usage_error(prog, "unknown command '%s'", cmd_name);
+	if (help) {
+		command_usage(cmd);
+		return EXIT_OK;
+	}
+	/* REPO: -r, else the first argument (with $CBTFS_REPOSITORY set,
+	 * only if it names a repository), else $CBTFS_REPOSITORY */
+	if (repo_opt != NULL)
+		o.repo = repo_opt;
+	else if (optind < argc &&
+		 (repo_env == NULL || !(cmd->options & TAKES_OPERANDS) ||
+		  cli_names_repo(argv[optind])))
+		o.repo = argv[optind++];
+	else
+		o.repo = repo_env != NULL && repo_env[0] != '\0' ? repo_env
+								 : NULL;
 	if (optind < argc && !(cmd->options & TAKES_OPERANDS))
 		return cli_usage_error(prog, "unexpected argument '%s'",
 				       argv[optind]);
 	o.operands = argv + optind;
 	o.n_operands = (size_t)(argc - optind);
+	if (split_operands(&o, volume_arg, sizeof(volume_arg)) != 0) {
+		log_error("out of memory");
+		return EXIT_FAIL;
+	}
 	if (o.repo == NULL)
-		return cli_usage_error(prog, "%s: no repository given",
-				       cmd->name);
-	for (opt = OPT_CHUNK_SIZE; opt < OPT_VERSION; opt++)
+		return cli_usage_error(prog, "%s: no repository given (REPO, "
+				       "-r REPO or $%s)", cmd->name,
+				       REPO_ENV);
+	for (opt = OPT_CHUNK_SIZE; opt < OPT_PASSWORD_FILE; opt++)
 		if ((o.given & OPT_BIT(opt)) && !(cmd->options & OPT_BIT(opt)))
 			return cli_usage_error(prog, "--%s does not apply to "
 					       "%s", opt_name(opt), cmd->name);
@@ -1195,5 +1407,7 @@ int main(int argc, char *argv[])
 		o.jobs = strncmp(o.repo, "s3://", 5) == 0 ? 8
 			 : ncpu > 0			 ? (unsigned)ncpu
 							 : 2;
-	return cmd->run(&o);
+	rc = cmd->run(&o);
+	free(o.names);
+	return rc;
 }

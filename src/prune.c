@@ -31,85 +31,24 @@
 
 #include "array.h"
 #include "pool.h"
+#include "progress.h"
 #include "prune.h"
 #include "snapset.h"
 
-#define PROGRESS_EVERY 0.5	/* seconds between redraws */
 #define PRUNE_BATCH 1000	/* keys per deletion request (S3's limit) */
 
-/* ---- progress ---------------------------------------------------------- */
-
-struct progress {
-	bool on;
-	const char *prog;	/* "forget", "prune" */
-	double start, last;
-	bool drawn;
-};
-
-/* Redraws the progress line, at most every PROGRESS_EVERY seconds unless
- * force. */
-static void progress_draw(struct progress *p, bool force, const char *fmt,
-			  ...) __attribute__((format(printf, 3, 4)));
-static void progress_draw(struct progress *p, bool force, const char *fmt,
-			  ...)
-{
-	double now = now_seconds();
-	char line[160];
-	int n;
-	va_list ap;
-
-	if (!p->on || (!force && now - p->last < PROGRESS_EVERY))
-		return;
-	n = snprintf(line, sizeof(line), "%s: ", p->prog);
-	va_start(ap, fmt);
-	vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\r%-78.78s", line);
-	p->last = now;
-	p->drawn = true;
-}
-
-/* "N/M, Xs elapsed, Ys left" of a phase that started at start. */
-static const char *progress_counts(const struct progress *p, double start,
-				   size_t done, size_t n, char *buf,
-				   size_t size)
-{
-	double now = now_seconds(), secs = now - start;
-	char left[48] = "";
-
-	if (done > 0 && done < n)
-		snprintf(left, sizeof(left), ", %s left",
-			 CLOCK(secs * (double)(n - done) / (double)done));
-	snprintf(buf, size, "%zu/%zu, %s elapsed%s", done, n,
-		 CLOCK(now - p->start), left);
-	return buf;
-}
-
-static void progress_end(struct progress *p)
-{
-	if (p->drawn)
-		fprintf(stderr, "\r%78s\r", "");
-	p->drawn = false;
-}
-
-struct read_progress {
-	struct progress *p;
-	double start;
-};
-
+/* snapset_read() progress: the listing, then the manifests read. */
 static void manifests_progress(void *arg, size_t done, size_t n)
 {
-	struct read_progress *rp = arg;
-	char counts[128];
+	struct progress *pr = arg;
 
 	if (n == 0) {
-		rp->start = now_seconds();
-		progress_draw(rp->p, false, "listing snapshots/");
+		progress_phase(pr);
+		progress_show(pr, false, 0, 0, "listing snapshots/");
 		return;
 	}
-	progress_draw(rp->p, false, "reading manifests %s",
-		      progress_counts(rp->p, rp->start, done, n, counts,
-				      sizeof(counts)));
+	progress_show(pr, false, done, n, "reading manifests %zu/%zu", done,
+		      n);
 }
 
 /* Refuses to go on when set holds an unreadable manifest. */
@@ -570,18 +509,14 @@ static int apply_plan(const struct forget_conf *conf, const char *volume,
 		      struct repo_lock *l, struct progress *pr)
 {
 	size_t i, done = 0, total = vp->rewrite + vp->forget;
-	double start = now_seconds();
-	char counts[128];
 	bool progressed;
 	int err = 0;
 
 	for (i = 0; i < vp->snaps.n && err == 0; i++) {
 		if (!vp->snaps.v[i].rewrite)
 			continue;
-		progress_draw(pr, false, "%s: rewriting and deleting %s",
-			      volume, progress_counts(pr, start, done, total,
-						      counts,
-						      sizeof(counts)));
+		progress_show(pr, false, done, total, "%s: rewriting and "
+			      "deleting %zu/%zu", volume, done, total);
 		if ((err = repo_lock_confirm(l)) == 0)
 			err = rewrite_kept(conf, vp, set, &vp->snaps.v[i]);
 		done++;
@@ -595,11 +530,9 @@ static int apply_plan(const struct forget_conf *conf, const char *volume,
 			if (s->keep != 0 || s->deleted ||
 			    has_child(vp, s->m->id))
 				continue;
-			progress_draw(pr, false, "%s: rewriting and deleting "
-				      "%s", volume,
-				      progress_counts(pr, start, done, total,
-						      counts,
-						      sizeof(counts)));
+			progress_show(pr, false, done, total, "%s: rewriting "
+				      "and deleting %zu/%zu", volume, done,
+				      total);
 			if ((err = repo_lock_confirm(l)) == 0)
 				err = repo_delete_manifest(conf->repo,
 							   s->m->id);
@@ -678,7 +611,6 @@ static int forget_volume(const struct forget_conf *conf, const char *volume,
 			 struct forget_report *rep, struct progress *pr)
 {
 	struct refresh rf = { before, volume };
-	struct read_progress rp = { pr, 0 };
 	struct volume_plan vp = { 0 };
 	struct repo_lock *l = NULL;
 	struct snapset set = { 0 };
@@ -689,7 +621,7 @@ static int forget_volume(const struct forget_conf *conf, const char *volume,
 				    &predecessor)) != 0)
 		return err;
 	err = snapset_read(conf->repo, conf->jobs, refresh_want, &rf,
-			   manifests_progress, &rp, &set);
+			   manifests_progress, pr, &set);
 	if (err == 0)
 		err = check_readable(&set, "forget");
 	if (err == 0)
@@ -742,17 +674,16 @@ static int list_volumes(const struct snapset *set,
 
 int forget_run(const struct forget_conf *conf, struct forget_report *rep)
 {
-	struct progress pr = { conf->progress, "forget", now_seconds(), 0,
-			       false };
-	struct read_progress rp = { &pr, 0 };
+	struct progress pr;
 	struct snapset all;
 	const char **vols = NULL;
 	size_t n_vols = 0, i;
 	int err;
 
 	memset(rep, 0, sizeof(*rep));
+	progress_init(&pr, "forget", conf->progress);
 	err = snapset_read(conf->repo, conf->jobs, NULL, NULL,
-			   manifests_progress, &rp, &all);
+			   manifests_progress, &pr, &all);
 	if (err == 0)
 		err = check_readable(&all, "forget");
 	if (err == 0 && conf->volume != NULL) {
@@ -825,7 +756,6 @@ struct prune {
 	} sizes;
 	struct chunk_ids records;	/* damage records to delete */
 	struct repo_lock *lock;		/* NULL in a dry run */
-	double phase_start;
 
 	pthread_mutex_t counters;	/* guards rep during deletions */
 };
@@ -889,9 +819,8 @@ static int listed_chunk(void *arg, const unsigned char id[CODEC_ID_LEN],
 	int err;
 
 	p->rep->chunks_listed++;
-	progress_draw(&p->pr, false, "listing chunks/ %" PRIu64 ", %s elapsed",
-		      p->rep->chunks_listed,
-		      CLOCK(now_seconds() - p->pr.start));
+	progress_show(&p->pr, false, 0, 0, "listing chunks/ %" PRIu64,
+		      p->rep->chunks_listed);
 	ref = array_find(id, p->referenced.v, p->referenced.n,
 			 sizeof(*p->referenced.v), codec_id_cmp);
 	if (ref != NULL) {
@@ -934,7 +863,7 @@ static int delete_batch(void *arg, size_t i, struct buf *scratch)
 		bytes += p->sizes.v[k];
 	pthread_mutex_lock(&p->counters);
 	p->rep->chunks_deleted += n;
-	p->rep->bytes_freed += bytes;
+	p->rep->freed_bytes += bytes;
 	pthread_mutex_unlock(&p->counters);
 	return 0;
 }
@@ -943,16 +872,13 @@ static void delete_progress(void *arg, size_t done, bool final)
 {
 	struct prune *p = arg;
 	size_t n = (p->doomed.n + PRUNE_BATCH - 1) / PRUNE_BATCH;
-	char counts[128];
 	uint64_t bytes;
 
 	pthread_mutex_lock(&p->counters);
-	bytes = p->rep->bytes_freed;
+	bytes = p->rep->freed_bytes;
 	pthread_mutex_unlock(&p->counters);
-	progress_draw(&p->pr, false, "deleting batches %s, %s freed",
-		      progress_counts(&p->pr, p->phase_start, done, n,
-				      counts, sizeof(counts)),
-		      HUMAN(bytes));
+	progress_show(&p->pr, false, done, n, "deleting batches %zu/%zu, %s "
+		      "freed", done, n, HUMAN(bytes));
 }
 
 /* Deletes (or with dry_run counts) what no manifest refers to. */
@@ -973,14 +899,14 @@ static int sweep(struct prune *p)
 	if (conf->dry_run) {
 		rep->chunks_deleted = p->doomed.n;
 		for (i = 0; i < p->sizes.n; i++)
-			rep->bytes_freed += p->sizes.v[i];
+			rep->freed_bytes += p->sizes.v[i];
 		rep->damage_removed = p->records.n;
 		return store_clean_temp(conf->repo->store, PRUNE_TEMP_AGE,
 					true, &rep->temp_removed,
 					&rep->temp_bytes);
 	}
 	batches = (p->doomed.n + PRUNE_BATCH - 1) / PRUNE_BATCH;
-	p->phase_start = now_seconds();
+	progress_phase(&p->pr);
 	{
 		struct pool_conf pc = {
 			.n = batches, .jobs = conf->jobs,
@@ -1005,13 +931,11 @@ static int sweep(struct prune *p)
 int prune_run(const struct prune_conf *conf, struct prune_report *rep)
 {
 	struct prune p = { .conf = conf, .rep = rep };
-	struct read_progress rp = { &p.pr, 0 };
 	struct snapset set = { 0 };
 	int err = 0;
 
 	memset(rep, 0, sizeof(*rep));
-	p.pr = (struct progress){ conf->progress, "prune", now_seconds(), 0,
-				  false };
+	progress_init(&p.pr, "prune", conf->progress);
 	pthread_mutex_init(&p.counters, NULL);
 	if (!conf->dry_run)
 		err = repo_lock_prune(conf->repo, &p.lock);
@@ -1019,7 +943,7 @@ int prune_run(const struct prune_conf *conf, struct prune_report *rep)
 	 * change until it is released */
 	if (err == 0)
 		err = snapset_read(conf->repo, conf->jobs, NULL, NULL,
-				   manifests_progress, &rp, &set);
+				   manifests_progress, &p.pr, &set);
 	if (err == 0)
 		err = check_readable(&set, "prune");
 	if (err == 0)

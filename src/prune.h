@@ -163,7 +163,7 @@ struct prune_conf {
  *   chunks_referenced  distinct chunks the manifests refer to
  *   chunks_missing     of those, not in the store (verify tells more)
  *   chunks_deleted     chunk objects no manifest refers to, deleted
- *   bytes_freed        their stored size
+ *   freed_bytes        their stored size
  *   damage_removed     damage records of such chunks, removed
  *   temp_removed       temporary files removed (directories only)
  *   temp_bytes         their size
@@ -174,7 +174,7 @@ struct prune_conf {
 	X(chunks_referenced)                                             \
 	X(chunks_missing)                                                \
 	X(chunks_deleted)                                                \
-	X(bytes_freed)                                                   \
+	X(freed_bytes)                                                   \
 	X(damage_removed)                                                \
 	X(temp_removed)                                                  \
 	X(temp_bytes)

@@ -619,22 +619,30 @@ void repo_chunk_key(const unsigned char id[CODEC_ID_LEN], char *key)
 	snprintf(key, REPO_CHUNK_KEY_LEN + 1, "chunks/%.2s/%s", hex, hex);
 }
 
+size_t repo_chunk_room(const struct repo *r)
+{
+	return codec_frame_room(r->chunk_size, r->zstd_level, r->keys != NULL);
+}
+
+size_t repo_chunk_offset(const struct repo *r)
+{
+	return codec_plain_offset(r->keys != NULL);
+}
+
 int repo_put_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
-		   const void *data, uint64_t *stored)
+		   struct buf *b, uint64_t *stored)
 {
 	char key[REPO_CHUNK_KEY_LEN + 1];
 	struct codec_seal seal = { r->keys, key };
-	struct buf frame = { 0 };
 	int err;
 
 	repo_chunk_key(id, key);
-	err = codec_encode(data, r->chunk_size, r->zstd_level, false,
-			   r->keys ? &seal : NULL, &frame);
+	err = codec_encode_in_place(b, r->chunk_size, r->zstd_level,
+				    r->keys ? &seal : NULL);
 	if (err == 0)
-		err = store_put(r->store, key, frame.data, frame.len);
+		err = store_put(r->store, key, b->data, b->len);
 	if (err == 0)
-		*stored = frame.len;
-	buf_free(&frame);
+		*stored = b->len;
 	return err;
 }
 

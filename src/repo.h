@@ -152,12 +152,22 @@ int repo_chunk_id(struct repo *r, const void *data,
 void repo_chunk_key(const unsigned char id[CODEC_ID_LEN], char *key);
 
 /*
- * Encodes (and seals) and stores one chunk of chunk_size bytes whose id,
- * from repo_chunk_id(), is id (overwriting a damaged copy).  *stored
- * receives the encoded size.
+ * Chunk buffers are framed where they are: a buffer of repo_chunk_room()
+ * bytes holds the chunk's plaintext at repo_chunk_offset() (read there by
+ * the caller), and repo_put_chunk() makes the frame around it, with no
+ * copy when it is stored uncompressed.  One buffer serves every chunk.
+ */
+size_t repo_chunk_room(const struct repo *r);
+size_t repo_chunk_offset(const struct repo *r);
+
+/*
+ * Encodes (and seals) and stores one chunk of chunk_size bytes, at
+ * repo_chunk_offset() in b, whose id, from repo_chunk_id(), is id
+ * (overwriting a damaged copy); b then holds the encoded chunk.  *stored
+ * receives the encoded size.  0 or an errno (logged).
  */
 int repo_put_chunk(struct repo *r, const unsigned char id[CODEC_ID_LEN],
-		   const void *data, uint64_t *stored);
+		   struct buf *b, uint64_t *stored);
 
 /* Sets *exists if the store holds chunk id (not checking its content).
  * 0 or an errno (logged). */

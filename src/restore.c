@@ -237,53 +237,6 @@ static void close_target(struct target *t, bool keep)
 		unlink(t->path);
 }
 
-static int pwrite_all(int fd, const unsigned char *p, size_t len, uint64_t off)
-{
-	while (len > 0) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? errno : EIO;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
-static int write_all(int fd, const unsigned char *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? errno : EIO;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static int pread_all(int fd, unsigned char *p, size_t len, uint64_t off)
-{
-	while (len > 0) {
-		ssize_t n = pread(fd, p, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? errno : EIO;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
 /*
  * Zeroes len bytes at off: BLKZEROOUT on a block device, a punched hole
  * (or a zeroed range) in a file, and written zeros where neither works.
@@ -310,7 +263,7 @@ static int zero_range(struct restore *rs, uint64_t off, uint64_t len)
 	while (len > 0) {
 		size_t n = len < cs ? (size_t)len : cs;
 
-		if ((err = pwrite_all(t->fd, rs->zeros, n, off)) != 0)
+		if ((err = pwrite_full(t->fd, rs->zeros, n, off)) != 0)
 			return err;
 		off += n;
 		len -= n;
@@ -368,7 +321,7 @@ static int write_task(void *arg, size_t k, struct buf *scratch)
 	if (err != 0) {
 		chunk_failed(rs, w->idx, w->id, err);
 	} else {
-		err = pwrite_all(rs->t.fd, scratch->data + off, len,
+		err = pwrite_full(rs->t.fd, scratch->data + off, len,
 				 w->idx * rs->map->chunk_size);
 		if (err != 0)
 			log_error("cannot write to %s at byte %" PRIu64 ": %s",
@@ -381,7 +334,7 @@ static int write_task(void *arg, size_t k, struct buf *scratch)
 	}
 	pthread_mutex_lock(&rs->lock);
 	rs->rep->chunks_written++;
-	rs->rep->bytes_written += len;
+	rs->rep->written_bytes += len;
 	pthread_mutex_unlock(&rs->lock);
 	return 0;
 }
@@ -416,16 +369,16 @@ static int stream_task(void *arg, size_t k, struct buf *scratch)
 		pthread_mutex_unlock(&rs->lock);
 		return ECANCELED;
 	}
-	err = write_all(rs->t.fd, data, len);
+	err = write_full(rs->t.fd, data, len);
 	if (err != 0) {
 		log_error("cannot write to stdout: %s", ERRSTR(err));
 		rs->err = err;
 	} else if (zero) {
 		rs->rep->chunks_zeroed++;
-		rs->rep->bytes_zeroed += len;
+		rs->rep->zeroed_bytes += len;
 	} else {
 		rs->rep->chunks_written++;
-		rs->rep->bytes_written += len;
+		rs->rep->written_bytes += len;
 	}
 	rs->next_out++;
 	pthread_cond_broadcast(&rs->turn);
@@ -441,7 +394,7 @@ static void draw_progress(void *arg, size_t done, bool final)
 	uint64_t bytes;
 
 	pthread_mutex_lock(&rs->lock);
-	bytes = rs->rep->bytes_written + rs->rep->bytes_zeroed;
+	bytes = rs->rep->written_bytes + rs->rep->zeroed_bytes;
 	pthread_mutex_unlock(&rs->lock);
 	progress_show(&rs->pr, final, done, rs->phase_total,
 		      "%s %.1f%%  %zu/%" PRIu64 " chunks  %.0f MB/s",
@@ -541,7 +494,7 @@ static int zero_runs(struct restore *rs)
 			return err;
 		}
 		rs->rep->chunks_zeroed += z->count;
-		rs->rep->bytes_zeroed += len;
+		rs->rep->zeroed_bytes += len;
 		if (rs->conf->interrupted && *rs->conf->interrupted)
 			return EINTR;
 	}
@@ -561,15 +514,18 @@ static int verify_task(void *arg, size_t k, struct buf *scratch)
 			    : rs->writes.v[k].idx;
 	size_t len = chunk_len(rs, idx);
 	unsigned char id[CODEC_ID_LEN];
+	ssize_t got;
 	bool good;
 	int err;
 
 	if (buf_reserve(scratch, cs) != 0)
 		return ENOMEM;
-	err = pread_all(rs->t.fd, scratch->data, len, idx * cs);
-	if (err != 0) {
+	got = pread_full(rs->t.fd, scratch->data, len, idx * cs);
+	if (got < 0 || (size_t)got < len) {
+		err = got < 0 ? (int)-got : EIO;
 		log_error("cannot read %s back at byte %" PRIu64 ": %s",
-			  rs->t.path, idx * cs, ERRSTR(err));
+			  rs->t.path, idx * cs, got < 0 ? ERRSTR(err)
+							: "it ends there");
 		return err;
 	}
 	memset(scratch->data + len, 0, cs - len);

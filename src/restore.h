@@ -49,8 +49,8 @@ struct restore_conf {
 	X(chunks_skipped)	/* zero on a zeroed target, or the same as   \
 				 * in from */                               \
 	X(chunks_verified)	/* read back and checked */                 \
-	X(bytes_written)	/* of the chunks written */                 \
-	X(bytes_zeroed)                                                     \
+	X(written_bytes)	/* of the chunks written */                 \
+	X(zeroed_bytes)                                                     \
 	X(requests)		/* to the store (S3) */                     \
 	X(retries)
 

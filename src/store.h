@@ -124,6 +124,18 @@ static inline int store_list(struct store *st, const char *prefix,
 	return st->ops->list(st, prefix, cb, arg);
 }
 
+/*
+ * A wrapper over inner (which it then owns) counting GETs: calls, bytes
+ * returned and failures other than ENOENT.  NULL with *errp (ENOMEM) on
+ * failure; inner is then still the caller's.
+ */
+struct store_counts {
+	uint64_t gets, get_bytes, get_errors;
+};
+struct store *store_count_create(struct store *inner, int *errp);
+/* The counters of a store_count_create() store; zeroes for another. */
+void store_count_get(struct store *st, struct store_counts *c);
+
 /* Deletes n keys: del_many() where the store has it, else one by one. */
 int store_del_many(struct store *st, const char *const *keys, size_t n);
 

@@ -486,13 +486,37 @@ static const struct store_ops store_dir_ops = {
 	.destroy = dir_destroy,
 };
 
+/* Creates the missing parents of a new repository directory, as mkdir -p
+ * does (modes 0755 less the umask).  Returns 0 or an errno (logged). */
+static int make_root_parents(const char *path)
+{
+	char *p = strdup(path), *slash;
+	int err = 0;
+
+	if (p == NULL)
+		return ENOMEM;
+	for (slash = strchr(p + 1, '/'); slash != NULL && err == 0;
+	     slash = strchr(slash + 1, '/')) {
+		*slash = '\0';
+		if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+			err = errno;
+			log_error("%s: cannot create directory: %s", p,
+				  ERRSTR(err));
+		}
+		*slash = '/';
+	}
+	free(p);
+	return err;
+}
+
 struct store *store_dir_create(const char *path, bool create, int *errp)
 {
 	struct store_dir *sd;
 	struct stat sb;
 	char *root;
 
-	if (create && (*errp = make_dir(path)) != 0)
+	if (create && ((*errp = make_root_parents(path)) != 0 ||
+		       (*errp = make_dir(path)) != 0))
 		return NULL;
 	if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
 		*errp = stat(path, &sb) != 0 ? errno : ENOTDIR;

@@ -14,6 +14,15 @@
  * Every final error is logged once, here, naming the operation, the object
  * key, the HTTP status, the S3 error code and what to check.
  *
+ * Payload hashes: SigV4 signs x-amz-content-sha256, the SHA-256 of the
+ * body.  Over https, PUT bodies are sent as UNSIGNED-PAYLOAD: TLS already
+ * protects them on the way, the signature still covers the request, and
+ * what cbtfs stores is verified against its id or digest on every read;
+ * hashing every chunk a second time (its id is the SHA-256 of the
+ * plaintext, not of the frame) would cost as much CPU as the id itself.
+ * Over plain http the body is hashed and signed, so that nothing between
+ * client and server can replace it.
+ *
  * Signing with curl 7.88 needs three things (see the reference notes):
  * x-amz-content-sha256 on every request, query strings sorted by name and
  * percent-encoded as signed, and object keys of letters, digits and
@@ -39,6 +48,7 @@
 #include <curl/curl.h>
 #include <openssl/evp.h>
 
+#include "aws_creds.h"
 #include "store.h"
 
 #define S3_DEFAULT_CONNECTIONS 8
@@ -63,14 +73,13 @@ struct store_s3 {
 	char *base_url;		/* up to and including the bucket's '/' */
 	char *endpoint;		/* for messages */
 	char *sigv4;		/* "aws:amz:REGION:s3" */
-	char *access_key;
-	char *secret_key;
-	char *token_header;	/* "x-amz-security-token: ..." or NULL */
+	struct aws_creds_provider *creds;
 	char *ca_file;
 	unsigned retries;
 	unsigned list_page;
 	long timeout;		/* seconds */
 	bool verbose;		/* CBTFS_CURL_VERBOSE */
+	bool unsigned_payload;	/* https: PUT bodies not hashed */
 
 	pthread_mutex_t lock;
 	pthread_cond_t idle;
@@ -91,6 +100,7 @@ struct s3_req {
 	const char *range;	/* "bytes=..." or NULL */
 	const char *content_md5;
 	struct buf *out;	/* response body */
+	struct aws_creds creds;	/* for one attempt */
 	CURL *curl;		/* while running */
 	long status;
 	curl_off_t content_length;
@@ -402,15 +412,19 @@ static CURLcode perform(struct store_s3 *s, CURL *c, struct s3_req *r,
 			char *errbuf)
 {
 	struct curl_slist *hdrs = NULL;
-	char line[160];
+	char line[160], *token = NULL;
 	CURLcode rc;
 
 	curl_easy_reset(c);	/* keeps the connection alive */
 	snprintf(line, sizeof(line), "x-amz-content-sha256: %s", payload_hash);
 	hdrs = curl_slist_append(hdrs, line);
 	/* no "Expect:" to suppress 100-continue: curl 7.88 would sign it */
-	if (s->token_header != NULL)
-		hdrs = curl_slist_append(hdrs, s->token_header);
+	if (r->creds.token != NULL &&
+	    asprintf(&token, "x-amz-security-token: %s", r->creds.token) > 0) {
+		hdrs = curl_slist_append(hdrs, token);
+		OPENSSL_cleanse(token, strlen(token));
+		free(token);
+	}
 	if (r->range != NULL) {
 		snprintf(line, sizeof(line), "Range: %s", r->range);
 		hdrs = curl_slist_append(hdrs, line);
@@ -430,8 +444,8 @@ static CURLcode perform(struct store_s3 *s, CURL *c, struct s3_req *r,
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(c, CURLOPT_AWS_SIGV4, s->sigv4);
-	curl_easy_setopt(c, CURLOPT_USERNAME, s->access_key);
-	curl_easy_setopt(c, CURLOPT_PASSWORD, s->secret_key);
+	curl_easy_setopt(c, CURLOPT_USERNAME, r->creds.access_key);
+	curl_easy_setopt(c, CURLOPT_PASSWORD, r->creds.secret_key);
 	/* a request that stalls (under 1 KB/s) this long is retried */
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, s->timeout);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
@@ -491,22 +505,30 @@ static int s3_request(struct store_s3 *s, struct s3_req *r, bool quiet)
 
 	if ((err = make_url(s, r, &url)) != 0)
 		return err;
-	if (r->body != NULL)
+	if (r->body != NULL && s->unsigned_payload &&
+	    strcmp(r->method, "PUT") == 0)
+		snprintf(payload_hash, sizeof(payload_hash), "UNSIGNED-PAYLOAD");
+	else if (r->body != NULL)
 		sha256_hex(r->body, r->body_len, payload_hash);
 	else
 		memcpy(payload_hash, empty_sha256, sizeof(payload_hash));
 
 	for (attempt = 0;; attempt++) {
-		struct s3_handle *h = take_handle(s);
+		struct s3_handle *h;
 		CURLcode rc;
 		bool retry;
 
-		if (h == NULL) {
+		/* current credentials: refreshed before they expire */
+		if ((err = aws_creds_get(s->creds, &r->creds)) != 0)
+			break;
+		if ((h = take_handle(s)) == NULL) {
+			aws_creds_clear(&r->creds);
 			free(url);
 			return ENOMEM;
 		}
 		rc = perform(s, h->curl, r, url, payload_hash, errbuf);
 		give_handle(s, h);
+		aws_creds_clear(&r->creds);
 
 		code[0] = '\0';
 		if (rc == CURLE_OK && r->status >= 300 && r->out->len > 0 &&
@@ -847,13 +869,7 @@ static void s3_destroy(struct store *st)
 	free(s->base_url);
 	free(s->endpoint);
 	free(s->sigv4);
-	free(s->access_key);
-	if (s->secret_key != NULL)
-		OPENSSL_cleanse(s->secret_key, strlen(s->secret_key));
-	free(s->secret_key);
-	if (s->token_header != NULL)
-		OPENSSL_cleanse(s->token_header, strlen(s->token_header));
-	free(s->token_header);
+	aws_creds_close(s->creds);
 	free(s->ca_file);
 	free(s);
 }
@@ -1034,21 +1050,13 @@ struct store *store_s3_create(const char *bucket, const char *prefix,
 	if ((err = configure_endpoint(s, opts, region)) != 0)
 		goto fail;
 
-	if (env("AWS_ACCESS_KEY_ID") == NULL ||
-	    env("AWS_SECRET_ACCESS_KEY") == NULL) {
-		log_error("s3://%s: no S3 credentials: set AWS_ACCESS_KEY_ID "
-			  "and AWS_SECRET_ACCESS_KEY", bucket);
-		err = EACCES;
-		goto fail;
-	}
-	s->access_key = strdup(env("AWS_ACCESS_KEY_ID"));
-	s->secret_key = strdup(env("AWS_SECRET_ACCESS_KEY"));
-	if (s->access_key == NULL || s->secret_key == NULL)
-		goto fail;
-	if ((v = env("AWS_SESSION_TOKEN")) != NULL &&
-	    asprintf(&s->token_header, "x-amz-security-token: %s", v) < 0) {
-		s->token_header = NULL;
-		goto fail;
+	/* the AWS SDKs' default chain: see aws_creds.h */
+	{
+		char what[80];
+
+		snprintf(what, sizeof(what), "s3://%s", bucket);
+		if ((s->creds = aws_creds_open(what, &err)) == NULL)
+			goto fail;
 	}
 	v = opts->ca_file ? opts->ca_file : env("AWS_CA_BUNDLE");
 	if (v != NULL) {
@@ -1073,6 +1081,7 @@ struct store *store_s3_create(const char *bucket, const char *prefix,
 		s->list_page = S3_MAX_KEYS;
 	/* set, even to "": documented so in the man pages */
 	s->verbose = getenv("CBTFS_CURL_VERBOSE") != NULL;
+	s->unsigned_payload = strncmp(s->base_url, "https://", 8) == 0;
 
 	if ((err = check_bucket(s)) != 0)
 		goto fail;

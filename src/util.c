@@ -325,6 +325,32 @@ bool uuid_valid(const char *s)
 	return true;
 }
 
+time_t time_parse_rfc3339(const char *s)
+{
+	struct tm tm = { 0 };
+	int n = 0, oh = 0, om = 0;
+	time_t t;
+
+	if (s == NULL ||
+	    sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon,
+		   &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) < 6)
+		return -1;
+	s += n;
+	if (*s == '.')
+		while (isdigit((unsigned char)*++s))
+			;
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	t = timegm(&tm);
+	if (*s == 'Z' || *s == 'z')
+		return s[1] == '\0' ? t : -1;
+	if ((*s == '+' || *s == '-') &&
+	    sscanf(s + 1, "%2d:%2d", &oh, &om) == 2)
+		return *s == '+' ? t - oh * 3600 - om * 60
+				 : t + oh * 3600 + om * 60;
+	return -1;
+}
+
 double now_seconds(void)
 {
 	struct timespec ts;
@@ -426,3 +452,57 @@ const char *clock_str(double secs, char *buf, size_t size)
 	return buf;
 }
 
+
+ssize_t pread_full(int fd, void *buf, size_t n, uint64_t off)
+{
+	unsigned char *p = buf;
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t r = pread(fd, p + got, n - got, (off_t)(off + got));
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	return (ssize_t)got;
+}
+
+int pwrite_full(int fd, const void *buf, size_t n, uint64_t off)
+{
+	const unsigned char *p = buf;
+	size_t done = 0;
+
+	while (done < n) {
+		ssize_t r = pwrite(fd, p + done, n - done,
+				   (off_t)(off + done));
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r < 0 ? errno : EIO;
+		done += (size_t)r;
+	}
+	return 0;
+}
+
+int write_full(int fd, const void *buf, size_t n)
+{
+	const unsigned char *p = buf;
+	size_t done = 0;
+
+	while (done < n) {
+		ssize_t r = write(fd, p + done, n - done);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r < 0 ? errno : EIO;
+		done += (size_t)r;
+	}
+	return 0;
+}

@@ -15,6 +15,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
 
 #define CBTFS_UUID_LEN 36
 
@@ -53,6 +55,16 @@ int file_read_small(const char *path, size_t max, struct buf *b);
  * if nothing is left).  Logs nothing. */
 char *file_read_text(const char *path, size_t max, int *errp);
 
+/*
+ * Whole transfers, retrying short ones and EINTR.  pread_full() returns
+ * the bytes read (fewer than n only at the end of the file) or -errno;
+ * pwrite_full() and write_full() return 0 or an errno.  They log
+ * nothing.
+ */
+ssize_t pread_full(int fd, void *buf, size_t n, uint64_t off);
+int pwrite_full(int fd, const void *buf, size_t n, uint64_t off);
+int write_full(int fd, const void *buf, size_t n);
+
 /* Decodes standard base64 into *outp (malloc'd, NUL-terminated beyond
  * *lenp, so PEM text can be used as a string); 0, EINVAL or ENOMEM. */
 int base64_decode(const char *in, unsigned char **outp, size_t *lenp);
@@ -77,6 +89,10 @@ void uuid_new(char out[CBTFS_UUID_LEN + 1]);
 bool uuid_valid(const char *s);
 
 double now_seconds(void);	/* monotonic */
+
+/* Parses an RFC 3339 time ("2026-11-30T22:30:00Z", with an optional
+ * fraction and a Z or +hh:mm offset); returns it, or -1. */
+time_t time_parse_rfc3339(const char *s);
 
 /* "1:02:03" or "2:03" for a duration in seconds, into buf; returns buf. */
 const char *clock_str(double secs, char *buf, size_t size);

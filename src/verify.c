@@ -35,11 +35,11 @@
 
 #include "array.h"
 #include "pool.h"
+#include "progress.h"
 #include "snapset.h"
 #include "verify.h"
 
 #define NO_PROBLEM UINT32_MAX
-#define PROGRESS_EVERY 0.5	/* seconds between redraws */
 
 enum chunk_state {
 	C_MISSING,	/* not listed, or gone when fetched */
@@ -104,8 +104,7 @@ struct verify {
 	size_t done, total;
 	const char *phase;
 	uint64_t bytes_done, bytes_total;
-	double phase_start, last_draw;
-	bool drawn;
+	struct progress pr;
 };
 
 const char *verify_kind_name(enum verify_kind k)
@@ -121,38 +120,24 @@ const char *verify_kind_name(enum verify_kind k)
 
 /* ---- progress --------------------------------------------------------- */
 
-/* Redraws the progress line, at most every PROGRESS_EVERY seconds; v->lock
- * held (or no workers running). */
+/* Redraws the progress line (at most every PROGRESS_EVERY seconds); v->lock
+ * held (or no workers running).  The estimate goes by bytes where the
+ * phase knows them, else by items. */
 static void draw_progress(struct verify *v)
 {
-	double now = now_seconds(), secs = now - v->phase_start;
+	double secs = now_seconds() - v->pr.phase;
 	double rate = secs > 0 ? v->bytes_done / secs : 0;
-	char line[160], left[48] = "";
 
-	if (!v->conf->progress || now - v->last_draw < PROGRESS_EVERY)
-		return;
-	if (v->done > 0 && v->done < v->total) {
-		double rem = v->bytes_total > 0 && rate > 0
-				     ? (v->bytes_total - v->bytes_done) / rate
-				     : secs * (v->total - v->done) / v->done;
-
-		snprintf(left, sizeof(left), ", %s left", CLOCK(rem));
-	}
 	if (v->total == 0)
-		snprintf(line, sizeof(line), "verify: %s %zu, %s elapsed",
-			 v->phase, v->done, CLOCK(now - v->start));
+		progress_show(&v->pr, false, 0, 0, "%s %zu", v->phase,
+			      v->done);
 	else if (v->bytes_total == 0)
-		snprintf(line, sizeof(line), "verify: %s %zu/%zu, "
-			 "%s elapsed%s", v->phase, v->done, v->total,
-			 CLOCK(now - v->start), left);
+		progress_show(&v->pr, false, v->done, v->total, "%s %zu/%zu",
+			      v->phase, v->done, v->total);
 	else
-		snprintf(line, sizeof(line), "verify: %s %zu/%zu, %s, "
-			 "%.1f MB/s, %s elapsed%s", v->phase, v->done,
-			 v->total, HUMAN(v->bytes_done), rate / 1e6,
-			 CLOCK(now - v->start), left);
-	fprintf(stderr, "\r%-78.78s", line);
-	v->last_draw = now;
-	v->drawn = true;
+		progress_show(&v->pr, false, v->bytes_done, v->bytes_total,
+			      "%s %zu/%zu, %s, %.1f MB/s", v->phase, v->done,
+			      v->total, HUMAN(v->bytes_done), rate / 1e6);
 }
 
 /* Starts counting a phase of total items (0: unknown) for progress. */
@@ -165,7 +150,7 @@ static void phase_begin(struct verify *v, const char *phase, size_t total,
 	v->done = 0;
 	v->bytes_total = bytes_total;
 	v->bytes_done = 0;
-	v->phase_start = now_seconds();
+	progress_phase(&v->pr);
 	pthread_mutex_unlock(&v->lock);
 }
 
@@ -625,7 +610,7 @@ static int fetch_chunk(struct verify *v, size_t i, struct buf *scratch)
 	c->state = err == 0 ? C_OK : err == ENOENT ? C_MISSING : C_CORRUPT;
 	v->rep->chunks_read++;
 	if (err != ENOENT)
-		v->rep->bytes_read += c->size;
+		v->rep->read_bytes += c->size;
 	v->bytes_done += c->size;
 	pthread_mutex_unlock(&v->lock);
 	return 0;
@@ -870,6 +855,7 @@ int verify_run(const struct verify_conf *conf, struct verify_report *rep)
 	memset(rep, 0, sizeof(*rep));
 	pthread_mutex_init(&v.lock, NULL);
 	v.start = now_seconds();
+	progress_init(&v.pr, "verify", conf->progress);
 
 	err = read_manifests(&v);
 	if (err == 0)
@@ -900,8 +886,7 @@ int verify_run(const struct verify_conf *conf, struct verify_report *rep)
 			   sizeof(*p->snapshots.v), snapshot_cmp);
 	}
 	rep->seconds = now_seconds() - v.start;
-	if (v.drawn)
-		fprintf(stderr, "\r%78s\r", "");
+	progress_end(&v.pr);
 
 	for (i = 0; i < v.mans.n; i++) {
 		manifest_free(v.mans.v[i].m);

@@ -59,7 +59,7 @@ const char *verify_kind_name(enum verify_kind k);
 	X(manifests)                                                     \
 	X(chunks_checked)                                                \
 	X(chunks_read)                                                   \
-	X(bytes_read)                                                    \
+	X(read_bytes)                                                    \
 	X(damage_marked)                                                 \
 	X(damage_cleared)
 

@@ -147,6 +147,6 @@ rm "$T/big"
 out=$("$INGEST" --repo "$R" --volume ns/pvc --snapshot same --base s1 \
 	--device "$img" --changes "ranges:$T/emptyranges" --json) ||
 	fail "empty ranges"
-[ "$(json_field bytes_read <<<"$out")" = 0 ] || fail "empty ranges read"
+[ "$(json_field read_bytes <<<"$out")" = 0 ] || fail "empty ranges read"
 [ "$(json_field chunks_changed <<<"$out")" = 0 ] || fail "empty ranges changed"
 exit 0

@@ -85,8 +85,8 @@ ingest_gen() {
 		# read exactly the chunks the service's ranges touch
 		[ "$(json_field chunks_read <<<"$out")" = "$want" ] ||
 			fail "$vol gen$n read $(json_field chunks_read <<<"$out") chunks, want $want"
-		[ "$(json_field bytes_read <<<"$out")" = $((want * CS)) ] ||
-			fail "$vol gen$n read $(json_field bytes_read <<<"$out") bytes, want $((want * CS))"
+		[ "$(json_field read_bytes <<<"$out")" = $((want * CS)) ] ||
+			fail "$vol gen$n read $(json_field read_bytes <<<"$out") bytes, want $((want * CS))"
 		[ "$(json_field chunks_changed <<<"$out")" = "$want" ] ||
 			fail "$vol gen$n changed $(json_field chunks_changed <<<"$out"), want $want"
 	done <<<"$VOLUMES"

@@ -287,9 +287,9 @@ scenario() {
 
 	# 8. a manifest copied onto another's name: unreadable, left out
 	id1=$("$REPO" snapshots "$R" --json | $python3 -c \
-		'import json,sys; print([s["id"] for s in json.load(sys.stdin) if s["name"] == "gen1"][0])')
+		'import json,sys; print([s["id"] for s in json.load(sys.stdin) if s["snapshot"] == "gen1"][0])')
 	id2=$("$REPO" snapshots "$R" --json | $python3 -c \
-		'import json,sys; print([s["id"] for s in json.load(sys.stdin) if s["name"] == "gen2"][0])')
+		'import json,sys; print([s["id"] for s in json.load(sys.stdin) if s["snapshot"] == "gen2"][0])')
 	cp "$D/snapshots/$id2" "$sr/m2"
 	put_object "$R" "snapshots/$id2" "$D/snapshots/$id1"
 	out=$(XDG_CACHE_HOME=$T/cache-m "$REPO" snapshots "$R" 2>&1) &&

@@ -10,7 +10,9 @@ time one is injected.
   faultproxy.py --upstream 127.0.0.1:7480 --port-file F [--error R]
                 [--reset R] [--truncate R] [--delay R --delay-ms MS]
                 [--seed N] [--stats FILE] [--tls-cert PEM --tls-key PEM]
-                [--deny METHOD:SUBSTRING]...
+                [--deny METHOD:SUBSTRING]... [--log FILE]
+
+--log appends "METHOD PATH" for every request, as it arrives.
 
 --deny answers 403 AccessDenied to every request of that method whose path
 contains SUBSTRING (e.g. DELETE:/locks/), always.  With --tls-cert and --tls-key it serves HTTPS (the upstream stays HTTP).
@@ -44,11 +46,13 @@ def main():
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--deny", action="append", default=[])
+    ap.add_argument("--log")
     args = ap.parse_args()
     deny = [d.split(":", 1) for d in args.deny]
     up_host, up_port = args.upstream.rsplit(":", 1)
     rnd = random.Random(args.seed)
     lock = threading.Lock()
+    log = open(args.log, "a", buffering=1) if args.log else None
     stats = {"requests": 0, "error": 0, "reset": 0, "truncate": 0,
              "delay": 0, "denied": 0}
 
@@ -120,6 +124,9 @@ def main():
         def handle_any(self):
             n = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(n) if n else None
+            if log is not None:
+                with lock:
+                    log.write("%s %s\n" % (self.command, self.path))
             if self.headers.get("Expect", "").lower() == "100-continue":
                 pass  # the body was sent anyway by the time we read it
             if any(self.command == m and sub in self.path

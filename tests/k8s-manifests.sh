@@ -60,6 +60,13 @@ for v in HOSTPATH_VERSION SNAPSHOTTER_VERSION SNAPSHOT_METADATA_VERSION; do
 	grep -qF -- "$pin" "$K8S/README.md" || fail "k8s/README.md does not name $v $pin"
 done
 grep -qE 'quay.io/minio/minio:RELEASE\.' "$K8S/minio.yaml" || fail "minio.yaml: MinIO not pinned"
+# the browse pod is the only privileged one, in a namespace that allows it
+priv=$(cd "$top_srcdir" && grep -rl 'privileged: true' k8s --include='*.yaml')
+[ "$priv" = k8s/browse-pod.yaml ] || fail "privileged pods: '$priv', not just k8s/browse-pod.yaml"
+grep -q 'pod-security.kubernetes.io/enforce: privileged' "$K8S/browse-pod.yaml" ||
+	fail "the browse pod's namespace does not allow it"
+grep -q 'pod-security.kubernetes.io/enforce: baseline' "$K8S/namespace.yaml" ||
+	fail "namespace cbtfs no longer enforces baseline"
 
 # --- the sidecar's TLS material ------------------------------------------------------
 if command -v openssl >/dev/null; then
@@ -93,7 +100,7 @@ for y in "${yamls[@]}"; do
 				SNAPSHOT_CLASS=csi-hostpath-snapclass IMAGE=cbtfs:dev
 				IMAGE_PULL_POLICY=IfNotPresent REPO=s3://cbtfs/backups
 				S3_ENDPOINT=http://minio.cbtfs.svc.cluster.local:9000 S3_REGION=us-east-1
-				DEADLINE=600 SOURCE_SHA256=1 EXPECT_SHA256=
+				DEADLINE=600 SOURCE_SHA256=1 EXPECT_SHA256= TARGET_ZEROED=
 				SMS_NAME=hostpath.csi.k8s.io SMS_ADDRESS=csi-snapshot-metadata.default:6443
 				SMS_AUDIENCE=cbtfs-snapshot-metadata
 			}
@@ -118,9 +125,9 @@ have_validator=0
 if ! command -v node >/dev/null; then
 	missing+=(node)
 elif [ ! -d "$NODE_PREFIX/node_modules/kubernetes-models" ]; then
-	missing+=("validator modules in $NODE_PREFIX (run scripts/install-deps.sh)")
+	missing+=("validator modules in $NODE_PREFIX (run scripts/install-deps.sh --test)")
 elif [ "$(cat "$NODE_PREFIX/.lock-sha256" 2>/dev/null)" != "$(sha "$VDIR/package-lock.json")" ]; then
-	missing+=("current validator modules in $NODE_PREFIX (run scripts/install-deps.sh)")
+	missing+=("current validator modules in $NODE_PREFIX (run scripts/install-deps.sh --test)")
 else
 	have_validator=1
 fi

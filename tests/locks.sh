@@ -49,6 +49,11 @@ echo "garbage" >"$R/locks/$L"
 expect_fail_unchanged "$R" \
 	"the lock record locks/$L cannot be read; if no ingest of the volume runs, remove it with 'cbtfs-repo unlock REPO --force'" \
 	ing --snapshot s3
+# a record whose times cannot be read is garbled too, not stale: it is
+# not broken as if its lease had run out
+write_lock $L held elsewhere "yesterday"
+expect_fail_unchanged "$R" "the lock record locks/$L cannot be read" \
+	ing --snapshot s3
 rm "$R/locks/$L"
 
 # 4. kill -9, then an immediate re-run on the same host: the dead holder's

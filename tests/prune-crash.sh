@@ -42,7 +42,7 @@ done
 present() {
 	"$REPO" snapshots "$S" --volume $V --json | /usr/bin/python3 -c '
 import json, sys
-for s in json.load(sys.stdin): print(s["name"])' | sort -V
+for s in json.load(sys.stdin): print(s["snapshot"])' | sort -V
 }
 
 # check LABEL: every snapshot listed restores byte-exact

@@ -112,6 +112,12 @@ pw=$(grep -c "pwrite64([0-9]*<$dev2>" "$T/strace")
 [ "$(json_field chunks_skipped <"$T/out")" = $((nchunks - changed)) ] ||
 	fail "--from skipped: $(cat "$T/out")"
 
+# a terminal gets a progress line with the time elapsed
+script -qec "$REPO restore $R ns/v s2 --to $T/tty" /dev/null >"$T/tty.out" ||
+	fail "restore on a terminal: $(cat "$T/tty.out")"
+grep -q "restore: writing 100.0%  \([0-9]*\)/\1 chunks .*, 0:0[0-9] elapsed" \
+	"$T/tty.out" || fail "no progress line: $(cat -v "$T/tty.out")"
+
 # 7. refused targets: nothing written, the repository unchanged
 truncate -s 1M "$T/small"
 expect_fail "less than the snapshot's $CAP" \

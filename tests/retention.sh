@@ -37,7 +37,7 @@ rm -f "$img"
 # names SNAPSHOTS_JSON: the snapshot names in it, one a line
 names() {
 	/usr/bin/python3 -c 'import json,sys
-for s in json.load(sys.stdin): print(s["name"])'
+for s in json.load(sys.stdin): print(s["snapshot"])'
 }
 kept() { "$REPO" snapshots "$R" --volume $V --json | names | sort -V; }
 
@@ -188,7 +188,7 @@ out=$("$REPO" forget "$R" --volume $V --keep-last 3 --keep-daily 2 --json) ||
 [ "$(json_field rewritten <<<"$out")" = 1 ] || fail "policy rewrote: $out"
 /usr/bin/python3 -c 'import json,sys
 d = json.load(sys.stdin)
-r = {s["name"]: s["reasons"] for s in d["snapshots"] if s["keep"]}
+r = {s["snapshot"]: s["reasons"] for s in d["snapshots"] if s["keep"]}
 assert r == {"g10": ["last", "daily", "newest"], "g9": ["last"],
              "g8": ["last"]}, r' <<<"$out" || fail "policy reasons: $out"
 [ "$(kept | tr '\n' ' ')" = "g8 g9 g10 " ] ||

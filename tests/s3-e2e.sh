@@ -29,7 +29,7 @@ grep -q "InvalidAccessKeyId: check AWS_ACCESS_KEY_ID" <<<"$out" ||
 grep -qF -- "$secret" <<<"$out" && fail "the secret appears in a message"
 expect_fail "NoSuchBucket: the bucket does not exist" \
 	"$REPO" snapshots "s3://no-such-bucket/x"
-expect_fail "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" \
+expect_fail "no S3 credentials: environment: AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not" \
 	env -u AWS_SECRET_ACCESS_KEY "$REPO" snapshots "$R"
 port=$(free_port)
 expect_fail "check AWS_ENDPOINT_URL" \

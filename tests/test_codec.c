@@ -429,6 +429,64 @@ static void test_wrap(void)
 		 0);
 }
 
+/*
+ * Frames made in place equal those of codec_encode() (sealed ones decode
+ * to the plaintext): random data is stored raw, data that compresses is
+ * compressed, and so is data whose samples mostly compress (half random,
+ * half zeros: what a partly filled chunk looks like).
+ */
+static void test_in_place(int level, bool sealed)
+{
+	enum { N = 1024 * 1024 };
+	static unsigned char data[N];
+	struct codec_keys *k = sealed ? keys_of(1) : NULL;
+	struct codec_seal seal = { k, chunk_name };
+	unsigned char id[CODEC_ID_LEN];
+	struct buf b = { 0 }, ref = { 0 }, out = { 0 };
+	size_t off = codec_plain_offset(sealed);
+	const char *why;
+	int kind;
+
+	for (kind = 0; kind < 3; kind++) {
+		fill(data, N, 9);
+		if (kind == 1)
+			memset(data, 'a', N);
+		if (kind == 2)
+			memset(data + N / 4, 0, N / 2);
+		if (sealed)
+			CHECK_EQ(codec_keyed_id(k, data, N, id), 0);
+		else
+			codec_chunk_id(data, N, id);
+		CHECK_EQ(buf_reserve(&b, codec_frame_room(N, level, sealed)),
+			 0);
+		memcpy(b.data + off, data, N);
+		CHECK_EQ(codec_encode_in_place(&b, N, level,
+					       sealed ? &seal : NULL), 0);
+		CHECK_EQ(!!(b.data[5] & CODEC_F_ZSTD), level > 0 && kind > 0);
+		if (kind == 0)
+			CHECK_EQ(b.len, off + N + (sealed ? CODEC_TAG_LEN : 0));
+		if (!sealed) {
+			CHECK_EQ(codec_encode(data, N, level, false, NULL, &ref),
+				 0);
+			CHECK_EQ(ref.len, b.len);
+			CHECK_EQ(memcmp(ref.data, b.data, b.len), 0);
+		}
+		CHECK_EQ(codec_decode(b.data, b.len, sealed ? &seal : NULL, id,
+				      N, &out, &why), 0);
+		CHECK_EQ(out.len, (size_t)N);
+		CHECK_EQ(memcmp(out.data, data, N), 0);
+	}
+	/* too small a buffer is refused, not overrun */
+	buf_free(&b);
+	CHECK_EQ(buf_reserve(&b, N), 0);
+	CHECK_EQ(codec_encode_in_place(&b, N, level, sealed ? &seal : NULL),
+		 EINVAL);
+	buf_free(&b);
+	buf_free(&ref);
+	buf_free(&out);
+	codec_keys_destroy(k);
+}
+
 int main(void)
 {
 	test_known_id();
@@ -455,6 +513,10 @@ int main(void)
 	test_sealed_corruption(3, true);
 	test_sealed_corruption(0, true);
 	test_wrap();
+	test_in_place(3, false);
+	test_in_place(0, false);
+	test_in_place(3, true);
+	test_in_place(0, true);
 	printf("test_codec: ok\n");
 	return 0;
 }

@@ -64,7 +64,7 @@ key() { echo "chunks/${1:0:2}/$1"; }
 snap_id() {	# VOLUME NAME
 	"$REPO" snapshots "$R" --volume "$1" --json | /usr/bin/python3 -c '
 import json, sys
-print([s["id"] for s in json.load(sys.stdin) if s["name"] == sys.argv[1]][0])' "$2"
+print([s["id"] for s in json.load(sys.stdin) if s["snapshot"] == sys.argv[1]][0])' "$2"
 }
 # problems FILE: "kind object" of each problem in a verify --json report
 problems() {
@@ -80,7 +80,7 @@ import json, sys
 for p in json.load(open(sys.argv[1]))["problems"]:
     if p["object"] == sys.argv[2]:
         for s in p["snapshots"]:
-            print(s["volume"], s["name"],
+            print(s["volume"], s["snapshot"],
                   json.dumps(s["ranges"], separators=(",", ":")))' "$1" "$2"
 }
 # expect_damage FILE OBJECT WANT: damage FILE OBJECT prints WANT
@@ -182,9 +182,9 @@ scenario() {
 		fail "$KIND: --read-data read $(field chunks_read "$T/clean.json") of $n"
 	# random data is stored as it is, but for the frame header; the
 	# last chunk of ns/b, mostly zero, compresses
-	b=$(field bytes_read "$T/clean.json")
+	b=$(field read_bytes "$T/clean.json")
 	[ "$b" -gt $(((n - 1) * CS)) ] && [ "$b" -le $((n * (CS + 16))) ] ||
-		fail "$KIND: bytes_read $b for $n chunks"
+		fail "$KIND: read_bytes $b for $n chunks"
 	[ "$(field ok "$T/clean.json")" = True ] || fail "$KIND: clean not ok"
 	verify_json "$T/half.json" 0 --read-data --subset 50
 	[ "$(field chunks_read "$T/half.json")" = $(((n + 1) / 2)) ] ||
