@@ -110,8 +110,8 @@ s3tool_build() {
 		fail "cannot build tests/s3tool"
 }
 
-# has_restore: cbtfs-repo has the restore command (issue 11)
+# has_restore: cbtfs-repo has the restore command (issue 11): its help,
+# general or per command, shows "restore ... --to PATH"
 has_restore() {
-	"$REPO" --help 2>&1 | grep -qE '^ +restore ' &&
-		"$REPO" restore --help >/dev/null 2>&1
+	"$REPO" restore --help 2>&1 | grep -q -- 'restore REPO VOLUME SNAPSHOT --to PATH'
 }
