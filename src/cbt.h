@@ -6,6 +6,15 @@
  * (scan) asks ingest to read the whole device and compare chunk ids itself.
  * Ranges have any alignment; cbt_ranges_to_chunks() turns them into the
  * chunk indices ingest must read.
+ *
+ * Returns and logs: get_ranges() returns 0 with *out filled (the ranges
+ * are the caller's, freed with cbt_ranges_free(); csi_driver and
+ * csi_handle stay the source's until it is destroyed), or a positive
+ * errno after logging what failed, on what and what to check (EINTR once
+ * *interrupted is set; ENOMEM without a message).  The cbt_ranges_*()
+ * helpers log nothing: the caller knows where a range came from.
+ * Constructors return the source, or NULL with a positive errno in *errp,
+ * logged but for ENOMEM.
  */
 #ifndef CBTFS_CBT_H
 #define CBTFS_CBT_H
@@ -38,7 +47,7 @@ int cbt_ranges_add(struct cbt_ranges *rl, uint64_t offset, uint64_t length);
 
 /*
  * The sorted, unique indices of the chunks of size chunk_size that the
- * ranges touch, in *idxp (malloc'd, NULL when *np is 0).
+ * ranges touch, in *idxp (malloc'd, NULL when *np is 0).  0 or ENOMEM.
  */
 int cbt_ranges_to_chunks(const struct cbt_ranges *rl, uint32_t chunk_size,
 			 uint64_t **idxp, size_t *np);
@@ -84,6 +93,7 @@ struct cbt_source {
  * (logged) on a bad argument. */
 struct cbt_source *cbt_source_create(const char *spec, int *errp);
 
+/* NULL only when out of memory. */
 struct cbt_source *cbt_scan_create(void);
 struct cbt_source *cbt_ranges_file_create(const char *path, int *errp);
 

@@ -21,6 +21,7 @@
 #include "csi_snapshot_metadata.pb-c.h"
 #include "rpc.h"
 #include "snapshot_metadata.pb-c.h"
+#include "status.h"
 #include "util.h"
 
 #define TOKEN_MAX (64 * 1024)
@@ -309,20 +310,21 @@ static void log_final(const struct cbt_grpc *g, const struct stream *s,
 		  st->details, hint);
 }
 
-enum { ENUM_FALLBACK = -1 };
-
 /*
  * Enumerates the allocated ranges (base NULL) or those changed since the
- * base handle, resuming broken streams.  Returns 0, ENUM_FALLBACK (a delta
- * the driver cannot give; st says why), or an errno after logging.
+ * base handle, resuming broken streams.  Returns 0, or an errno after
+ * logging.  A delta the driver cannot give is 0 with *no_delta set (st
+ * says why; nothing logged, the caller falls back).
  */
 static int enumerate(struct cbt_grpc *g, const char *base,
 		     volatile sig_atomic_t *interrupted,
-		     struct cbt_answer *ans, struct rpc_status *st)
+		     struct cbt_answer *ans, struct rpc_status *st,
+		     bool *no_delta)
 {
 	struct stream s = { 0 };
 	int failures = 0, err;
 
+	*no_delta = false;
 	s.method = base ? "GetMetadataDelta" : "GetMetadataAllocated";
 	s.out = &ans->ranges;
 	for (;;) {
@@ -357,14 +359,13 @@ static int enumerate(struct cbt_grpc *g, const char *base,
 			continue;
 		}
 		if (base != NULL && (st->code == RPC_FAILED_PRECONDITION ||
-				     st->code == RPC_NOT_FOUND))
-			return ENUM_FALLBACK;
+				     st->code == RPC_NOT_FOUND)) {
+			*no_delta = true;
+			return 0;
+		}
 		if (!retryable(st->code)) {
 			log_final(g, &s, st);
-			return st->code == RPC_UNAUTHENTICATED ||
-				       st->code == RPC_PERMISSION_DENIED
-				       ? EACCES
-				       : EINVAL;
+			return grpc_status_to_errno(st->code);
 		}
 		if (s.tuples > 0)
 			failures = 0;	/* it made progress */
@@ -431,6 +432,7 @@ static int grpc_get_ranges(struct cbt_source *src,
 	struct cbt_grpc *g = (struct cbt_grpc *)src;
 	struct rpc_status st = { 0 };
 	char reason[800] = "";
+	bool no_delta;
 	int err;
 
 	if (g->ch == NULL) {
@@ -460,8 +462,9 @@ static int grpc_get_ranges(struct cbt_source *src,
 				 "recorded, and --base-snapshot-id was not "
 				 "given");
 		} else {
-			err = enumerate(g, base, req->interrupted, ans, &st);
-			if (err != ENUM_FALLBACK)
+			err = enumerate(g, base, req->interrupted, ans, &st,
+					&no_delta);
+			if (err != 0 || !no_delta)
 				return err;
 			snprintf(reason, sizeof(reason),
 				 "the %s cannot give the changes since base "
@@ -479,7 +482,7 @@ static int grpc_get_ranges(struct cbt_source *src,
 			 "backup)", reason);
 		ans->full = true;
 	}
-	return enumerate(g, NULL, req->interrupted, ans, &st);
+	return enumerate(g, NULL, req->interrupted, ans, &st, &no_delta);
 }
 
 static void grpc_destroy(struct cbt_source *src)

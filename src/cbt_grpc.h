@@ -12,6 +12,15 @@
  * one, check every message of the stream, resume a broken stream from the
  * end of the last range received, and fall back to a full (allocated)
  * backup when the driver cannot give a delta.
+ *
+ * Returns and logs: get_ranges() (cbt.h) logs each failure once, naming
+ * the service, the method and the snapshot, with the gRPC status, its
+ * details and what to check.  It returns grpc_status_to_errno() of a
+ * status no retry can mend (status.h), EIO when the retries ran out
+ * without progress, EPROTO for an answer that breaks the protocol, ENOENT
+ * when a delta cannot be had and no_fallback is set, EINTR when
+ * interrupted, or the channel's (rpc.h: an unreadable CA file...).  A
+ * fall-back to a full backup is a warning, and success.
  */
 #ifndef CBTFS_CBT_GRPC_H
 #define CBTFS_CBT_GRPC_H

@@ -16,6 +16,7 @@
 #include "cbt_grpc.h"
 #include "cbt_k8s.h"
 #include "k8s.h"
+#include "status.h"
 #include "util.h"
 
 #define RBAC_HINT "see the ClusterRole in k8s/rbac.yaml"
@@ -84,9 +85,8 @@ static int api(struct k8s_client *k, const char *path,
 		log_error("Kubernetes API (%s): %s: HTTP %ld: %s",
 			  k8s_source(k), what, status, k8s_status_message(o));
 	json_object_put(o);
-	return status == 401 || status == 403 ? EACCES
-	       : status == 404		     ? ENOENT
-					     : EIO;
+	err = http_status_to_errno(status);
+	return err != 0 ? err : EIO;	/* a 2xx but 200 or 201 */
 }
 
 /* A Kubernetes quantity ("64Mi", "1G", "1073741824") in bytes; 0 if not

@@ -12,6 +12,12 @@
  * The base of a delta is named by the CSI handle recorded in the
  * repository, so it works after the base VolumeSnapshot is deleted; a base
  * ingested without one is looked up in the cluster by name.
+ *
+ * Returns and logs: get_ranges() (cbt.h) logs each failure of the
+ * Kubernetes API once, naming the object, and for 401/403 the credentials
+ * or the permission missing; it returns http_status_to_errno() of the
+ * answer (status.h), or the k8s client's errno (k8s.h), or the sidecar
+ * source's (cbt_grpc.h).
  */
 #ifndef CBTFS_CBT_K8S_H
 #define CBTFS_CBT_K8S_H

@@ -12,12 +12,22 @@
  * other chunks that were read (least recently read first), then chunks
  * read ahead that nobody has read yet (oldest first).  A read-ahead never
  * pushes out another read-ahead: when only those are left it is dropped,
- * so a small cache does not fetch a chunk twice.
+ * so a small cache does not fetch a chunk twice.  A chunk being loaded or
+ * copied out is pinned and never evicted: a reader that finds every buffer
+ * pinned waits for one rather than exceed max_bytes.
  *
  * Reads of the same chunk by several threads fetch it once: the first
  * reader loads it while the others wait for that load (single flight).  A
- * chunk that fails to load is not cached: every reader of it gets the error
- * (EIO for corruption, logged once per load by the repo layer).
+ * chunk that fails to load is not cached: every reader waiting for that
+ * load gets its error, and the next read loads it again.
+ *
+ * Returns and logs: the cache logs nothing itself.  A failed load returns
+ * repo_get_chunk()'s errno, which the repo layer (or the store) logged
+ * once per load: ENOENT for a chunk missing from the store, EBADMSG for
+ * one that fails verification, else the store's errno.  Running out of
+ * memory is ENOMEM, not logged.  Every function is thread-safe; the
+ * cache holds no reference to what the caller passes in but the repo,
+ * which must outlive it.
  */
 #ifndef CBTFS_CHUNK_CACHE_H
 #define CBTFS_CHUNK_CACHE_H
@@ -32,13 +42,19 @@ struct chunk_cache;
 /*
  * max_bytes: the memory of the chunk buffers (at least one buffer is
  * always allowed).  prefetch_threads: workers that load chunks asked for
- * by chunk_cache_prefetch() (0: none).  NULL with errno set on failure.
+ * by chunk_cache_prefetch() (0: none).  NULL with errno set on failure
+ * (ENOMEM, or EAGAIN when a worker cannot start; not logged).
  */
 struct chunk_cache *chunk_cache_create(struct repo *repo, size_t max_bytes,
 				       unsigned prefetch_threads);
 void chunk_cache_destroy(struct chunk_cache *cc);
 
-/* Copies len bytes at off within chunk id into dst; 0 or an errno. */
+/*
+ * Copies len bytes at off within chunk id into dst (off + len at most the
+ * chunk size), loading the chunk if it is not cached; waits for a load of
+ * it under way, or for a buffer while every one is pinned.  0, or the
+ * load's errno (see above).
+ */
 int chunk_cache_read(struct chunk_cache *cc,
 		     const unsigned char id[CODEC_ID_LEN], uint32_t off,
 		     uint32_t len, void *dst);

@@ -4,6 +4,10 @@
  * are held, sorted by index, 40 bytes each, so a map costs what the
  * snapshot stores, not what its capacity is.  Immutable once built, so
  * any number of threads may read one.
+ *
+ * Returns and logs: nothing here logs or does I/O; the only failure is
+ * memory (NULL or ENOMEM), for the caller to report.  chunk_map_id()
+ * points into the map (or at codec_zero_id), valid while the map lives.
  */
 #ifndef CBTFS_CHUNK_MAP_H
 #define CBTFS_CHUNK_MAP_H

@@ -129,20 +129,11 @@ void cli_print_json(struct json_object *obj)
 
 void cli_json_stats(struct json_object *obj, const struct manifest_stats *s)
 {
-	json_object_object_add(obj, "read_bytes",
-			       json_object_new_int64((int64_t)s->bytes_read));
-	json_object_object_add(obj, "chunks_read",
-			       json_object_new_int64((int64_t)s->chunks_read));
-	json_object_object_add(obj, "chunks_changed",
-			       json_object_new_int64((int64_t)s->chunks_changed));
-	json_object_object_add(obj, "chunks_new",
-			       json_object_new_int64((int64_t)s->chunks_new));
-	json_object_object_add(obj, "chunks_reused",
-			       json_object_new_int64((int64_t)s->chunks_reused));
-	json_object_object_add(obj, "chunks_zero",
-			       json_object_new_int64((int64_t)s->chunks_zero));
-	json_object_object_add(obj, "stored_bytes",
-			       json_object_new_int64((int64_t)s->bytes_stored));
+#define X(field, json)                                                      \
+	json_object_object_add(obj, json,                                  \
+			       json_object_new_int64((int64_t)s->field));
+	MANIFEST_STATS(X)
+#undef X
 }
 
 struct json_object *cli_json_time(int64_t secs)

@@ -1,5 +1,13 @@
 /*
  * Helpers shared by the getopt-based programs (cbtfs-ingest, cbtfs-repo).
+ *
+ * Returns and logs: cli_usage_error(), cli_number() and cli_store_option()
+ * print the usage error themselves and return EXIT_USAGE or -1, which are
+ * not errno values: the program then exits with EXIT_USAGE.
+ * cli_open_repo() returns 0 or a positive errno (logged).  The cli_json_*()
+ * functions log nothing; those that make a JSON value return a new json-c
+ * object the caller owns (NULL is JSON null), and cli_print_json() frees
+ * the one it prints.
  */
 #ifndef CBTFS_CLI_H
 #define CBTFS_CLI_H

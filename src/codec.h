@@ -32,6 +32,12 @@
  * sealed (codec_wrap_key()) under a key derived from a passphrase
  * (codec_kdf_scrypt()).  struct codec_keys holds the keys derived from the
  * master key, for the process's lifetime; nothing here stores a key.
+ *
+ * Returns and logs: functions return 0 or a positive errno (constructors:
+ * NULL with *errp) and say at each which errors they log: a failure of
+ * OpenSSL or of zstd compression is logged with the library's message;
+ * EBADMSG (corruption, a zstd frame that does not decompress included)
+ * never is, since the caller knows which object it was.
  */
 #ifndef CBTFS_CODEC_H
 #define CBTFS_CODEC_H

@@ -37,7 +37,10 @@ struct mount_conf {
 
 /*
  * Mounts and serves until unmounted.  args holds the FUSE options and the
- * mountpoint.  Returns the process exit status.
+ * mountpoint.  Returns the process exit status, having logged every
+ * failure itself.  Inside, the FUSE callbacks return -errno, as FUSE
+ * wants; a read that fails verification is EIO to the reader, logged with
+ * the chunk it could not read.
  */
 int fuse_ops_main(struct fuse_args *args, const struct mount_conf *conf);
 

@@ -98,6 +98,20 @@ static const char schema_sql[] =
 	"chunks_changed, chunks_new, chunks_reused, chunks_zero, "        \
 	"bytes_stored, digest"
 
+/*
+ * The statistics columns above and in the snapshots table are spelled out
+ * rather than expanded from MANIFEST_STATS: the schema is what a reader
+ * of this file (or of the database) looks for, and a new field means a
+ * new INDEX_SCHEMA, not just one more column.  The binds and reads below
+ * do expand the list, from the column after "changes"; this assertion
+ * stops the build when the list and the SQL no longer agree.
+ */
+#define X(field, json) + 1
+_Static_assert(0 MANIFEST_STATS(X) == 7,
+	       "MANIFEST_STATS changed: update the snapshots table, "
+	       "SNAPSHOT_COLUMNS and INDEX_SCHEMA");
+#undef X
+
 #define REPAIR_HINT INDEX_REPAIR_HINT
 
 /*
@@ -418,13 +432,9 @@ static int manifest_digest(const char *repo_id, const struct manifest *m,
 	digest_str(ctx, m->csi_handle);
 	digest_str(ctx, m->csi_driver);
 	digest_str(ctx, m->changes);
-	digest_u64(ctx, m->stats.bytes_read);
-	digest_u64(ctx, m->stats.chunks_read);
-	digest_u64(ctx, m->stats.chunks_changed);
-	digest_u64(ctx, m->stats.chunks_new);
-	digest_u64(ctx, m->stats.chunks_reused);
-	digest_u64(ctx, m->stats.chunks_zero);
-	digest_u64(ctx, m->stats.bytes_stored);
+#define X(field, json) digest_u64(ctx, m->stats.field);
+	MANIFEST_STATS(X)
+#undef X
 	digest_u64(ctx, m->n_entries);
 	for (i = 0; i < m->n_entries; i++) {
 		digest_u64(ctx, m->entries[i].index);
@@ -443,7 +453,7 @@ static int insert_manifest(struct index *ix, const struct manifest *m)
 	sqlite3_stmt *st = NULL;
 	sqlite3_int64 sid;
 	size_t i;
-	int err;
+	int err, col;
 
 	if ((err = manifest_digest(ix->repo->id, m, digest)) != 0)
 		return err;
@@ -465,14 +475,12 @@ static int insert_manifest(struct index *ix, const struct manifest *m)
 			  SQLITE_STATIC);
 	sqlite3_bind_text(st, 10, m->changes ? m->changes : "", -1,
 			  SQLITE_STATIC);
-	sqlite3_bind_int64(st, 11, (sqlite3_int64)m->stats.bytes_read);
-	sqlite3_bind_int64(st, 12, (sqlite3_int64)m->stats.chunks_read);
-	sqlite3_bind_int64(st, 13, (sqlite3_int64)m->stats.chunks_changed);
-	sqlite3_bind_int64(st, 14, (sqlite3_int64)m->stats.chunks_new);
-	sqlite3_bind_int64(st, 15, (sqlite3_int64)m->stats.chunks_reused);
-	sqlite3_bind_int64(st, 16, (sqlite3_int64)m->stats.chunks_zero);
-	sqlite3_bind_int64(st, 17, (sqlite3_int64)m->stats.bytes_stored);
-	sqlite3_bind_blob(st, 18, digest, CODEC_ID_LEN, SQLITE_STATIC);
+	col = 11;
+#define X(field, json)                                                      \
+	sqlite3_bind_int64(st, col++, (sqlite3_int64)m->stats.field);
+	MANIFEST_STATS(X)
+#undef X
+	sqlite3_bind_blob(st, col, digest, CODEC_ID_LEN, SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_DONE) {
 		err = db_error(ix, "insert snapshot");
 		goto out;
@@ -1147,6 +1155,8 @@ static char *col_strdup(sqlite3_stmt *st, int col)
 /* Fills m (no entries) from a row of SNAPSHOT_COLUMNS. */
 static int row_to_manifest(sqlite3_stmt *st, struct manifest *m)
 {
+	int col = 10;
+
 	snprintf(m->id, sizeof(m->id), "%s", sqlite3_column_text(st, 0));
 	m->volume = col_strdup(st, 1);
 	m->name = col_strdup(st, 2);
@@ -1158,13 +1168,10 @@ static int row_to_manifest(sqlite3_stmt *st, struct manifest *m)
 	m->csi_handle = col_strdup(st, 7);
 	m->csi_driver = col_strdup(st, 8);
 	m->changes = col_strdup(st, 9);
-	m->stats.bytes_read = (uint64_t)sqlite3_column_int64(st, 10);
-	m->stats.chunks_read = (uint64_t)sqlite3_column_int64(st, 11);
-	m->stats.chunks_changed = (uint64_t)sqlite3_column_int64(st, 12);
-	m->stats.chunks_new = (uint64_t)sqlite3_column_int64(st, 13);
-	m->stats.chunks_reused = (uint64_t)sqlite3_column_int64(st, 14);
-	m->stats.chunks_zero = (uint64_t)sqlite3_column_int64(st, 15);
-	m->stats.bytes_stored = (uint64_t)sqlite3_column_int64(st, 16);
+#define X(field, json)                                                      \
+	m->stats.field = (uint64_t)sqlite3_column_int64(st, col++);
+	MANIFEST_STATS(X)
+#undef X
 	m->n_entries = 0;
 	m->entries = NULL;
 	if (!m->volume || !m->name || !m->csi_handle || !m->csi_driver ||

@@ -14,6 +14,13 @@
  * credential plugin of client.authentication.k8s.io/v1 or v1beta1, whose
  * token or client certificate is kept until its expirationTimestamp and
  * fetched again once when the server answers 401).
+ *
+ * Returns and logs: functions that can fail return 0 or a positive errno
+ * after logging what failed; HTTP errors are the exception, returned as a
+ * status for the caller to judge (k8s_request()).  The strings and
+ * objects that k8s_source(), k8s_namespace(), k8s_status_message(),
+ * k8s_field() and k8s_string() return are borrowed: they live as long as
+ * the client or the object they come from.
  */
 #ifndef CBTFS_K8S_H
 #define CBTFS_K8S_H

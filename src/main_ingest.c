@@ -259,6 +259,19 @@ struct run {
 	double last_success;	/* Unix seconds; 0: none known */
 };
 
+/*
+ * name, type, help, kind label ("" for none), value.  The rows are metric
+ * families, not MANIFEST_STATS expanded: three statistics are one family
+ * with a kind label, bytes_uploaded_total adds the manifest, and the names
+ * are the exporter's.  The assertion below stops the build when a
+ * statistic is added, so that it gets a row here and a place in
+ * print_summary()'s sentence.
+ */
+#define X(field, json) + 1
+_Static_assert(0 MANIFEST_STATS(X) == 7,
+	       "MANIFEST_STATS changed: add it to METRICS and the summary");
+#undef X
+
 /* name, type, help, kind label ("" for none), value */
 #define METRICS(X)                                                          \
 	X("bytes_read_total", "counter",                                   \

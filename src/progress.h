@@ -7,7 +7,8 @@
  *	restore: 41.0%  420/1024 chunks  310 MB/s  0:07 elapsed, 0:10 left
  *
  * Off (every call a no-op) unless asked for, which the programs do when
- * stderr is a terminal.  Not thread-safe: one thread draws.
+ * stderr is a terminal.  Not thread-safe: one thread draws.  Nothing here
+ * fails or logs: it writes the progress line on stderr and nothing else.
  */
 #ifndef CBTFS_PROGRESS_H
 #define CBTFS_PROGRESS_H

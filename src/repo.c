@@ -722,13 +722,9 @@ int repo_put_manifest(struct repo *r, const struct manifest *m,
 	snap.csi_snapshot_handle = m->csi_handle ? m->csi_handle : "";
 	snap.csi_driver = m->csi_driver ? m->csi_driver : "";
 	snap.changes = m->changes ? m->changes : "";
-	stats.bytes_read = m->stats.bytes_read;
-	stats.chunks_read = m->stats.chunks_read;
-	stats.chunks_changed = m->stats.chunks_changed;
-	stats.chunks_new = m->stats.chunks_new;
-	stats.chunks_reused = m->stats.chunks_reused;
-	stats.chunks_zero = m->stats.chunks_zero;
-	stats.bytes_stored = m->stats.bytes_stored;
+#define X(field, json) stats.field = m->stats.field;
+	MANIFEST_STATS(X)
+#undef X
 	snap.stats = &stats;
 
 	if (m->n_entries > 0) {
@@ -790,13 +786,9 @@ static int manifest_from_pb(const Cbtfs__Snapshot *s, struct manifest *m)
 	m->chunk_size = s->chunk_size;
 	m->created = s->created;
 	if (s->stats != NULL) {
-		m->stats.bytes_read = s->stats->bytes_read;
-		m->stats.chunks_read = s->stats->chunks_read;
-		m->stats.chunks_changed = s->stats->chunks_changed;
-		m->stats.chunks_new = s->stats->chunks_new;
-		m->stats.chunks_reused = s->stats->chunks_reused;
-		m->stats.chunks_zero = s->stats->chunks_zero;
-		m->stats.bytes_stored = s->stats->bytes_stored;
+#define X(field, json) m->stats.field = s->stats->field;
+		MANIFEST_STATS(X)
+#undef X
 	}
 	m->n_entries = s->n_chunks;
 	if (s->n_chunks > 0) {

@@ -51,14 +51,26 @@ struct manifest_entry {
 	unsigned char id[CODEC_ID_LEN];
 };
 
+/*
+ * The statistics a manifest records of the ingest that made it, listed
+ * once: X(field, json) is a field of struct manifest_stats and of the
+ * protobuf SnapshotStats (same name), and its name in JSON output.  The
+ * order is that of the index's columns and of its manifest digest
+ * (index.c): adding or moving a field changes the index schema.
+ */
+#define MANIFEST_STATS(X)                                                   \
+	X(bytes_read, "read_bytes")	  /* read from the device */        \
+	X(chunks_read, "chunks_read")                                       \
+	X(chunks_changed, "chunks_changed") /* entries of the manifest */   \
+	X(chunks_new, "chunks_new")	  /* uploaded by the ingest */      \
+	X(chunks_reused, "chunks_reused") /* changed, already stored */     \
+	X(chunks_zero, "chunks_zero")	  /* read and found all zero */     \
+	X(bytes_stored, "stored_bytes")	  /* encoded bytes it uploaded */
+
 struct manifest_stats {
-	uint64_t bytes_read;
-	uint64_t chunks_read;
-	uint64_t chunks_changed;
-	uint64_t chunks_new;
-	uint64_t chunks_reused;
-	uint64_t chunks_zero;
-	uint64_t bytes_stored;
+#define X(field, json) uint64_t field;
+	MANIFEST_STATS(X)
+#undef X
 };
 
 struct manifest {

@@ -49,6 +49,7 @@
 #include <openssl/evp.h>
 
 #include "aws_creds.h"
+#include "status.h"
 #include "store.h"
 
 #define S3_DEFAULT_CONNECTIONS 8
@@ -229,31 +230,6 @@ static const char *xml_text(const char *p, const char *tag, char *out,
 	}
 	out[o] = '\0';
 	return end + strlen(close);
-}
-
-/* The one map from HTTP status to errno. */
-static int http_status_to_errno(long status)
-{
-	switch (status) {
-	case 400:
-		return EINVAL;
-	case 401:
-	case 403:
-		return EACCES;
-	case 404:
-		return ENOENT;
-	case 409:
-		return EBUSY;
-	case 412:
-		return EEXIST;
-	case 416:
-		return ERANGE;
-	case 429:
-	case 503:
-		return EAGAIN;
-	default:
-		return EIO;
-	}
 }
 
 /* What a user should check for an S3 error code; NULL if nothing useful. */
@@ -597,6 +573,8 @@ static int s3_request(struct store_s3 *s, struct s3_req *r, bool quiet)
 				  code[0] ? " " : "", code, hint ? ": " : "",
 				  hint ? hint : "");
 		}
+		/* refines the map's ENOENT: the repository is missing,
+		 * not a key in it */
 		if (strcmp(code, "NoSuchBucket") == 0)
 			err = ENXIO;
 		break;

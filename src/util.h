@@ -39,6 +39,14 @@ void log_progress_drawn(bool drawn);
 const char *errstr(int err, char *buf, size_t size);
 #define ERRSTR(err) errstr((err), (char[128]){0}, 128)
 
+/*
+ * The helpers below log nothing (the caller knows what the file or the
+ * string was and says so).  Those that can fail return 0 or a positive
+ * errno (file_read_text(): NULL with *errp) unless their comment says
+ * otherwise: pread_full() returns a count or -errno, time_parse_rfc3339()
+ * -1.
+ */
+
 /* A growable byte buffer.  Zero-initialise, then use; buf_free() at end. */
 struct buf {
 	unsigned char *data;

@@ -11,6 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "rpc.h"
+#include "status.h"
 #include "tests.h"
 #include "util.h"
 
@@ -138,10 +140,51 @@ static void test_rfc3339(void)
 	CHECK(time_parse_rfc3339(NULL) == -1);
 }
 
+/* The table in status.h, row by row. */
+static void test_status(void)
+{
+	CHECK_EQ(http_status_to_errno(200), 0);
+	CHECK_EQ(http_status_to_errno(204), 0);
+	CHECK_EQ(http_status_to_errno(301), EIO);
+	CHECK_EQ(http_status_to_errno(400), EINVAL);
+	CHECK_EQ(http_status_to_errno(401), EACCES);
+	CHECK_EQ(http_status_to_errno(403), EACCES);
+	CHECK_EQ(http_status_to_errno(404), ENOENT);
+	CHECK_EQ(http_status_to_errno(409), EBUSY);
+	CHECK_EQ(http_status_to_errno(412), EEXIST);
+	CHECK_EQ(http_status_to_errno(416), ERANGE);
+	CHECK_EQ(http_status_to_errno(429), EAGAIN);
+	CHECK_EQ(http_status_to_errno(503), EAGAIN);
+	CHECK_EQ(http_status_to_errno(500), EIO);
+	CHECK_EQ(http_status_to_errno(501), EIO);
+	CHECK_EQ(http_status_to_errno(0), EIO);
+
+	CHECK_EQ(grpc_status_to_errno(RPC_OK), 0);
+	CHECK_EQ(grpc_status_to_errno(RPC_INVALID_ARGUMENT), EINVAL);
+	CHECK_EQ(grpc_status_to_errno(RPC_FAILED_PRECONDITION), EINVAL);
+	CHECK_EQ(grpc_status_to_errno(RPC_UNAUTHENTICATED), EACCES);
+	CHECK_EQ(grpc_status_to_errno(RPC_PERMISSION_DENIED), EACCES);
+	CHECK_EQ(grpc_status_to_errno(RPC_NOT_FOUND), ENOENT);
+	CHECK_EQ(grpc_status_to_errno(RPC_ABORTED), EBUSY);
+	CHECK_EQ(grpc_status_to_errno(RPC_ALREADY_EXISTS), EEXIST);
+	CHECK_EQ(grpc_status_to_errno(RPC_OUT_OF_RANGE), ERANGE);
+	CHECK_EQ(grpc_status_to_errno(RPC_RESOURCE_EXHAUSTED), EAGAIN);
+	CHECK_EQ(grpc_status_to_errno(RPC_UNAVAILABLE), EAGAIN);
+	CHECK_EQ(grpc_status_to_errno(RPC_DEADLINE_EXCEEDED), ETIMEDOUT);
+	CHECK_EQ(grpc_status_to_errno(RPC_CANCELLED), ECANCELED);
+	CHECK_EQ(grpc_status_to_errno(RPC_UNIMPLEMENTED), ENOSYS);
+	CHECK_EQ(grpc_status_to_errno(RPC_UNKNOWN), EIO);
+	CHECK_EQ(grpc_status_to_errno(RPC_INTERNAL), EIO);
+	CHECK_EQ(grpc_status_to_errno(RPC_DATA_LOSS), EIO);
+	CHECK_EQ(grpc_status_to_errno(99), EIO);
+	CHECK_EQ(grpc_status_to_errno(-1), EIO);
+}
+
 int main(void)
 {
 	log_init("test_util");
 	test_rfc3339();
+	test_status();
 	test_base64();
 	test_file_read_text();
 	test_backoff();
