@@ -1209,7 +1209,9 @@ int fuse_ops_main(struct fuse_args *args, const struct mount_conf *conf)
 		set_kernel_read_ahead(opts.mountpoint, 1024);
 	if (fuse_daemonize(opts.foreground) != 0)
 		goto out_unmount;
-	if (!opts.foreground)
+	if (!opts.foreground && conf->log_fd >= 0)
+		log_use_file(conf->log_fd);
+	else if (!opts.foreground)
 		log_use_syslog();
 	/* threads and SQLite connections start after the fork */
 	{
