@@ -532,19 +532,24 @@ static int open_log(const char *log, const char *cache_dir,
 }
 
 /* "--repo X" becomes "-r X", which fuse_opt can take with its value
- * apart or attached; what follows "-o" or "--" is left alone. */
-static void rewrite_long_repo(int argc, char *argv[])
+ * apart or attached; what follows "-o" or "--" is left alone.  0, or
+ * EXIT_USAGE (reported) for a --repo without a value. */
+static int rewrite_long_repo(int argc, char *argv[])
 {
 	int i;
 
 	for (i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--") == 0)
 			break;
-		if (strcmp(argv[i], "-o") == 0)
+		if (strcmp(argv[i], "-o") == 0) {
 			i++;
-		else if (strcmp(argv[i], "--repo") == 0)
+		} else if (strcmp(argv[i], "--repo") == 0) {
+			if (i + 1 == argc)
+				return usage_error("--repo needs a value");
 			argv[i] = "-r";
+		}
 	}
+	return 0;
 }
 
 int main(int argc, char *argv[])
@@ -564,9 +569,9 @@ int main(int argc, char *argv[])
 	 */
 	mallopt(M_MMAP_THRESHOLD, 64 << 20);
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
-	rewrite_long_repo(argc, argv);
 	status = EXIT_USAGE;
-	if (fuse_opt_parse(&args, &o, mount_fuse_opts, opt_proc) != 0)
+	if (rewrite_long_repo(argc, argv) != 0 ||
+	    fuse_opt_parse(&args, &o, mount_fuse_opts, opt_proc) != 0)
 		goto out;
 	if (o.help) {
 		usage();

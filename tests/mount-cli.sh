@@ -63,6 +63,7 @@ exit_is 2 "use --single-threaded" "$CBTFS" -s "$R" "$MNT"
 exit_is 2 "no repository given (REPO MOUNTPOINT, -r REPO or \$CBTFS_REPOSITORY)" \
 	env -u CBTFS_REPOSITORY "$CBTFS" "$MNT"
 exit_is 2 "the repository is given twice" "$CBTFS" -r "$R" "$R" "$MNT"
+exit_is 2 "--repo needs a value" "$CBTFS" "$MNT" --repo
 while read -r opt msg; do
 	exit_is 2 "-o $opt: $msg" "$CBTFS" "$R" "$MNT" -f -o "$opt"
 done <<'CASES'
@@ -127,6 +128,8 @@ head -1 "$T/out" | grep -qF "cbtfs: messages go to $T/cbtfs.log once in the back
 	fail "the first message does not name the log: $(cat "$T/out")"
 dd if="$MNT/ns/v/s1.img" of=/dev/null bs=64K skip=3 count=1 status=none \
 	2>/dev/null && fail "read of a corrupt chunk succeeded"
+head -1 "$T/cbtfs.log" | grep -qE "^[0-9-]{10}T[0-9:]{8}Z cbtfs\[[0-9]+\]: $R mounted at $MNT\$" ||
+	fail "the log does not start with the mount: $(cat "$T/cbtfs.log")"
 grep -q "error: chunk chunks/${id3:0:2}/$id3 is corrupt" "$T/cbtfs.log" ||
 	fail "the log does not name the corrupt chunk: $(cat "$T/cbtfs.log")"
 fusermount3 -u "$MNT" || fail "unmount"
