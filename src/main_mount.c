@@ -447,12 +447,12 @@ static int check_dev_fuse(void)
 			  "device (docker run --device /dev/fuse, or a "
 			  "privileged pod)", ERRSTR(err));
 	else if (err == EACCES || err == EPERM)
-		log_error("cannot open /dev/fuse: %s; run cbtfs as root or "
-			  "as a user that may open it (see ls -l /dev/fuse; "
-			  "usually mode 0666), or in a container allow the "
-			  "device (docker run --device /dev/fuse "
-			  "--cap-add SYS_ADMIN, or a privileged pod)",
-			  ERRSTR(err));
+		log_error("cannot open /dev/fuse: %s; run cbtfs as root, "
+			  "or as a user who may open it (ls -l /dev/fuse: "
+			  "usually mode 0666, else join its group), or in a "
+			  "container allow the device (docker run --device "
+			  "/dev/fuse --cap-add SYS_ADMIN, or a privileged "
+			  "pod)", ERRSTR(err));
 	else
 		log_error("cannot open /dev/fuse: %s", ERRSTR(err));
 	return EXIT_FAIL;
