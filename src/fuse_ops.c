@@ -1209,8 +1209,14 @@ int fuse_ops_main(struct fuse_args *args, const struct mount_conf *conf)
 		set_kernel_read_ahead(opts.mountpoint, 1024);
 	if (fuse_daemonize(opts.foreground) != 0)
 		goto out_unmount;
-	if (!opts.foreground)
-		log_use_syslog();
+	if (!opts.foreground) {
+		if (conf->log_fd >= 0)
+			log_use_file(conf->log_fd);
+		else
+			log_use_syslog();
+		log_info("%s mounted at %s", conf->repo_url,
+			 opts.mountpoint);
+	}
 	/* threads and SQLite connections start after the fork */
 	{
 		int err;

@@ -33,6 +33,9 @@ struct mount_conf {
 					 * threads */
 	const char *metrics_file;	/* NULL: none */
 	unsigned metrics_seconds;	/* its period */
+	int log_fd;			/* once daemonized, messages go to
+					 * this open file (taken over);
+					 * -1: to syslog */
 };
 
 /*

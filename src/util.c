@@ -23,6 +23,7 @@
 
 static const char *log_progname = "cbtfs";
 static bool log_syslog;
+static FILE *log_file;
 static int log_verbose;
 
 void log_init(const char *progname)
@@ -36,6 +37,13 @@ void log_use_syslog(void)
 {
 	openlog(log_progname, LOG_PID, LOG_DAEMON);
 	log_syslog = true;
+}
+
+void log_use_file(int fd)
+{
+	log_file = fdopen(fd, "a");
+	if (log_file != NULL)
+		setvbuf(log_file, NULL, _IOLBF, 0);
 }
 
 void log_set_verbose(int verbose)
@@ -62,6 +70,17 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	va_end(ap);
 	if (log_syslog) {
 		syslog(prio[lvl], "%s%s", prefix[lvl], msg);
+		return;
+	}
+	if (log_file != NULL) {
+		char when[32];
+		struct tm tm;
+		time_t t = time(NULL);
+
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ",
+			 gmtime_r(&t, &tm));
+		fprintf(log_file, "%s %s[%ld]: %s%s\n", when, log_progname,
+			(long)getpid(), prefix[lvl], msg);
 		return;
 	}
 	/* a message starts its own line, not the end of a progress line */

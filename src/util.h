@@ -4,8 +4,8 @@
  *
  * Logging: every error is logged once, where it is found, through log_msg();
  * the message says what failed, on what, and what to do.  Messages go to
- * stderr, or to syslog once log_use_syslog() was called (a daemonized
- * mount).
+ * stderr, or to syslog once log_use_syslog() was called, or to a file
+ * once log_use_file() was (a daemonized mount).
  */
 #ifndef CBTFS_UTIL_H
 #define CBTFS_UTIL_H
@@ -24,6 +24,9 @@ enum log_level { LOG_LVL_ERROR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
 void log_init(const char *progname);
 void log_use_syslog(void);
+/* From now on, messages are appended to the open file fd (taken over),
+ * each line with its UTC time and pid. */
+void log_use_file(int fd);
 void log_set_verbose(int verbose);
 void log_msg(enum log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
