@@ -1095,8 +1095,8 @@ static void orphans(struct k8s_client *k, struct backup_run *r,
 					       true);
 				continue;
 			}
-			log_info("deleting %s/%s of the interrupted run %s",
-				 i == 0 ? "Job" : "PVC", name,
+			log_info("deleting %s %s/%s of the interrupted run %s",
+				 i == 0 ? "Job" : "PVC", ns, name,
 				 k8s_string(x, "metadata.labels." RUN_LABEL));
 			free(path);
 			path = msg("%s/%s", base, name);
@@ -1294,6 +1294,7 @@ int k8s_restore_run(const struct k8s_restore_conf *c,
 			   jobj("apiVersion", js("v1"), "kind",
 				js("PersistentVolumeClaim"), "metadata",
 				jobj("name", js(name), "namespace", js(ns),
+				     "labels", labels("restore", run, name),
 				     "annotations",
 				     jobj("cbtfs.io/restored-from", js(what),
 					  NULL),
