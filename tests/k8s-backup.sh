@@ -290,7 +290,18 @@ for line in open(sys.argv[1]):
             or "cbtfs.io/run" not in labels):
         sys.exit("unlabelled: %s %s" % (r["path"], labels))
     n += 1
-print("# %d objects created, every one labelled" % n)
+    if r["body"]["kind"] == "Job":
+        spec = r["body"]["spec"]["template"]["spec"]
+        c = spec["containers"][0]
+        sc = c["securityContext"]
+        assert spec["securityContext"]["seccompProfile"]["type"] == \
+            "RuntimeDefault", "Job without seccomp"
+        assert sc["capabilities"]["drop"] == ["ALL"], "capabilities kept"
+        assert sc["readOnlyRootFilesystem"] is True, "writable root"
+        assert sc["allowPrivilegeEscalation"] is False, "escalation"
+        assert sc["privileged"] is False, "privileged"
+        assert c["volumeDevices"], "root without a device"
+print("# %d objects created, every one labelled; the Jobs locked down" % n)
 PY
 [ "$(objects jobs)$(objects pods)" = "" ] || fail "Jobs or pods left"
 [ "$(objects pvcs)" = "ns/db-a ns/db-b ns/db-c ns/files ns/other ns/restored" ] ||
