@@ -79,6 +79,35 @@ verb and resource fail with that Status (a Retry-After header when
 retry_after is given), until the state changes.  Objects are returned as
 stored.
 
+Cluster (--cluster-dir DIR --cbt-state DIR --bin-dir DIR
+[--pod-kubeconfig FILE]): the server also plays the controllers and the
+kubelet for a backup tool, on these collections (GET a name, GET a list with
+?labelSelector=k=v,k!=v,k,!k, POST a new object, DELETE a name; RBAC verbs
+get, list, create, delete, checked against "forbid" and "errors" as above):
+  /api/v1[/namespaces/NS]/persistentvolumeclaims   state "pvcs" {"NS/NAME"}
+  /api/v1[/namespaces/NS]/pods, .../pods/NAME/log  state "pods"
+  /apis/batch/v1[/namespaces/NS]/jobs              state "jobs"
+  /apis/snapshot.storage.k8s.io/v1[/namespaces/NS]/volumesnapshots
+  /apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses  {"NAME": obj}
+  /apis/storage.k8s.io/v1/storageclasses                  {"NAME": obj}
+A PVC's data is the file DIR/volumes/NS_NAME.img: a new PVC gets a sparse
+file of its requested size, one with a VolumeSnapshot dataSource a copy of
+the snapshot; it is Bound at once.  A new VolumeSnapshot copies its PVC's
+file to CBT_STATE/<handle>.snap, adds NS/NAME -> handle to the sidecar
+fixture's config.json ("sidecar_snapshots"), gets a VolumeSnapshotContent
+of the driver of its VolumeSnapshotClass (a missing class: status.error),
+and becomes readyToUse state "snapshot_ready_delay" seconds later (default
+1) unless its PVC "NS/PVC" is listed in state "never_ready".  A new Job
+gets a pod (label job-name) whose one container runs here at once: the
+command's basename from --bin-dir, arguments equal to a devicePath replaced
+by the PVC's image file, to a mountPath by a directory of the pod's under
+DIR/pods/, env values likewise, TMPDIR for /tmp, KUBECONFIG
+--pod-kubeconfig; stdout and stderr are the pod log.  Its exit sets the
+Job's status.succeeded or status.failed.  Deleting a Job deletes its pods
+and terminates a running one (SIGTERM); deleting a PVC removes its file,
+deleting a VolumeSnapshot its content, .snap and sidecar entry.
+DIR/pods.log gets one JSON line per pod started (pod, pid, argv).
+
 --log FILE gets one JSON line per request, written before the response:
   {"method": "GET", "path": "/apis/...", "query": "raw query string",
    "user": "name" or null, "auth": "token" | "cert" | null,
