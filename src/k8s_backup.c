@@ -224,8 +224,9 @@ static struct json_object *repo_snapshots(const struct k8s_job_conf *c)
 		close(fds[0]);
 		return NULL;
 	}
-	while ((n = read(fds[0], tmp, sizeof(tmp))) > 0)
-		if (buf_append(&b, tmp, (size_t)n) != 0)
+	while ((n = read(fds[0], tmp, sizeof(tmp))) > 0 ||
+	       (n < 0 && errno == EINTR))
+		if (n > 0 && buf_append(&b, tmp, (size_t)n) != 0)
 			break;
 	close(fds[0]);
 	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
@@ -316,7 +317,8 @@ static struct json_object *job_env(void)
 		"AWS_DEFAULT_REGION", "AWS_CA_BUNDLE", NULL
 	};
 	struct json_object *env = jarr(
-		jobj("name", js("XDG_CACHE_HOME"), "value", js("/cache"), NULL),
+		jobj("name", js("XDG_CACHE_HOME"), "value", js("/cache"),
+		     NULL),
 		NULL);
 	size_t i;
 
@@ -362,7 +364,8 @@ static struct json_object *job_new(const struct k8s_job_conf *c,
 		     labels(component, run, pvc_label), NULL),
 		"spec",
 		jobj("backoffLimit", json_object_new_int(0),
-		     "activeDeadlineSeconds", json_object_new_int(c->timeout_s),
+		     "activeDeadlineSeconds",
+		     json_object_new_int(c->timeout_s),
 		     "template",
 		     jobj("metadata",
 			  jobj("labels", labels(component, run, pvc_label),
@@ -469,7 +472,8 @@ static int job_wait(struct k8s_client *k, const struct k8s_job_conf *c,
 		if ((err = api(k, "GET", path, NULL, 200, false, &o, NULL,
 			       why)) != 0)
 			goto out;
-		if (json_object_get_int(k8s_field(o, "status.succeeded")) > 0) {
+		if (json_object_get_int(k8s_field(o, "status.succeeded")) >
+		    0) {
 			ok = true;
 			break;
 		}
@@ -587,7 +591,8 @@ static char *snapshot_class(struct k8s_client *k, const char *sc,
 	items = k8s_field(o, "items");
 	for (i = 0; i < json_object_array_length(items); i++) {
 		struct json_object *vsc = json_object_array_get_idx(items, i);
-		struct json_object *ann = k8s_field(vsc, "metadata.annotations");
+		struct json_object *ann =
+			k8s_field(vsc, "metadata.annotations");
 		struct json_object *d = NULL;
 		const char *dd = k8s_string(vsc, "driver");
 
@@ -721,18 +726,20 @@ static void snapshots_tidy(struct k8s_client *k, const struct backup_run *r,
 		if (path)
 			del_put(k, path);
 	}
-	/* the committed ones, newest first; keep the first keep */
+	/* of the committed ones, the oldest go until keep are left */
 	for (;;) {
 		size_t j, oldest = 0;
 
 		if (nk <= (size_t)r->c->keep_snapshots)
 			break;
-		for (j = 1; j < nk; j++)
-			if (strcmp(kept[j].created, kept[oldest].created) < 0 ||
-			    (strcmp(kept[j].created, kept[oldest].created) ==
-				     0 &&
-			     strcmp(kept[j].name, kept[oldest].name) < 0))
+		for (j = 1; j < nk; j++) {
+			int d = strcmp(kept[j].created, kept[oldest].created);
+
+			if (d == 0)
+				d = strcmp(kept[j].name, kept[oldest].name);
+			if (d < 0)
 				oldest = j;
+		}
 		log_info("deleting VolumeSnapshot %s/%s: --keep-snapshots %d",
 			 ns, kept[oldest].name, r->c->keep_snapshots);
 		free(path);
@@ -1328,8 +1335,8 @@ int k8s_restore_run(const struct k8s_restore_conf *c,
 			goto out;
 		log_info("running Job %s/%s: restore %s", ns, job, what);
 		err = post(k, path,
-			   job_new(&c->job, ns, job, "restore", run, name, name,
-				   "/dev/xvdb", NULL, argv),
+			   job_new(&c->job, ns, job, "restore", run, name,
+				   name, "/dev/xvdb", NULL, argv),
 			   &why);
 	}
 	if (err != 0)

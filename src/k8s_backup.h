@@ -23,13 +23,14 @@
 #include <json-c/json.h>
 
 struct k8s_job_conf {
-	const char *kubeconfig;	/* NULL: $KUBECONFIG, in-cluster, ~/.kube */
+	/* NULL: $KUBECONFIG, then in-cluster, then ~/.kube/config */
+	const char *kubeconfig;
 	const char *repo;	/* as the pods see it */
 	const char *repo_tool;	/* cbtfs-repo to run here */
 	const char *image;
 	const char *pull_policy;	/* NULL: the cluster's default */
 	const char *service_account;	/* of the backup Jobs */
-	const char *s3_secret;	/* Secret for the Jobs' envFrom, or NULL */
+	const char *s3_secret;	/* for the Jobs' envFrom; or NULL */
 	const char *storage_class;	/* NULL: the source's / default */
 	int timeout_s;		/* each wait */
 	int poll_ms;

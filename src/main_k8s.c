@@ -82,7 +82,8 @@ static void usage(FILE *f)
 "list: what REPO holds (cbtfs-repo snapshots).\n"
 "\n"
 "  -r, --repo REPO        the repository, as the pods reach it (default\n"
-"                         $CBTFS_REPOSITORY); it must exist (cbtfs-repo init)\n"
+"                         $CBTFS_REPOSITORY); it must exist\n"
+"                         (cbtfs-repo init)\n"
 "      --pvc NS/NAME      a PVC to back up (repeatable)\n"
 "  -l, --selector LABELS  the PVCs with these labels (k=v,k!=v,k)\n"
 "  -n, --namespace NS     where --selector looks (default: the context's,\n"
@@ -304,8 +305,9 @@ int main(int argc, char **argv)
 		at = strrchr(argv[optind], '@');
 		if (at == NULL || at == argv[optind] || !at[1] ||
 		    !ns_name(to ? to : ""))
-			return cli_usage_error(prog, "restore: VOLUME@SNAPSHOT "
-					       "and --to-pvc NS/NAME expected");
+			return cli_usage_error(prog, "restore: VOLUME@SNAPSHOT"
+					       " and --to-pvc NS/NAME "
+					       "expected");
 		rs.job = j;
 		rs.volume = strndup(argv[optind], (size_t)(at - argv[optind]));
 		rs.snapshot = at + 1;
