@@ -54,6 +54,27 @@ extern char **environ;
 /* ---------------------------------------------------------------------- */
 /* small JSON and API helpers */
 
+/* The length of an array; 0 for anything else (an answer may lack it). */
+static size_t alen(struct json_object *a)
+{
+	return json_object_is_type(a, json_type_array)
+		       ? json_object_array_length(a)
+		       : 0;
+}
+
+/* The value of label key of object o, or NULL (k8s_field splits on dots,
+ * which label keys hold). */
+static const char *label(struct json_object *o, const char *key)
+{
+	struct json_object *v = NULL;
+
+	if (!json_object_object_get_ex(k8s_field(o, "metadata.labels"), key,
+				       &v) ||
+	    !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
 static struct json_object *js(const char *s)
 {
 	return s ? json_object_new_string(s) : NULL;
@@ -253,7 +274,7 @@ static struct json_object *newest_of(struct json_object *snaps,
 	const char *bt = "";
 	size_t i;
 
-	for (i = 0; i < json_object_array_length(snaps); i++) {
+	for (i = 0; i < alen(snaps); i++) {
 		struct json_object *s = json_object_array_get_idx(snaps, i);
 		const char *v = k8s_string(s, "volume");
 		const char *t = k8s_string(s, "created");
@@ -275,7 +296,7 @@ static struct json_object *find_snap(struct json_object *snaps,
 {
 	size_t i;
 
-	for (i = 0; i < json_object_array_length(snaps); i++) {
+	for (i = 0; i < alen(snaps); i++) {
 		struct json_object *s = json_object_array_get_idx(snaps, i);
 		const char *v = k8s_string(s, "volume");
 		const char *n = k8s_string(s, "snapshot");
@@ -504,7 +525,7 @@ static int job_wait(struct k8s_client *k, const struct k8s_job_conf *c,
 		   pods ? pods : "");
 	if (api(k, "GET", path, NULL, 200, false, &o, NULL, why) == 0) {
 		struct json_object *items = k8s_field(o, "items");
-		size_t n = json_object_array_length(items);
+		size_t n = alen(items);
 		const char *pod = n ? k8s_string(json_object_array_get_idx(
 							 items, n - 1),
 						 "metadata.name")
@@ -589,7 +610,7 @@ static char *snapshot_class(struct k8s_client *k, const char *sc,
 		return NULL;
 	}
 	items = k8s_field(o, "items");
-	for (i = 0; i < json_object_array_length(items); i++) {
+	for (i = 0; i < alen(items); i++) {
 		struct json_object *vsc = json_object_array_get_idx(items, i);
 		struct json_object *ann =
 			k8s_field(vsc, "metadata.annotations");
@@ -598,7 +619,8 @@ static char *snapshot_class(struct k8s_client *k, const char *sc,
 
 		json_object_object_get_ex(ann, DEFAULT_CLASS_ANNOTATION, &d);
 		if (dd && !strcmp(dd, driver) && d &&
-		    !strcmp(json_object_get_string(d), "true")) {
+		    !strcmp(json_object_get_string(d), "true") &&
+		    k8s_string(vsc, "metadata.name") != NULL) {
 			found = strdup(k8s_string(vsc, "metadata.name"));
 			break;
 		}
@@ -695,10 +717,10 @@ static void snapshots_tidy(struct k8s_client *k, const struct backup_run *r,
 		goto out;
 	}
 	items = k8s_field(o, "items");
-	for (i = 0; i < json_object_array_length(items); i++) {
+	for (i = 0; i < alen(items); i++) {
 		struct json_object *vs = json_object_array_get_idx(items, i);
 		const char *name = k8s_string(vs, "metadata.name");
-		const char *run = k8s_string(vs, "metadata.labels." RUN_LABEL);
+		const char *run = label(vs, RUN_LABEL);
 		const char *created = k8s_string(vs,
 						 "metadata.creationTimestamp");
 		bool committed;
@@ -1037,15 +1059,15 @@ static int select_pvcs(struct k8s_client *k, struct backup_run *r,
 		return err;
 	}
 	items = k8s_field(o, "items");
-	for (i = 0; i < json_object_array_length(items) && err == 0; i++) {
+	for (i = 0; i < alen(items) && err == 0; i++) {
 		struct json_object *p = json_object_array_get_idx(items, i);
-		const char *by = k8s_string(p,
-					    "metadata.labels." MANAGED_BY);
+		const char *by = label(p, MANAGED_BY);
+		const char *pns = k8s_string(p, "metadata.namespace");
+		const char *name = k8s_string(p, "metadata.name");
 
-		if (by != NULL && !strcmp(by, ME))
+		if ((by != NULL && !strcmp(by, ME)) || !pns || !name)
 			continue;
-		err = add_target(r, k8s_string(p, "metadata.namespace"),
-				 k8s_string(p, "metadata.name"));
+		err = add_target(r, pns, name);
 	}
 	json_object_put(o);
 	return err;
@@ -1087,12 +1109,11 @@ static void orphans(struct k8s_client *k, struct backup_run *r,
 			continue;
 		}
 		items = k8s_field(o, "items");
-		for (j = 0; j < json_object_array_length(items); j++) {
+		for (j = 0; j < alen(items); j++) {
 			struct json_object *x = json_object_array_get_idx(
 				items, j);
 			const char *name = k8s_string(x, "metadata.name");
-			const char *pvc = k8s_string(
-				x, "metadata.labels." PVC_LABEL);
+			const char *pvc = label(x, PVC_LABEL);
 
 			if (name == NULL)
 				continue;
@@ -1104,7 +1125,7 @@ static void orphans(struct k8s_client *k, struct backup_run *r,
 			}
 			log_info("deleting %s %s/%s of the interrupted run %s",
 				 i == 0 ? "Job" : "PVC", ns, name,
-				 k8s_string(x, "metadata.labels." RUN_LABEL));
+				 label(x, RUN_LABEL));
 			free(path);
 			path = msg("%s/%s", base, name);
 			if (path)

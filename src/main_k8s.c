@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "k8s.h"
 #include "k8s_backup.h"
 #include "util.h"
 
@@ -152,6 +154,47 @@ static bool ns_name(const char *s)
 	const char *slash = strchr(s, '/');
 
 	return slash && slash != s && slash[1] && !strchr(slash + 1, '/');
+}
+
+/* The report for people: one line a PVC, then the counts; puts it. */
+static void print_report(struct json_object *r)
+{
+	struct json_object *pvcs = k8s_field(r, "pvcs");
+	size_t i;
+
+	for (i = 0; json_object_is_type(pvcs, json_type_array) &&
+		    i < json_object_array_length(pvcs); i++) {
+		struct json_object *p = json_object_array_get_idx(pvcs, i);
+		const char *vol = k8s_string(p, "volume");
+
+		if (k8s_string(p, "skipped") != NULL)
+			printf("%s: skipped: %s\n", vol,
+			       k8s_string(p, "skipped"));
+		else if (!json_object_get_boolean(k8s_field(p, "ok")))
+			printf("%s: FAILED: %s\n", vol,
+			       k8s_string(p, "error") ?: "?");
+		else
+			printf("%s: backed up as %s (%s%s), %" PRId64
+			       " chunks read\n",
+			       vol, k8s_string(p, "snapshot"),
+			       k8s_string(p, "base") ? "a delta on " : "full",
+			       k8s_string(p, "base") ?: "",
+			       json_object_get_int64(
+				       k8s_field(p, "ingest.chunks_read")));
+	}
+	if (pvcs != NULL)
+		printf("%d backed up, %d failed, %d skipped%s\n",
+		       json_object_get_int(k8s_field(r, "succeeded")),
+		       json_object_get_int(k8s_field(r, "failed")),
+		       json_object_get_int(k8s_field(r, "skipped")),
+		       json_object_get_boolean(k8s_field(r, "interrupted"))
+			       ? " (interrupted)"
+			       : "");
+	else if (json_object_get_boolean(k8s_field(r, "ok")))
+		printf("restored %s@%s into PVC %s, verified\n",
+		       k8s_string(r, "volume"), k8s_string(r, "snapshot"),
+		       k8s_string(r, "pvc"));
+	json_object_put(r);
 }
 
 int main(int argc, char **argv)
@@ -319,8 +362,8 @@ int main(int argc, char **argv)
 	}
 	if (report != NULL && json)
 		cli_print_json(report);
-	else
-		json_object_put(report);
+	else if (report != NULL)
+		print_report(report);
 	free(pvcs);
 	free((char *)j.repo_tool);
 	return rc == 0 ? EXIT_OK : rc == 2 ? EXIT_FAIL : EXIT_FAIL;

@@ -252,6 +252,11 @@ wait $pid 2>/dev/null
 orphan_jobs=$(objects jobs)
 [ -n "$orphan_jobs" ] || fail "kill -9 left no Job to clean up"
 note "orphans: $orphan_jobs"
+# its temporary PVCs are never selected, even when the selector matches
+k8s backup -l app.kubernetes.io/managed-by=cbtfs-k8s -n ns >"$T/run5b.out" \
+	2>"$T/run5b.err" || fail "a selector of nothing but temporary PVCs failed"
+grep -qx "0 backed up, 0 failed, 0 skipped" "$T/run5b.out" ||
+	fail "temporary PVCs were selected: $(cat "$T/run5b.out")"
 k8s backup -l backup=daily -n ns -v --json >"$T/run6.json" 2>"$T/run6.err" ||
 	{ cat "$T/run6.err" >&2; fail "run 6 failed"; }
 for j in $orphan_jobs; do
@@ -259,6 +264,12 @@ for j in $orphan_jobs; do
 		fail "run 6 did not delete orphan Job $j"
 done
 [ "$(field succeeded <"$T/run6.json")" = 3 ] || fail "run 6: $(cat "$T/run6.json")"
+# the orphans go first, unready snapshots included, before any new one
+first=$(grep -n "creating VolumeSnapshot" "$T/run6.err" | head -n 1 | cut -d: -f1)
+gone=$(grep -n "deleting VolumeSnapshot ns/.*: no backup was committed" \
+	"$T/run6.err" | head -n 1 | cut -d: -f1)
+[ -n "$gone" ] && [ "$gone" -lt "$first" ] ||
+	fail "run 6 did not delete the killed run's snapshots first"
 [ "$(objects jobs)$(objects pods)" = "" ] || fail "run 6 left Jobs or pods"
 [ "$(objects pvcs)" = "ns/db-a ns/db-b ns/db-c ns/files ns/other" ] ||
 	fail "run 6 left PVCs: $(objects pvcs)"
@@ -266,6 +277,19 @@ want=$(for p in db-a db-b db-c; do echo "ns/$(entry $p <"$T/run6.json" | field s
 [ "$(objects volumesnapshots) " = "$want" ] ||
 	fail "after run 6: snapshots $(objects volumesnapshots), want $want"
 cp --sparse=always "$CL/volumes/ns_db-a.img" "$T/db-a.gen6"
+
+note "--pvc, and the report for people"
+k8s backup --pvc ns/db-c --pvc ns/db-c >"$T/run7.out" 2>"$T/run7.err" ||
+	{ cat "$T/run7.err" >&2; fail "run 7 failed"; }
+grep -q "^ns/db-c: backed up as db-c-.* (a delta on db-c-.*), 0 chunks read$" \
+	"$T/run7.out" || fail "run 7 said: $(cat "$T/run7.out")"
+grep -qx "1 backed up, 0 failed, 0 skipped" "$T/run7.out" ||
+	fail "run 7 said: $(cat "$T/run7.out")"
+rc=0
+k8s backup --pvc ns/nosuch >"$T/run8.out" 2>"$T/run8.err" || rc=$?
+[ $rc = 1 ] || fail "a missing PVC: exit $rc"
+grep -q 'backup of ns/nosuch failed: GET .*: HTTP 404' "$T/run8.err" ||
+	fail "a missing PVC: $(cat "$T/run8.err")"
 
 # --- 5. restore ---------------------------------------------------------------
 note "restore of db-a into a new PVC, byte-exact"
