@@ -241,7 +241,8 @@ wait $pid || rc=$?
 	fail "SIGTERM left snapshots: $(objects volumesnapshots)"
 
 note "run 5: kill -9 while its Jobs run; run 6 deletes the orphans"
-k8s_state_edit "$KS" 's["snapshot_ready_delay"] = 0.1'
+# db-b's snapshot is not ready when the kill comes: never committed
+k8s_state_edit "$KS" 's["snapshot_ready_delay"] = 0.1; s["never_ready"] = ["ns/db-b"]'
 "$K8S" --kubeconfig "$T/kubeconfig" -r "$R" backup -l backup=daily -n ns -p 3 \
 	>/dev/null 2>"$T/run5.err" &
 pid=$!
@@ -249,6 +250,7 @@ _pids+=("$pid")
 wait_job
 kill -KILL $pid
 wait $pid 2>/dev/null
+k8s_state_edit "$KS" 's["never_ready"] = []'
 orphan_jobs=$(objects jobs)
 [ -n "$orphan_jobs" ] || fail "kill -9 left no Job to clean up"
 note "orphans: $orphan_jobs"
@@ -266,10 +268,10 @@ done
 [ "$(field succeeded <"$T/run6.json")" = 3 ] || fail "run 6: $(cat "$T/run6.json")"
 # the orphans go first, unready snapshots included, before any new one
 first=$(grep -n "creating VolumeSnapshot" "$T/run6.err" | head -n 1 | cut -d: -f1)
-gone=$(grep -n "deleting VolumeSnapshot ns/.*: no backup was committed" \
+gone=$(grep -n "deleting VolumeSnapshot ns/db-b-.*: no backup was committed" \
 	"$T/run6.err" | head -n 1 | cut -d: -f1)
 [ -n "$gone" ] && [ "$gone" -lt "$first" ] ||
-	fail "run 6 did not delete the killed run's snapshots first"
+	fail "run 6 did not delete the killed run's unready snapshot first"
 [ "$(objects jobs)$(objects pods)" = "" ] || fail "run 6 left Jobs or pods"
 [ "$(objects pvcs)" = "ns/db-a ns/db-b ns/db-c ns/files ns/other" ] ||
 	fail "run 6 left PVCs: $(objects pvcs)"
