@@ -2,7 +2,8 @@
 # Client CPU per GiB of an ingest to a throw-away local Ceph RGW: the user
 # + system seconds of cbtfs-ingest (GNU time) for a random (incompressible)
 # image, into a new repository each run, against those of curl PUTting the
-# same chunk-sized objects (P in flight, keep-alive, unsigned payload).
+# same chunk-sized objects (P in flight, keep-alive, unsigned payload, over
+# https too with HTTPS=1).
 # CPU seconds, unlike wall time, hardly change with what else the machine
 # runs.  Prints min/median/max of each.
 # Usage: bench/ingest-cpu.sh [SIZE_MIB [RUNS [P]]]  (default 1024 MiB, 3, 8)
@@ -28,10 +29,18 @@ if [ "${HTTPS:-0}" = 1 ]; then
 		-out "$T/cert.pem" 2>/dev/null || fail "openssl req"
 	start_proxy tls --tls-cert "$T/cert.pem" --tls-key "$T/key.pem"
 	export AWS_ENDPOINT_URL=${PROXY_URL/http:/https:}
-	TLS=(--ca-file "$T/cert.pem")
+	export AWS_CA_BUNDLE=$T/cert.pem
+	CACERT=(--cacert "$T/cert.pem")
 else
-	TLS=()
+	CACERT=()
 fi
+
+# drop_prefix P: deletes the objects under P, so that the RGW's 10 GiB of
+# disk (tests/functions.sh) hold every run
+drop_prefix() {
+	"$top_builddir/tests/s3tool" "s3://$S3_BUCKET/$1" delete-prefix "" \
+		>/dev/null || fail "cannot delete $1"
+}
 
 # cpu CMD...: user+sys seconds per GiB of CMD
 cpu() {
@@ -40,23 +49,23 @@ cpu() {
 	echo "($(tail -1 "$T/time" | tr ' ' '+')) / $gib" | bc -l
 }
 
-if [ "${HTTPS:-0}" != 1 ]; then
-	mkdir "$T/parts"
-	split -b 1M -d -a 5 "$img" "$T/parts/p"
-	n=0
-	curl_cpu=()
-	for ((i = 0; i < runs; i++)); do
-		for f in "$T"/parts/*; do
-			printf 'upload-file = "%s"\nurl = "%s/%s/raw%d/%s"\n' "$f" \
-				"$S3_ENDPOINT" "$S3_BUCKET" $i "$(basename "$f")"
-		done >"$T/put.cfg"
-		curl_cpu+=("$(cpu curl -sSf -Z --parallel-max "$P" \
-			--aws-sigv4 "aws:amz:us-east-1:s3" \
-			--user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
-			-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -K "$T/put.cfg")")
-	done
-	echo "curl PUT           CPU s/GiB (min median max): $(stats %.2f "${curl_cpu[@]}")"
-fi
+# raw PUT: the image cut into 1 MiB files, P in flight
+mkdir "$T/parts"
+split -b 1M -d -a 5 "$img" "$T/parts/p"
+n=0
+curl_cpu=()
+for ((i = 0; i < runs; i++)); do
+	for f in "$T"/parts/*; do
+		printf 'upload-file = "%s"\nurl = "%s/%s/raw%d/%s"\n' "$f" \
+			"$AWS_ENDPOINT_URL" "$S3_BUCKET" $i "$(basename "$f")"
+	done >"$T/put.cfg"
+	curl_cpu+=("$(cpu curl -sSf -Z --parallel-max "$P" "${CACERT[@]}" \
+		--aws-sigv4 "aws:amz:us-east-1:s3" \
+		--user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+		-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -K "$T/put.cfg")")
+	drop_prefix raw$i
+done
+echo "curl PUT           CPU s/GiB (min median max): $(stats %.2f "${curl_cpu[@]}")"
 
 n=0
 for bin in ${INGEST_BINS:-$INGEST}; do
@@ -64,9 +73,10 @@ for bin in ${INGEST_BINS:-$INGEST}; do
 	for ((i = 0; i < runs; i++)); do
 		n=$((n + 1))
 		R=s3://$S3_BUCKET/cpu$n
-		"$REPO" init "$R" "${TLS[@]}" >/dev/null || fail "init $R"
-		v+=("$(cpu "$bin" --repo "$R" "${TLS[@]}" --volume bench/v \
+		"$REPO" init "$R" >/dev/null || fail "init $R"
+		v+=("$(cpu "$bin" --repo "$R" --volume bench/v \
 			--snapshot s1 --device "$img" --jobs "$P" --no-progress)")
+		drop_prefix cpu$n
 	done
 	echo "ingest $bin CPU s/GiB (min median max): $(stats %.2f "${v[@]}")"
 done

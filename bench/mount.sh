@@ -70,7 +70,7 @@ for ((n = 1; n <= runs; n++)); do
 		fi
 		hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$MOUNT_PID/status")
 		# the mount's own counters, where it has them
-		detail=$(awk '/^cbtfs_(store_gets|cache_misses|cache_hits|readahead_chunks|readahead_dropped|store_retries)/ {
+		detail=$(awk '/^cbtfs_(store_gets|cache_misses|cache_hits|cache_waits|readahead_chunks|readahead_dropped|store_retries)/ {
 			sub(/^cbtfs_/, ""); sub(/_total/, ""); printf "%s %s, ", $1, $2 }' \
 			"$MNT/.stats" 2>/dev/null)
 		stop_mount "$MNT"

@@ -218,7 +218,7 @@ declare -A label=([cbtfs]="cold dd from the cbtfs mount"
 	[s3backer]="cold dd from s3backer (tuned)"
 	[restic]="restic mount + cold dd"
 	[restore]="cbtfs-repo restore to a tmpfs file"
-	[resticrestore]="restic restore to a directory")
+	[resticrestore]="restic restore to a tmpfs directory")
 
 # ratio_stats A B: min/median/max over runs of A's MB/s / B's MB/s
 ratio_stats() {

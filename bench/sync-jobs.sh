@@ -7,6 +7,7 @@
 # and the time of 'cbtfs-repo snapshots' (8 connections).  RUNS runs
 # each, min/median/max; the ratio is of the medians.
 # Usage: bench/sync-jobs.sh [N [RUNS]]   (default 1000 manifests, 3 runs)
+# DELAY_MS=N adds N ms to every request (see below).
 . "$(dirname "$0")/lib.sh"
 N=${1:-1000}
 runs=${2:-3}
@@ -40,26 +41,31 @@ curl -sSf -Z --parallel-max 8 --aws-sigv4 "aws:amz:us-east-1:s3" \
 	-H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -K "$T/put.cfg" \
 	2>"$T/curl.err" || fail "copying to RGW: $(cat "$T/curl.err")"
 R=s3://$S3_BUCKET/sync
+# DELAY_MS=N: every request through tests/faultproxy.py, N ms late, as
+# on a network farther away than 127.0.0.1
+if [ "${DELAY_MS:-0}" -gt 0 ]; then
+	start_proxy slow --delay 1 --delay-ms "$DELAY_MS"
+	export AWS_ENDPOINT_URL=$PROXY_URL
+fi
 
 head -c 64K /dev/urandom >"$T/small"
-n=0
-# first JOBS: seconds of an ingest on an empty index
+# first JOBS NAME: seconds of an ingest of snapshot NAME on an empty index
 first() {
-	n=$((n + 1))
 	rm -rf "$T/cache"
 	XDG_CACHE_HOME=$T/cache secs "$INGEST" --repo "$R" --volume bench/new \
-		--snapshot n$n --device "$T/small" --jobs "$1" --no-progress
+		--snapshot "$2" --device "$T/small" --jobs "$1" --no-progress
 }
 par=() one=() snaps=()
 for ((r = 0; r < runs; r++)); do
-	par+=("$(first 8)")
-	one+=("$(first 1)")
+	par+=("$(first 8 p$r)")
+	one+=("$(first 1 o$r)")
 	rm -rf "$T/cache"
 	snaps+=("$(XDG_CACHE_HOME=$T/cache secs "$REPO" snapshots "$R")")
 done
 read -r _ pm _ <<<"$(stats %.3f "${par[@]}")"
 read -r _ om _ <<<"$(stats %.3f "${one[@]}")"
-echo "first sync of $N manifests on RGW (seconds, min median max):"
+echo "first sync of $N manifests on RGW, ${DELAY_MS:-0} ms added per request"
+echo "(seconds, min median max):"
 echo "  ingest, parallel (8 connections):  $(stats %.2f "${par[@]}")"
 echo "  ingest, one at a time (1):         $(stats %.2f "${one[@]}")"
 echo "  cbtfs-repo snapshots (8):          $(stats %.2f "${snaps[@]}")"

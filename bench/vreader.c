@@ -34,7 +34,8 @@
  * last byte), MB/s (10^6), and the process's CPU seconds (user + system,
  * all threads), for CPU-seconds-per-GiB comparisons.
  *
- * Build (bench/lib.sh does it): cc -O2 bench/vreader.c -o bench/vreader
+ * Build (bench/lib.sh does it, into the run's temporary directory):
+ *   cc -O2 bench/vreader.c -o vreader
  *   $(pkg-config --cflags --libs libcurl libcrypto libzstd) -lpthread
  */
 #define _GNU_SOURCE

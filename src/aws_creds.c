@@ -29,6 +29,7 @@
 #include "util.h"
 
 #define IMDS_DEFAULT "http://169.254.169.254"
+#define IMDS_DEFAULT_V6 "http://[fd00:ec2::254]"
 #define IMDS_TOKEN_TTL "21600"
 #define IMDS_TIMEOUT_MS 1000L
 #define HTTP_TIMEOUT_MS 10000L	/* STS and the container endpoint */
@@ -433,12 +434,14 @@ static int src_files(struct aws_creds_provider *p, struct aws_creds *out,
 	if (pr.aws_access_key_id != NULL || pr.aws_secret_access_key) {
 		if (pr.aws_access_key_id == NULL ||
 		    pr.aws_secret_access_key == NULL) {
+			bool ak = pr.aws_access_key_id != NULL;
+
 			snprintf(why, WHY_MAX, "profile %s has %s but no %s",
 				 name,
-				 pr.aws_access_key_id ? "aws_access_key_id"
-						      : "aws_secret_access_key",
-				 pr.aws_access_key_id ? "aws_secret_access_key"
-						      : "aws_access_key_id");
+				 ak ? "aws_access_key_id"
+				    : "aws_secret_access_key",
+				 ak ? "aws_secret_access_key"
+				    : "aws_access_key_id");
 			goto out;
 		}
 		err = creds_set(out, pr.aws_access_key_id,
@@ -567,6 +570,12 @@ static int web_fetch(struct aws_creds_provider *p, struct aws_creds *out,
 	hdrs = curl_slist_append(hdrs, "Accept: text/xml");
 	err = http_run("POST", p->url, hdrs, body, HTTP_TIMEOUT_MS, false,
 		       &status, &b, why);
+	if (err == EACCES) {
+		char tmp[WHY_MAX];
+
+		snprintf(tmp, WHY_MAX, "STS at %s", why);
+		memcpy(why, tmp, WHY_MAX);
+	}
 	if (err != 0)
 		goto out;
 	err = EACCES;
@@ -622,9 +631,11 @@ static int src_web(struct aws_creds_provider *p, struct aws_creds *out,
 		return ENOENT;
 	}
 	if (file == NULL || role == NULL) {
+		static const char *const tf = "AWS_WEB_IDENTITY_TOKEN_FILE";
+
 		snprintf(why, WHY_MAX, "%s is set but %s is not",
-			 file ? "AWS_WEB_IDENTITY_TOKEN_FILE" : "AWS_ROLE_ARN",
-			 file ? "AWS_ROLE_ARN" : "AWS_WEB_IDENTITY_TOKEN_FILE");
+			 file ? tf : "AWS_ROLE_ARN",
+			 file ? "AWS_ROLE_ARN" : tf);
 		return EACCES;
 	}
 	if ((err = web_configure(p, file, role,
@@ -731,8 +742,10 @@ static int src_container(struct aws_creds_provider *p, struct aws_creds *out,
 			return ENOMEM;
 		}
 	} else {
+		bool http = strncmp(full, "http://", 7) == 0;
+
 		if (strncmp(full, "https://", 8) != 0 &&
-		    !(strncmp(full, "http://", 7) == 0 && http_host_ok(full))) {
+		    !(http && http_host_ok(full))) {
 			snprintf(why, WHY_MAX, "AWS_CONTAINER_CREDENTIALS_"
 				 "FULL_URI=%s: use https, or http to a "
 				 "loopback address, 169.254.170.2 or "
@@ -862,6 +875,7 @@ static int src_imds(struct aws_creds_provider *p, struct aws_creds *out,
 {
 	const char *off = env("AWS_EC2_METADATA_DISABLED");
 	const char *ep = env("AWS_EC2_METADATA_SERVICE_ENDPOINT");
+	const char *mode = env("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE");
 	size_t n;
 
 	if (off != NULL && strcasecmp(off, "true") == 0) {
@@ -870,7 +884,10 @@ static int src_imds(struct aws_creds_provider *p, struct aws_creds *out,
 		return ENOENT;
 	}
 	p->kind = SRC_IMDS;
-	if ((p->url = strdup(ep ? ep : IMDS_DEFAULT)) == NULL)
+	if (ep == NULL)
+		ep = mode && strcasecmp(mode, "IPv6") == 0 ? IMDS_DEFAULT_V6
+							   : IMDS_DEFAULT;
+	if ((p->url = strdup(ep)) == NULL)
 		return ENOMEM;
 	n = strlen(p->url);
 	while (n > 0 && p->url[n - 1] == '/')
@@ -987,8 +1004,8 @@ int aws_creds_get(struct aws_creds_provider *p, struct aws_creds *out)
 		if (err == 0) {
 			aws_creds_clear(&p->cur);
 			p->cur = fresh;
-			log_debug("%s: S3 credentials refreshed from %s, valid "
-				  "for %ld s", p->what, p->source,
+			log_debug("%s: S3 credentials refreshed from %s, "
+				  "valid for %ld s", p->what, p->source,
 				  (long)(fresh.expires - now));
 		} else if (err != ENOMEM && now < p->cur.expires) {
 			log_warn("%s: cannot refresh the S3 credentials from "

@@ -20,8 +20,10 @@
  *      AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE (read at every fetch) or
  *      AWS_CONTAINER_AUTHORIZATION_TOKEN;
  *   5. EC2 instance metadata, IMDSv2 only (token by PUT, then the role's
- *      credentials), at $AWS_EC2_METADATA_SERVICE_ENDPOINT or
- *      http://169.254.169.254, unless AWS_EC2_METADATA_DISABLED=true;
+ *      credentials), at $AWS_EC2_METADATA_SERVICE_ENDPOINT, else
+ *      http://169.254.169.254 (http://[fd00:ec2::254] if
+ *      AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6), unless
+ *      AWS_EC2_METADATA_DISABLED=true;
  *      one-second time-outs, so a machine without IMDS fails fast.
  * A source that is not configured is passed over; one that is configured
  * but fails ends the search (as in the SDKs: a broken IRSA setup must not

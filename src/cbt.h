@@ -48,6 +48,7 @@ struct cbt_request {
 	uint64_t device_size;	/* bytes: ranges must end within it */
 	bool has_base;		/* a delta against a base snapshot */
 	const char *base_handle; /* the base's CSI snapshot handle, or NULL */
+	const char *base_name;	/* the base snapshot's name, or NULL */
 	/* set by a signal handler: give up soon with EINTR */
 	volatile sig_atomic_t *interrupted;
 };

@@ -406,8 +406,8 @@ static int k8s_get_ranges(struct cbt_source *src,
 	/* a base ingested without a handle: ask the cluster, if it still
 	 * has the base VolumeSnapshot */
 	if (req->has_base && req->base_handle == NULL &&
-	    c->conf.sidecar.base_snapshot_id == NULL && c->conf.base_name != NULL &&
-	    resolve_snapshot(k, ns, c->conf.base_name, &bi) == 0)
+	    c->conf.sidecar.base_snapshot_id == NULL && req->base_name != NULL &&
+	    resolve_snapshot(k, ns, req->base_name, &bi) == 0)
 		r.base_handle = bi.handle;
 
 	g = c->conf.sidecar;

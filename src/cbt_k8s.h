@@ -21,7 +21,6 @@
 struct cbt_k8s_conf {
 	const char *kubeconfig;		/* NULL: see k8s.h */
 	const char *service_account;	/* "NAME" or "NS/NAME"; NULL: own */
-	const char *base_name;		/* the base VolumeSnapshot, or NULL */
 	/*
 	 * The sidecar source's settings.  namespace (NULL: the context's or
 	 * the pod's) and snapshot_name name the VolumeSnapshot; target and

@@ -76,7 +76,7 @@ struct chunk_cache {
 	struct entry read;
 	struct entry fresh;
 	size_t n_entries;
-	uint64_t hits, misses, prefetched, dropped, errors;
+	uint64_t hits, misses, waits, prefetched, dropped, errors;
 
 	pthread_cond_t queued;
 	unsigned char queue[QUEUE_LEN][CODEC_ID_LEN];
@@ -329,6 +329,8 @@ int chunk_cache_read(struct chunk_cache *cc,
 			cc->hits++;
 			list_unlink(e);
 			e->refs++;
+			if (e->state == LOADING)
+				cc->waits++;
 			while (e->state == LOADING)
 				pthread_cond_wait(&cc->loaded, &cc->lock);
 			break;
@@ -426,6 +428,7 @@ void chunk_cache_get_stats(struct chunk_cache *cc,
 	pthread_mutex_lock(&cc->lock);
 	st->hits = cc->hits;
 	st->misses = cc->misses;
+	st->waits = cc->waits;
 	st->prefetched = cc->prefetched;
 	st->prefetch_dropped = cc->dropped;
 	st->load_errors = cc->errors;

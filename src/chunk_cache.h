@@ -52,8 +52,9 @@ bool chunk_cache_prefetch(struct chunk_cache *cc,
 			  const unsigned char id[CODEC_ID_LEN]);
 
 struct chunk_cache_stats {
-	uint64_t hits;		/* reads of a chunk cached or being loaded */
+	uint64_t hits;		/* reads of a chunk cached or loading */
 	uint64_t misses;	/* reads that loaded their chunk */
+	uint64_t waits;		/* hits that waited for a load */
 	uint64_t prefetched;	/* chunks loaded ahead of the reader */
 	uint64_t prefetch_dropped;	/* read-aheads given up: no room */
 	uint64_t load_errors;	/* loads that failed */

@@ -24,7 +24,8 @@ bool cli_names_repo(const char *arg)
 	struct stat sb;
 
 	if (strncmp(arg, "s3://", 5) == 0 || strncmp(arg, "file://", 7) == 0 ||
-	    arg[0] == '/' || arg[0] == '.')
+	    arg[0] == '/' || strcmp(arg, ".") == 0 || strcmp(arg, "..") == 0 ||
+	    strncmp(arg, "./", 2) == 0 || strncmp(arg, "../", 3) == 0)
 		return true;
 	snprintf(path, sizeof(path), "%s/config", arg);
 	return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);

@@ -22,8 +22,8 @@ void cli_version(const char *prog);
 
 /*
  * Whether arg, given where REPO or another argument may stand, names a
- * repository: an s3:// or file:// URL, a path starting with / or ., or a
- * directory holding a config object.
+ * repository: an s3:// or file:// URL, a path starting with /, ./ or
+ * ../ (or . or ..), or a directory holding a config object.
  */
 bool cli_names_repo(const char *arg);
 
@@ -48,8 +48,8 @@ enum {
 	{ "retries", required_argument, NULL, CLI_OPT_RETRIES },          \
 	{ "timeout", required_argument, NULL, CLI_OPT_TIMEOUT }
 #define CLI_STORE_HELP                                                      \
-"S3 repositories (s3://BUCKET/PREFIX; credentials from AWS_ACCESS_KEY_ID,\n" \
-"AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN):\n"                          \
+"S3 repositories (s3://BUCKET/PREFIX; credentials in the AWS SDK order:\n" \
+"environment, ~/.aws files, web identity, container, IMDSv2):\n"          \
 "      --endpoint URL     S3 endpoint, e.g. http://127.0.0.1:7480\n"        \
 "                         (default $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL,\n" \
 "                         or AWS itself)\n"                                 \

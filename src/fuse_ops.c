@@ -103,7 +103,7 @@ struct cbtfs_fs {
 	pthread_t bg;
 	bool bg_running;
 	pthread_mutex_t bg_lock;
-	pthread_cond_t bg_cond;		/* work for the background thread */
+	pthread_cond_t bg_cond;		/* work for the background */
 	bool stop;
 	bool sync_wanted;
 	struct damage damage[DAMAGE_QUEUE];
@@ -368,7 +368,8 @@ static void *background(void *arg)
 				ts.tv_sec++;
 				ts.tv_nsec -= 1000000000;
 			}
-			pthread_cond_timedwait(&fs->bg_cond, &fs->bg_lock, &ts);
+			pthread_cond_timedwait(&fs->bg_cond, &fs->bg_lock,
+					       &ts);
 			continue;
 		}
 		n = fs->n_damage;
@@ -665,6 +666,9 @@ struct metrics {
 	  m->cache.hits)						\
 	X(cache_misses_total, counter,					\
 	  "Chunk reads that had to load their chunk", m->cache.misses)	\
+	X(cache_waits_total, counter,					\
+	  "Chunk reads that waited for a load under way (read-ahead "	\
+	  "too late)", m->cache.waits)					\
 	X(readahead_chunks_total, counter,				\
 	  "Chunks loaded ahead of sequential readers", m->cache.prefetched) \
 	X(readahead_dropped_total, counter,				\
@@ -923,6 +927,13 @@ static void read_ahead(struct cbtfs_fs *fs, struct open_file *of,
 	}
 }
 
+/*
+ * One copy, from the cached chunk into libfuse's buffer.  read_buf cannot
+ * avoid it with libfuse 3.14's high-level API: libfuse free()s every
+ * memory buffer a read_buf hands it after the reply, with no call back to
+ * release a pin, and copies any buffer that does not start at its
+ * malloc'd address (a verified frame's chunk follows its header).
+ */
 static int op_read(const char *path, char *buf, size_t size, off_t offset,
 		   struct fuse_file_info *fi)
 {
@@ -1155,6 +1166,7 @@ int fuse_ops_main(struct fuse_args *args, const struct mount_conf *conf)
 {
 	struct fuse_cmdline_opts opts = { 0 };
 	struct fuse_loop_config loop = { 0 };
+	struct fuse_conn_info_opts *conn_opts = NULL;
 	struct cbtfs_fs *fs = NULL;
 	struct fuse *fuse = NULL;
 	int status = 1;
@@ -1166,6 +1178,13 @@ int fuse_ops_main(struct fuse_args *args, const struct mount_conf *conf)
 		status = 2;
 		goto out;
 	}
+	/* -o splice_read and the other connection options libfuse knows,
+	 * applied in op_init(); libfuse says what it refuses */
+	conn_opts = fuse_parse_conn_info_opts(args);
+	if (conn_opts == NULL) {
+		status = 2;
+		goto out;
+	}
 	/*
 	 * Check the repository before mounting, so errors reach the
 	 * terminal.  The index is opened again after fuse_daemonize():
@@ -1174,13 +1193,8 @@ int fuse_ops_main(struct fuse_args *args, const struct mount_conf *conf)
 	fs = fs_open(conf);
 	if (fs == NULL)
 		goto out;
-	/* -o splice_read and the other connection options libfuse knows,
-	 * applied in op_init() */
-	fs->conn_opts = fuse_parse_conn_info_opts(args);
-	if (fs->conn_opts == NULL) {
-		status = 2;
-		goto out;
-	}
+	fs->conn_opts = conn_opts;
+	conn_opts = NULL;
 	index_close(fs->index);
 	fs->index = NULL;
 
@@ -1246,6 +1260,7 @@ out_destroy:
 out:
 	if (fs != NULL)
 		fs_free(fs);
+	free(conn_opts);
 	free(opts.mountpoint);
 	return status;
 }

@@ -666,19 +666,48 @@ out:
  * flight. */
 #define INDEX_FETCH_JOBS 8
 
+/* A sync indexes what it fetched this many manifests at a time, in one
+ * transaction: a commit per manifest would cost more than its fetch. */
+#define INDEX_BATCH 64
+
 struct fetching {
 	struct index *ix;
 	const struct id_set *ids;
 	struct manifest **v;	/* index_rebuild(): kept, by position */
 	struct id_set *bad;	/* index_rebuild(): unreadable ones */
-	bool added;		/* index_sync(): some manifest indexed */
+	/* index_sync(), under ix->lock: fetched, not indexed yet */
+	struct manifest *batch[INDEX_BATCH];
+	size_t n_batch;
+	bool added;		/* some manifest indexed */
 };
 
+/* Indexes f's batch in one transaction and empties it; ix->lock held. */
+static int flush_batch(struct fetching *f)
+{
+	struct index *ix = f->ix;
+	size_t i;
+	int err;
+
+	if (f->n_batch == 0)
+		return 0;
+	err = db_exec(ix, "BEGIN IMMEDIATE");
+	for (i = 0; i < f->n_batch && err == 0; i++)
+		err = insert_manifest(ix, f->batch[i]);
+	if (err == 0 && (err = db_exec(ix, "COMMIT")) == 0)
+		f->added = true;
+	else if (i > 0)
+		db_exec(ix, "ROLLBACK");
+	for (i = 0; i < f->n_batch; i++)
+		manifest_free(f->batch[i]);
+	f->n_batch = 0;
+	return err;
+}
+
 /*
- * pool_task: fetches manifest k of f->ids; a sync indexes it at once (in
- * a transaction of its own, so that memory does not grow with the
- * number of manifests), a rebuild keeps it for one transaction.  Deleted
- * since the listing: skipped; unreadable: remembered (logged once).
+ * pool_task: fetches manifest k of f->ids; a sync indexes it with the
+ * batch it joins (so that memory does not grow with the number of
+ * manifests), a rebuild keeps it for one transaction.  Deleted since the
+ * listing: skipped; unreadable: remembered (logged once).
  */
 static int fetch_task(void *arg, size_t k, struct buf *scratch)
 {
@@ -701,8 +730,10 @@ static int fetch_task(void *arg, size_t k, struct buf *scratch)
 		f->v[k] = m;
 		m = NULL;
 	} else if (err == 0) {
-		err = add_manifest_locked(ix, m);
-		f->added |= err == 0;
+		f->batch[f->n_batch++] = m;
+		m = NULL;
+		if (f->n_batch == INDEX_BATCH)
+			err = flush_batch(f);
 	}
 	pthread_mutex_unlock(&ix->lock);
 	manifest_free(m);
@@ -716,8 +747,13 @@ static int fetch_new(struct index *ix, const struct id_set *ids,
 	struct fetching f = { .ix = ix, .ids = ids };
 	struct pool_conf pc = { .n = ids->n, .jobs = INDEX_FETCH_JOBS,
 				.task = fetch_task, .arg = &f };
-	int err = pool_run(&pc);
+	int err = pool_run(&pc), err2;
 
+	pthread_mutex_lock(&ix->lock);
+	err2 = flush_batch(&f);		/* also frees it after an error */
+	pthread_mutex_unlock(&ix->lock);
+	if (err == 0)
+		err = err2;
 	if (f.added && changed != NULL)
 		*changed = true;
 	return err;

@@ -29,6 +29,7 @@
 #include "array.h"
 #include "ingest.h"
 #include "pool.h"
+#include "progress.h"
 
 enum verdict { V_UNCHANGED = 0, V_ENTRY = 1 };
 
@@ -59,7 +60,7 @@ struct ingest {
 	const unsigned char (*damaged)[CODEC_ID_LEN];	/* sorted */
 	size_t n_damaged;
 
-	double start;			/* of the workers, for progress */
+	struct progress pr;		/* the workers' progress line */
 
 	pthread_mutex_t lock;
 	struct manifest_stats stats;
@@ -272,18 +273,18 @@ static int chunk_task(void *arg, size_t k, struct buf *scratch)
 static void draw_progress(void *arg, size_t done, bool final)
 {
 	struct ingest *ing = arg;
-	double secs = now_seconds() - ing->start;
-	double pct = ing->n_todo ? 100.0 * done / ing->n_todo : 100.0;
+	double secs = now_seconds() - ing->pr.phase;
+	uint64_t bytes;
 
 	pthread_mutex_lock(&ing->lock);
-	fprintf(stderr, "\r%5.1f%%  %zu/%zu chunks  read %s  %.1f MB/s  "
-		"new %" PRIu64 "  ", pct, done, ing->n_todo,
-		HUMAN(ing->stats.bytes_read),
-		secs > 0 ? ing->stats.bytes_read / secs / 1e6 : 0.0,
-		ing->stats.chunks_new);
+	bytes = ing->stats.bytes_read;
 	pthread_mutex_unlock(&ing->lock);
-	if (final)
-		fputc('\n', stderr);
+	progress_show(&ing->pr, final, done, ing->n_todo,
+		      "%.0f%% %zu/%zu chunks, %s at %.0f MB/s",
+		      ing->n_todo ? 100.0 * (double)done / (double)ing->n_todo
+				  : 100.0,
+		      done, ing->n_todo, HUMAN(bytes),
+		      secs > 0 ? (double)bytes / secs / 1e6 : 0.0);
 }
 
 /* Runs the workers over ing->todo; returns the first error. */
@@ -296,8 +297,9 @@ static int run_workers(struct ingest *ing, unsigned jobs, bool progress)
 	};
 	int err;
 
-	ing->start = now_seconds();
+	progress_init(&ing->pr, "ingest", progress);
 	err = pool_run(&pc);
+	progress_end(&ing->pr);
 	if (err == EINTR)
 		log_error("interrupted: no snapshot was committed");
 	return err;
@@ -466,30 +468,56 @@ static int check_name_free(const struct ingest_conf *conf,
 	return err;
 }
 
-/* Finds the base snapshot by name and resolves its chain (verified). */
+/* index_list_snapshots(): keeps the name of the last (newest) one. */
+static int keep_newest(void *arg, const struct manifest *m)
+{
+	snprintf(arg, 256, "%s", m->name);
+	return 0;
+}
+
+/*
+ * Finds the base snapshot by name (INGEST_BASE_LATEST: the volume's
+ * newest; none yet leaves *basep NULL, a full backup) and resolves its
+ * chain (verified).
+ */
 static int find_base(const struct ingest_conf *conf, struct manifest **basep,
 		     struct chunk_map **mapp)
 {
+	const char *name = conf->base;
+	char newest[256] = "";
 	struct manifest *row;
 	int err;
 
-	err = index_find_snapshot(conf->index, conf->volume, conf->base, &row);
+	if (strcmp(name, INGEST_BASE_LATEST) == 0) {
+		err = index_list_snapshots(conf->index, conf->volume,
+					   keep_newest, newest);
+		if (err != 0)
+			return err;
+		if (newest[0] == '\0') {
+			log_info("volume '%s' has no snapshot yet: --base "
+				 "latest makes a full backup", conf->volume);
+			return 0;
+		}
+		name = newest;
+		log_info("--base latest: snapshot '%s'", name);
+	}
+	err = index_find_snapshot(conf->index, conf->volume, name, &row);
 	if (err == ENOENT)
 		log_error("base snapshot '%s' of volume '%s' is not in the "
 			  "repository; 'cbtfs-repo snapshots REPO --volume "
-			  "%s' lists the snapshots", conf->base, conf->volume,
+			  "%s' lists the snapshots", name, conf->volume,
 			  conf->volume);
 	if (err != 0)
 		return err;
 	err = index_resolve_chain(conf->index, row->id, basep, mapp);
 	if (err == ENOENT)
 		log_error("base snapshot '%s' vanished from the repository "
-			  "meanwhile", conf->base);
+			  "meanwhile", name);
 	if (err == 0 && (strcmp((*basep)->volume, conf->volume) != 0 ||
-			 strcmp((*basep)->name, conf->base) != 0)) {
+			 strcmp((*basep)->name, name) != 0)) {
 		log_error("index %s: the row of snapshot '%s' names another "
 			  "snapshot than its manifest",
-			  index_path(conf->index), conf->base);
+			  index_path(conf->index), name);
 		err = EUCLEAN;
 	}
 	if (err != 0) {
@@ -623,6 +651,7 @@ static int take_answer(const struct ingest_conf *conf,
 /* What one attempt of ingest_run() works with. */
 struct plan {
 	struct manifest *base;		/* verified, or NULL */
+	char base_name[256];		/* of the base found, or "" */
 	struct chunk_map *base_map;
 	struct cbt_answer ans;
 	uint64_t *todo;
@@ -719,10 +748,14 @@ static int plan_ingest(const struct ingest_conf *conf, struct ingest *ing,
 	if (conf->base != NULL &&
 	    (err = find_base(conf, &p->base, &p->base_map)) != 0)
 		return err;
+	if (p->base != NULL)
+		snprintf(p->base_name, sizeof(p->base_name), "%s",
+			 p->base->name);
 	ing->base = p->base_map;
 	if (conf->changes->ops->get_ranges != NULL) {
 		req.device_size = ing->capacity;
 		req.has_base = p->base != NULL;
+		req.base_name = p->base ? p->base->name : NULL;
 		req.base_handle = p->base && p->base->csi_handle[0]
 					  ? p->base->csi_handle : NULL;
 		req.interrupted = conf->interrupted;
@@ -854,7 +887,9 @@ static int ingest_once(const struct ingest_conf *conf,
 out:
 	/* what was done so far, also for a run that failed (metrics) */
 	res->capacity = ing.capacity;
-	res->full_fallback = p.ans.full && conf->base != NULL;
+	res->full_fallback = p.ans.full && p.base_name[0] != '\0';
+	if (!res->full_fallback)
+		snprintf(res->base, sizeof(res->base), "%s", p.base_name);
 	res->stats = ing.stats;
 	res->chunks_total = p.nchunks;
 	res->chunks_healed = ing.chunks_healed;

@@ -8,9 +8,9 @@
  * Every input is checked before the first chunk is written, under the
  * volume's lock (whose record a failed check removes again), so bad input
  * leaves the repository unchanged.  The index is synced once, under the
- * lock: an ingest lists snapshots/ once.  Chunks are processed by a bounded pool
- * of worker threads; a failure stops them and writes no manifest (the
- * chunks already uploaded are unreferenced, for gc).
+ * lock: an ingest lists snapshots/ once.  Chunks are processed by a
+ * bounded pool of worker threads; a failure stops them and writes no
+ * manifest (the chunks already uploaded are unreferenced, for gc).
  */
 #ifndef CBTFS_INGEST_H
 #define CBTFS_INGEST_H
@@ -28,7 +28,8 @@ struct ingest_conf {
 	const char *volume;
 	const char *name;		/* snapshot name */
 	const char *device;		/* block device or image file */
-	const char *base;		/* base snapshot name, or NULL */
+	const char *base;		/* base snapshot name, or NULL;
+					 * INGEST_BASE_LATEST: the newest */
 	struct cbt_source *changes;
 	const char *csi_handle;		/* recorded in the manifest; or NULL */
 	const char *csi_driver;
@@ -38,8 +39,13 @@ struct ingest_conf {
 	volatile sig_atomic_t *interrupted;
 };
 
+/* --base latest: the volume's newest snapshot, or none (a full backup)
+ * when it has none yet. */
+#define INGEST_BASE_LATEST "latest"
+
 struct ingest_result {
 	char id[CBTFS_UUID_LEN + 1];
+	char base[256];			/* the base used; "" for none */
 	uint64_t capacity;
 	bool full_fallback;		/* --base given, but a full backup made */
 	bool already_committed;		/* a killed run had committed it */

@@ -346,7 +346,8 @@ static int exec_env(struct k8s_exec *x, struct json_object *envs,
 			const char *nm = k8s_string(
 				json_object_array_get_idx(envs, j), "name");
 
-			over = nm != NULL && env_is(environ[i], nm, strlen(nm));
+			over = nm != NULL &&
+			       env_is(environ[i], nm, strlen(nm));
 		}
 		if (!over)
 			err = env_add(x, strdup(environ[i]));
@@ -407,6 +408,13 @@ static int exec_load(struct k8s_client *k, struct json_object *ex,
 			  ver ? ver : "(none)", EXEC_V1, EXEC_V1BETA1);
 		return EINVAL;
 	}
+	if (mode == NULL && strcmp(ver, EXEC_V1) == 0) {
+		/* v1 has no default (v1beta1: IfAvailable) */
+		log_error("kubeconfig %s: exec plugin %s: %s needs "
+			  "interactiveMode (Never, IfAvailable or Always)",
+			  path, cmd, ver);
+		return EINVAL;
+	}
 	if (mode == NULL || strcmp(mode, "IfAvailable") == 0)
 		x->interactive = 1;
 	else if (strcmp(mode, "Never") == 0)
@@ -459,8 +467,9 @@ static int exec_load(struct k8s_client *k, struct json_object *ex,
 		json_object_new_boolean(x->interactive > 0 && isatty(0)));
 	if (pci != NULL && strcmp(pci, "true") == 0) {
 		static const char *const keys[] = {
-			"server", "tls-server-name", "certificate-authority-data",
-			"proxy-url", "disable-compression"
+			"server", "tls-server-name",
+			"certificate-authority-data", "proxy-url",
+			"disable-compression"
 		};
 		struct json_object *ext = k8s_field(cl, "extensions");
 
@@ -507,6 +516,31 @@ static bool drain(int fd, struct buf *b, size_t max)
 	return true;
 }
 
+/* The executable a bare command name runs, from $PATH (as execvp would
+ * pick it); malloc'd, or NULL. */
+static char *path_lookup(const char *cmd)
+{
+	const char *p = getenv("PATH");
+	char *list, *dir, *save = NULL, *full = NULL;
+
+	if ((list = strdup(p && *p ? p : "/usr/local/bin:/usr/bin:/bin")) ==
+	    NULL)
+		return NULL;
+	for (dir = strtok_r(list, ":", &save); dir != NULL;
+	     dir = strtok_r(NULL, ":", &save)) {
+		if (asprintf(&full, "%s/%s", *dir ? dir : ".", cmd) < 0) {
+			full = NULL;
+			break;
+		}
+		if (access(full, X_OK) == 0)
+			break;
+		free(full);
+		full = NULL;
+	}
+	free(list);
+	return full;
+}
+
 /*
  * Runs the plugin; returns 0 with its exit status in *status (-1: killed,
  * by signal *sig or the time-out) and its output, or an errno after
@@ -520,10 +554,18 @@ static int exec_spawn(struct k8s_client *k, struct buf *out,
 	int po[2] = { -1, -1 }, pe[2] = { -1, -1 }, st = 0, rc;
 	bool open_o = true, open_e = true;
 	double deadline = now_seconds() + EXEC_TIMEOUT_S;
+	char *found = NULL;
 	pid_t pid;
 
 	*status = -1;
 	*sig = 0;
+	if (strchr(x->path, '/') == NULL &&
+	    (found = path_lookup(x->path)) == NULL) {
+		log_error("%s: exec plugin %s: not found in $PATH%s%s",
+			  k->source, x->command, x->install_hint ? ": " : "",
+			  x->install_hint ? x->install_hint : "");
+		return ENOENT;
+	}
 	if (pipe2(po, O_CLOEXEC) != 0 || pipe2(pe, O_CLOEXEC) != 0) {
 		rc = errno;
 		log_error("%s: exec plugin %s: pipe: %s", k->source,
@@ -536,16 +578,15 @@ static int exec_spawn(struct k8s_client *k, struct buf *out,
 						 O_RDONLY, 0);
 	posix_spawn_file_actions_adddup2(&fa, po[1], 1);
 	posix_spawn_file_actions_adddup2(&fa, pe[1], 2);
-	rc = posix_spawnp(&pid, x->path, &fa, NULL, x->argv, x->env);
+	rc = posix_spawn(&pid, found ? found : x->path, &fa, NULL, x->argv,
+			 x->env);
 	posix_spawn_file_actions_destroy(&fa);
 	close(po[1]);
 	close(pe[1]);
 	po[1] = pe[1] = -1;
 	if (rc != 0) {
 		log_error("%s: exec plugin %s: %s%s%s", k->source, x->command,
-			  rc == ENOENT && !strchr(x->command, '/')
-				  ? "not found in $PATH" : ERRSTR(rc),
-			  x->install_hint ? ": " : "",
+			  ERRSTR(rc), x->install_hint ? ": " : "",
 			  x->install_hint ? x->install_hint : "");
 		goto close;
 	}
@@ -578,6 +619,7 @@ static int exec_spawn(struct k8s_client *k, struct buf *out,
 	out->len--;
 	errout->len--;
 close:
+	free(found);
 	if (po[0] >= 0)
 		close(po[0]);
 	if (pe[0] >= 0)

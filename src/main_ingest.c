@@ -45,12 +45,14 @@ static void usage(void)
 "\n"
 "Options:\n"
 "  -r, --repo REPO        repository: a directory, file:///path or\n"
-"                         s3://BUCKET/PREFIX\n"
+"                         s3://BUCKET/PREFIX (default $CBTFS_REPOSITORY)\n"
 "      --volume VOLUME    volume name, e.g. ns/pvc ('/' makes directories)\n"
-"  -s, --snapshot NAME    name of the new snapshot (unique per volume)\n"
+"  -s, --snapshot NAME    name of the new snapshot (unique per volume);\n"
+"                         VOLUME@NAME names the volume too\n"
 "  -d, --device PATH      block device or image file with the snapshot\n"
 "  -b, --base NAME        earlier snapshot of VOLUME to take unchanged\n"
-"                         chunks from\n"
+"                         chunks from; 'latest': the volume's newest\n"
+"                         (none yet: a full backup)\n"
 "  -c, --changes SOURCE   how changed blocks are found:\n"
 "                           scan          read the whole device and\n"
 "                                         compare with the base (default)\n"
@@ -80,7 +82,7 @@ static void usage(void)
 "      --no-progress      no progress line, even on a terminal\n"
 "  -v, --verbose          more messages\n"
 "  -h, --help             show this help and exit\n"
-"      --version          show the version and exit\n"
+"  -V, --version          show the version and exit\n"
 "\n"
 "Changed Block Tracking (--changes csi or sidecar): without --base, the\n"
 "service lists the allocated blocks; with --base, those changed since the\n"
@@ -125,7 +127,7 @@ CLI_STORE_HELP
 }
 
 enum {
-	OPT_CACHE_DIR = 256, OPT_JSON, OPT_NO_PROGRESS, OPT_VERSION,
+	OPT_CACHE_DIR = 256, OPT_JSON, OPT_NO_PROGRESS, OPT_VOLUME,
 	OPT_CSI_ENDPOINT, OPT_CBT_ADDRESS, OPT_SNAPSHOT_ID,
 	OPT_BASE_SNAPSHOT_ID, OPT_NAMESPACE, OPT_TOKEN_FILE,
 	OPT_TLS_SERVER_NAME, OPT_MAX_RESULTS, OPT_NO_FALLBACK,
@@ -135,7 +137,7 @@ enum {
 
 static const struct option long_opts[] = {
 	{ "repo", required_argument, NULL, 'r' },
-	{ "volume", required_argument, NULL, 'V' },
+	{ "volume", required_argument, NULL, OPT_VOLUME },
 	{ "snapshot", required_argument, NULL, 's' },
 	{ "device", required_argument, NULL, 'd' },
 	{ "base", required_argument, NULL, 'b' },
@@ -146,7 +148,7 @@ static const struct option long_opts[] = {
 	{ "no-progress", no_argument, NULL, OPT_NO_PROGRESS },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help", no_argument, NULL, 'h' },
-	{ "version", no_argument, NULL, OPT_VERSION },
+	{ "version", no_argument, NULL, 'V' },
 	{ "csi-endpoint", required_argument, NULL, OPT_CSI_ENDPOINT },
 	{ "cbt-address", required_argument, NULL, OPT_CBT_ADDRESS },
 	{ "snapshot-id", required_argument, NULL, OPT_SNAPSHOT_ID },
@@ -191,10 +193,7 @@ static void print_summary(const struct ingest_conf *conf,
 		json_object_object_add(o, "snapshot",
 				       json_object_new_string(conf->name));
 		json_object_object_add(o, "id", json_object_new_string(res->id));
-		json_object_object_add(o, "base",
-				       conf->base && !res->full_fallback
-					       ? json_object_new_string(conf->base)
-					       : NULL);
+		json_object_object_add(o, "parent", cli_json_text(res->base));
 		json_object_object_add(o, "full_fallback",
 				       json_object_new_boolean(
 					       res->full_fallback));
@@ -213,7 +212,7 @@ static void print_summary(const struct ingest_conf *conf,
 				       json_object_new_int64(
 					       (int64_t)res->manifest_bytes));
 		json_object_object_add(o, "seconds",
-				       json_object_new_double(res->seconds));
+				       cli_json_seconds(res->seconds));
 		json_object_object_add(o, "requests",
 				       json_object_new_int64(
 					       (int64_t)res->store.requests));
@@ -230,11 +229,11 @@ static void print_summary(const struct ingest_conf *conf,
 	}
 	printf("%s/%s: read %s in %.1f s (%.1f MB/s); chunks: %" PRIu64
 	       " read, %" PRIu64 " changed (%" PRIu64 " new, %" PRIu64
-	       " reused), %" PRIu64 " zero; stored %s",
+	       " reused), %" PRIu64 " zero; stored %s (and a %s manifest)",
 	       conf->volume, conf->name, HUMAN(s->bytes_read), res->seconds,
 	       mbps, s->chunks_read, s->chunks_changed, s->chunks_new,
-	       s->chunks_reused, s->chunks_zero,
-	       HUMAN(s->bytes_stored + res->manifest_bytes));
+	       s->chunks_reused, s->chunks_zero, HUMAN(s->bytes_stored),
+	       HUMAN(res->manifest_bytes));
 	if (res->chunks_found > 0)
 		printf("; %" PRIu64 " found stored by an earlier run",
 		       res->chunks_found);
@@ -334,7 +333,8 @@ static void put_sample(FILE *f, const struct run *r, const char *name,
  */
 static double previous_success(const char *path)
 {
-	static const char key[] = "cbtfs_ingest_last_success_timestamp_seconds{";
+	static const char key[] =
+		"cbtfs_ingest_last_success_timestamp_seconds{";
 	char line[1024], *v;
 	double t = 0;
 	FILE *f = fopen(path, "re");
@@ -366,7 +366,8 @@ static int write_metrics(const char *path, struct run *r)
 	int fd, err = 0;
 
 	r->last_success = r->ok ? (double)time(NULL) : previous_success(path);
-	if (snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path) >= (int)sizeof(tmp)) {
+	if (snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path) >=
+	    (int)sizeof(tmp)) {
 		log_error("metrics file %s: name too long", path);
 		return ENAMETOOLONG;
 	}
@@ -411,6 +412,7 @@ struct options {
 	const char *csi_endpoint, *cbt_address;
 	bool jobs_set, json, progress;
 	int verbose;
+	char volume_buf[520];	/* of --snapshot VOLUME@NAME */
 };
 
 /* Parses argv into o: -1 to go on, else the exit status (--help, errors,
@@ -418,6 +420,7 @@ struct options {
 static int parse_options(int argc, char *argv[], struct options *o)
 {
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN), n;
+	const char *env, *at;
 	int c;
 
 	o->store.retries = -1;
@@ -426,13 +429,13 @@ static int parse_options(int argc, char *argv[], struct options *o)
 	o->changes = "scan";
 	o->progress = isatty(STDERR_FILENO);
 	o->conf.jobs = ncpu > 0 ? (unsigned)ncpu : 2;
-	while ((c = getopt_long(argc, argv, "r:s:d:b:c:j:vh", long_opts,
+	while ((c = getopt_long(argc, argv, "r:s:d:b:c:j:vhV", long_opts,
 				NULL)) != -1) {
 		switch (c) {
 		case 'r':
 			o->repo_url = optarg;
 			break;
-		case 'V':
+		case OPT_VOLUME:
 			o->conf.volume = optarg;
 			break;
 		case 's':
@@ -522,7 +525,7 @@ static int parse_options(int argc, char *argv[], struct options *o)
 		case 'h':
 			usage();
 			return EXIT_OK;
-		case OPT_VERSION:
+		case 'V':
 			cli_version(prog);
 			return EXIT_OK;
 		default:
@@ -533,10 +536,23 @@ static int parse_options(int argc, char *argv[], struct options *o)
 	if (optind < argc)
 		return cli_usage_error(prog, "unexpected argument '%s'",
 				       argv[optind]);
+	if (o->repo_url == NULL && (env = getenv(REPO_ENV)) != NULL &&
+	    env[0] != '\0')
+		o->repo_url = env;
+	/* --snapshot VOLUME@NAME, without --volume */
+	if (o->conf.volume == NULL && o->conf.name != NULL &&
+	    (at = strrchr(o->conf.name, '@')) != NULL &&
+	    (size_t)(at - o->conf.name) < sizeof(o->volume_buf)) {
+		snprintf(o->volume_buf, sizeof(o->volume_buf), "%.*s",
+			 (int)(at - o->conf.name), o->conf.name);
+		o->conf.volume = o->volume_buf;
+		o->conf.name = at + 1;
+	}
 	if (o->repo_url == NULL || o->conf.volume == NULL ||
 	    o->conf.name == NULL || o->conf.device == NULL)
-		return cli_usage_error(prog, "--repo, --volume, --snapshot and "
-				       "--device are required");
+		return cli_usage_error(prog, "--repo (or $%s), --volume (or "
+				       "--snapshot VOLUME@NAME), --snapshot "
+				       "and --device are required", REPO_ENV);
 	if (o->conf.base != NULL && strcmp(o->conf.base, o->conf.name) == 0)
 		return cli_usage_error(prog, "--base must name an earlier "
 				       "snapshot, not the new one");
@@ -546,9 +562,9 @@ static int parse_options(int argc, char *argv[], struct options *o)
 	     repo_check_snapshot_name(o->conf.base) != 0))
 		return EXIT_USAGE;
 	if (o->metrics_file != NULL && !dir_writable(o->metrics_file))
-		return cli_usage_error(prog, "--metrics-file %s: its directory "
-				       "does not exist or is not writable",
-				       o->metrics_file);
+		return cli_usage_error(prog, "--metrics-file %s: its "
+				       "directory does not exist or is not "
+				       "writable", o->metrics_file);
 	/* uploads wait on the network, not the CPU: keep more in flight */
 	if (!o->jobs_set && strncmp(o->repo_url, "s3://", 5) == 0)
 		o->conf.jobs = 8;
@@ -582,7 +598,6 @@ static int make_change_source(struct options *o)
 					       "address, handles and token "
 					       "itself: no --csi-endpoint, "
 					       "--snapshot-id or --token-file");
-		o->k8s.base_name = o->conf.base;
 		o->k8s.sidecar = *g;
 		o->k8s.sidecar.target = o->cbt_address;
 		o->conf.changes = cbt_k8s_create(&o->k8s, &err);

@@ -896,7 +896,13 @@ static void print_restore(const struct restore_conf *conf,
 		fprintf(out, ", skipped %" PRIu64 " %s", rep->chunks_skipped,
 			conf->from != NULL ? "unchanged since --from"
 					   : "zero chunks");
-	fprintf(out, "%s\n", conf->verify ? "; read back and verified" : "");
+	if (conf->verify)
+		fprintf(out, "; read back and verified %" PRIu64 " chunk%s%s",
+			rep->chunks_verified,
+			rep->chunks_verified == 1 ? "" : "s",
+			rep->chunks_skipped > 0 ? " (the skipped ones were "
+						  "not read)" : "");
+	fputc('\n', out);
 }
 
 static void print_restore_json(const struct restore_conf *conf,
@@ -941,6 +947,10 @@ static int cmd_restore(const struct opts *o)
 	bool to_stdout;
 	int err;
 
+	if (o->n_operands == 0)
+		return cli_usage_error(prog, "restore: give REPO (or -r REPO, "
+				       "or $%s), then the snapshot as VOLUME "
+				       "SNAPSHOT or VOLUME@SNAPSHOT", REPO_ENV);
 	if (o->n_names != 1)
 		return cli_usage_error(prog, "restore: name one snapshot, as "
 				       "VOLUME SNAPSHOT or VOLUME@SNAPSHOT, "
@@ -952,10 +962,13 @@ static int cmd_restore(const struct opts *o)
 				       "PATH (a block device, a file, or - "
 				       "for stdout)");
 	to_stdout = strcmp(o->to, "-") == 0;
-	if (to_stdout && (o->verify || o->from || o->json))
-		return cli_usage_error(prog, "restore --to -: --verify, --from "
-				       "and --json need a target that can be "
-				       "read back or written in place");
+	if (to_stdout && (o->verify || o->from))
+		return cli_usage_error(prog, "restore --to -: --verify and "
+				       "--from need a target that can be read "
+				       "back or written in place");
+	if (to_stdout && o->json)
+		return cli_usage_error(prog, "restore --to -: --json would mix "
+				       "the summary into the image on stdout");
 	if (o->from != NULL && o->target_zeroed)
 		return cli_usage_error(prog, "restore: --from says what the "
 				       "target holds; --target-zeroed says it "
@@ -967,6 +980,9 @@ static int cmd_restore(const struct opts *o)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	/* a reader of stdout that stops is an error to report, not death */
+	signal(SIGPIPE, SIG_IGN);
 	sopts.connections = o->jobs;
 	if (cli_open_repo(o->repo, &sopts, &o->pass, o->cache_dir,
 			  &conf.repo, &conf.index) != 0)

@@ -5,6 +5,8 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include "progress.h"
 #include "util.h"
@@ -13,6 +15,13 @@
 
 void progress_init(struct progress *p, const char *what, bool on)
 {
+	struct winsize ws;
+
+	/* one column short of the terminal's width: no wrap, no scroll */
+	p->width = WIDTH;
+	if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 20 &&
+	    ws.ws_col - 1 < WIDTH)
+		p->width = ws.ws_col - 1;
 	p->on = on;
 	p->what = what;
 	p->start = p->phase = now_seconds();
@@ -44,15 +53,17 @@ void progress_show(struct progress *p, bool force, uint64_t done,
 	snprintf(line, sizeof(line), "%s: %s, %s elapsed%s", p->what, text,
 		 CLOCK(now - p->start), left);
 	/* padded, so that a shorter line covers a longer one */
-	fprintf(stderr, "\r%-*.*s", WIDTH, WIDTH, line);
+	fprintf(stderr, "\r%-*.*s", p->width, p->width, line);
 	fflush(stderr);
 	p->last = now;
 	p->drawn = true;
+	log_progress_drawn(true);
 }
 
 void progress_end(struct progress *p)
 {
 	if (p->drawn)
-		fprintf(stderr, "\r%*s\r", WIDTH, "");
+		fprintf(stderr, "\r%*s\r", p->width, "");
 	p->drawn = false;
+	log_progress_drawn(false);
 }

@@ -24,6 +24,7 @@ struct progress {
 	double phase;		/* of the phase the estimate is about */
 	double last;		/* last drawn */
 	bool drawn;
+	int width;		/* columns drawn */
 };
 
 void progress_init(struct progress *p, const char *what, bool on);

@@ -36,8 +36,14 @@ struct target {
 	const char *path;	/* for messages; "stdout" for "-" */
 	int fd;
 	bool is_stdout, is_blk, created, zeroed;
+	bool durable;		/* can be flushed (not a pipe) */
+	char partial[4096];	/* a new file's name until published, or
+				 * "" (an O_TMPFILE has none) */
 	uint64_t size;
 };
+
+/* How far a restore got, for the message that ends a failed one. */
+enum stage { NOTHING_WRITTEN, WRITING, WRITTEN };
 
 /* A chunk to fetch and write: its index and id (in the map). */
 struct write_item {
@@ -57,14 +63,18 @@ struct restore {
 	const unsigned char *zeros;	/* chunk_size zero bytes */
 	struct { struct write_item *v; size_t n, cap; } writes;
 	struct { struct zero_run *v; size_t n, cap; } zero_runs;
-	struct { uint64_t *v; size_t n, cap; } zeroed;	/* for --verify */
+	/* for --verify: the zero runs cut in pieces of VERIFY_PIECE */
+	struct { struct zero_run *v; size_t n, cap; } zero_pieces;
 	struct progress pr;
-	const char *phase;		/* "writing", "verifying" */
+	const char *phase;		/* "zeroing", "writing", "verifying" */
 	uint64_t phase_total;		/* items of the phase */
+	uint64_t phase_bytes0;		/* bytes done before it began */
+	enum stage stage;
 	pthread_mutex_t lock;
 	pthread_cond_t turn;		/* to stdout: next_out moved */
 	uint64_t next_out;
 	int err;			/* the first task error */
+	uint64_t verified_bytes;	/* read back so far */
 	struct restore_report *rep;
 };
 
@@ -136,10 +146,18 @@ static int open_block_device(const struct restore_conf *conf,
 	return 0;
 }
 
-/* Creates the target file, of capacity bytes, all holes. */
+/*
+ * Creates the target file, of capacity bytes, all holes, without a name
+ * (O_TMPFILE in its directory) until publish_file() links it, so that a
+ * restore that is killed leaves nothing that looks restored; where the
+ * file system has no O_TMPFILE, under a hidden partial name renamed at
+ * the end.
+ */
 static int create_file(const struct restore_conf *conf, struct target *t,
 		       uint64_t capacity)
 {
+	char dir[4096];
+	const char *slash = strrchr(t->path, '/');
 	int err;
 
 	if (conf->from != NULL) {
@@ -148,10 +166,28 @@ static int create_file(const struct restore_conf *conf, struct target *t,
 			  "out --from", t->path, conf->from);
 		return EINVAL;
 	}
-	t->fd = open(t->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (slash == NULL)
+		snprintf(dir, sizeof(dir), ".");
+	else
+		snprintf(dir, sizeof(dir), "%.*s",
+			 slash == t->path ? 1 : (int)(slash - t->path),
+			 t->path);
+	t->fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (t->fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR ||
+			  errno == EINVAL)) {
+		int n = snprintf(t->partial, sizeof(t->partial),
+				 "%s/.%s.cbtfs-partial", dir,
+				 slash ? slash + 1 : t->path);
+
+		errno = ENAMETOOLONG;
+		if (n > 0 && (size_t)n < sizeof(t->partial))
+			t->fd = open(t->partial, O_RDWR | O_CREAT | O_TRUNC |
+						 O_CLOEXEC, 0600);
+	}
 	if (t->fd < 0) {
 		err = errno;
 		log_error("cannot create %s: %s", t->path, ERRSTR(err));
+		t->partial[0] = '\0';
 		return err;
 	}
 	t->created = true;
@@ -164,6 +200,32 @@ static int create_file(const struct restore_conf *conf, struct target *t,
 	}
 	t->size = capacity;
 	return 0;
+}
+
+/* Gives the new file, complete and flushed, its name (never replacing a
+ * file that appeared there meanwhile). */
+static int publish_file(struct target *t)
+{
+	char proc[64];
+	int err = 0;
+
+	if (t->partial[0] != '\0') {
+		if (renameat2(AT_FDCWD, t->partial, AT_FDCWD, t->path,
+			      RENAME_NOREPLACE) != 0)
+			err = errno;
+		else
+			t->partial[0] = '\0';
+	} else {
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", t->fd);
+		if (linkat(AT_FDCWD, proc, AT_FDCWD, t->path,
+			   AT_SYMLINK_FOLLOW) != 0)
+			err = errno;
+	}
+	if (err != 0)
+		log_error("cannot name the restored file %s: %s%s", t->path,
+			  ERRSTR(err), err == EEXIST ? " (a file of that "
+			  "name appeared meanwhile; it was left alone)" : "");
+	return err;
 }
 
 /*
@@ -188,8 +250,11 @@ static int open_target(const struct restore_conf *conf, struct target *t,
 				  "file or a device, or give --to PATH");
 			return EINVAL;
 		}
+		t->durable = fstat(t->fd, &sb) == 0 &&
+			     (S_ISREG(sb.st_mode) || S_ISBLK(sb.st_mode));
 		return 0;
 	}
+	t->durable = true;
 	if (stat(t->path, &sb) != 0) {
 		err = errno;
 		if (err == ENOENT)
@@ -201,11 +266,17 @@ static int open_target(const struct restore_conf *conf, struct target *t,
 		err = open_block_device(conf, t, &sb);
 	} else if (S_ISREG(sb.st_mode)) {
 		t->fd = open(t->path, (conf->verify ? O_RDWR : O_WRONLY) |
-				      O_CLOEXEC);
+				      O_CLOEXEC | O_NOFOLLOW);
 		err = t->fd < 0 ? errno : 0;
 		if (err != 0)
 			log_error("cannot open %s for writing: %s", t->path,
 				  ERRSTR(err));
+		/* what was opened, not what was looked at */
+		else if (fstat(t->fd, &sb) != 0 || !S_ISREG(sb.st_mode))
+			err = EAGAIN;
+		if (err == EAGAIN)
+			log_error("%s changed while restore opened it: try "
+				  "again", t->path);
 		t->size = (uint64_t)sb.st_size;
 	} else {
 		log_error("%s is neither a block device nor a regular file",
@@ -233,8 +304,8 @@ static void close_target(struct target *t, bool keep)
 	if (t->fd >= 0 && !t->is_stdout)
 		close(t->fd);
 	t->fd = -1;
-	if (t->created && !keep)
-		unlink(t->path);
+	if (t->partial[0] != '\0' && !keep)
+		unlink(t->partial);
 }
 
 /*
@@ -290,13 +361,20 @@ static void chunk_failed(struct restore *rs, uint64_t idx,
 	const struct restore_conf *conf = rs->conf;
 	uint64_t off = idx * rs->map->chunk_size;
 
-	if (err == EBADMSG || err == ENOENT)
+	if (err == EBADMSG || err == ENOENT) {
 		index_mark_damaged(conf->index, id,
 				   err == ENOENT ? "missing" : "corrupt");
-	log_error("bytes %" PRIu64 "-%" PRIu64 " of %s@%s cannot be "
-		  "restored: %s ('cbtfs-repo verify REPO --read-data' lists "
-		  "what is damaged)", off, off + chunk_len(rs, idx) - 1,
-		  conf->volume, conf->snapshot, ERRSTR(err));
+		log_error("bytes %" PRIu64 "-%" PRIu64 " of %s@%s cannot be "
+			  "restored: their chunk is damaged, and recorded so "
+			  "(an ingest of the same data repairs it; "
+			  "'cbtfs-repo verify REPO' lists what is damaged)",
+			  off, off + chunk_len(rs, idx) - 1, conf->volume,
+			  conf->snapshot);
+	} else if (err != ENOMEM) {
+		log_error("bytes %" PRIu64 "-%" PRIu64 " of %s@%s cannot be "
+			  "fetched: %s", off, off + chunk_len(rs, idx) - 1,
+			  conf->volume, conf->snapshot, ERRSTR(err));
+	}
 }
 
 /* Keeps the first error of a task. */
@@ -371,7 +449,9 @@ static int stream_task(void *arg, size_t k, struct buf *scratch)
 	}
 	err = write_full(rs->t.fd, data, len);
 	if (err != 0) {
-		log_error("cannot write to stdout: %s", ERRSTR(err));
+		log_error("cannot write to stdout at byte %" PRIu64 ": %s",
+			  k * rs->map->chunk_size, err == EPIPE
+			  ? "its reader stopped" : ERRSTR(err));
 		rs->err = err;
 	} else if (zero) {
 		rs->rep->chunks_zeroed++;
@@ -386,23 +466,45 @@ static int stream_task(void *arg, size_t k, struct buf *scratch)
 	return err;
 }
 
-/* pool_tick: the progress line. */
+/* Bytes written, zeroed or read back so far; rs->lock held or no pool
+ * running. */
+static uint64_t bytes_done(const struct restore *rs)
+{
+	return rs->rep->written_bytes + rs->rep->zeroed_bytes +
+	       rs->verified_bytes;
+}
+
+static void begin_phase(struct restore *rs, const char *phase,
+			uint64_t total)
+{
+	rs->phase = phase;
+	rs->phase_total = total;
+	rs->phase_bytes0 = bytes_done(rs);
+	progress_phase(&rs->pr);
+}
+
+/* pool_tick, and zero_runs(): the progress line; done counts items of
+ * the phase (chunks). */
 static void draw_progress(void *arg, size_t done, bool final)
 {
 	struct restore *rs = arg;
 	double secs = now_seconds() - rs->pr.phase;
-	uint64_t bytes;
+	uint64_t bytes, total = rs->phase_total;
 
 	pthread_mutex_lock(&rs->lock);
-	bytes = rs->rep->written_bytes + rs->rep->zeroed_bytes;
+	bytes = bytes_done(rs) - rs->phase_bytes0;
 	pthread_mutex_unlock(&rs->lock);
-	progress_show(&rs->pr, final, done, rs->phase_total,
-		      "%s %.1f%%  %zu/%" PRIu64 " chunks  %.0f MB/s",
-		      rs->phase,
-		      rs->phase_total ? 100.0 * (double)done /
-						(double)rs->phase_total
-				      : 100.0,
-		      done, rs->phase_total,
+	if (strcmp(rs->phase, "zeroing") == 0) {
+		progress_show(&rs->pr, final, bytes, total,
+			      "zeroing %s of %s", HUMAN(bytes),
+			      HUMAN(total));
+		return;
+	}
+	progress_show(&rs->pr, final, done, total,
+		      "%s %.0f%% %zu/%" PRIu64 " chunks, %.0f MB/s",
+		      rs->phase, total ? 100.0 * (double)done / (double)total
+				       : 100.0,
+		      done, total,
 		      secs > 0 ? (double)bytes / secs / 1e6 : 0.0);
 }
 
@@ -422,11 +524,6 @@ static int add_zero(struct restore *rs, uint64_t idx)
 			return err;
 		rs->zero_runs.v[rs->zero_runs.n++] =
 			(struct zero_run){ .first = idx, .count = 1 };
-	}
-	if (rs->conf->verify) {
-		if ((err = ARRAY_GROW(&rs->zeroed)) != 0)
-			return err;
-		rs->zeroed.v[rs->zeroed.n++] = idx;
 	}
 	return 0;
 }
@@ -475,52 +572,67 @@ static int make_plan(struct restore *rs, const struct chunk_map *from)
 	return err;
 }
 
+#define ZERO_SLICE (1ull << 30)	/* bytes zeroed between checks */
+
+/* Zeroes the planned runs, a slice at a time: interruptible, and drawn
+ * as a phase of its own. */
 static int zero_runs(struct restore *rs)
 {
 	uint32_t cs = rs->map->chunk_size;
+	uint64_t total = 0, done = 0;
 	size_t i;
 	int err;
 
+	for (i = 0; i < rs->zero_runs.n; i++)
+		total += rs->zero_runs.v[i].count * cs;
+	begin_phase(rs, "zeroing", total);
 	for (i = 0; i < rs->zero_runs.n; i++) {
 		const struct zero_run *z = &rs->zero_runs.v[i];
-		uint64_t off = z->first * cs, len = z->count * cs;
+		uint64_t off = z->first * cs, end = off + z->count * cs;
 
-		if (off + len > rs->map->capacity)
-			len = rs->map->capacity - off;
-		if ((err = zero_range(rs, off, len)) != 0) {
-			log_error("cannot zero bytes %" PRIu64 "-%" PRIu64
-				  " of %s: %s", off, off + len - 1,
-				  rs->t.path, ERRSTR(err));
-			return err;
+		if (end > rs->map->capacity)
+			end = rs->map->capacity;
+		while (off < end) {
+			uint64_t len = end - off < ZERO_SLICE ? end - off
+							       : ZERO_SLICE;
+
+			if (rs->conf->interrupted && *rs->conf->interrupted)
+				return EINTR;
+			rs->stage = WRITING;
+			if ((err = zero_range(rs, off, len)) != 0) {
+				log_error("cannot zero bytes %" PRIu64 "-%"
+					  PRIu64 " of %s: %s", off,
+					  off + len - 1, rs->t.path,
+					  ERRSTR(err));
+				return err;
+			}
+			rs->rep->zeroed_bytes += len;
+			done += len;
+			off += len;
+			draw_progress(rs, (size_t)(done / cs), false);
 		}
 		rs->rep->chunks_zeroed += z->count;
-		rs->rep->zeroed_bytes += len;
-		if (rs->conf->interrupted && *rs->conf->interrupted)
-			return EINTR;
 	}
 	return 0;
 }
 
 /* ---- read-back -------------------------------------------------------- */
 
-/* pool_task: reads one written (k < writes.n) or zeroed chunk back and
- * checks it. */
-static int verify_task(void *arg, size_t k, struct buf *scratch)
+#define VERIFY_PIECE 64	/* zero chunks read back by one task */
+
+/* Checks that chunk idx of the target reads as id (a zero id: zeros);
+ * scratch holds chunk_size bytes. */
+static int check_chunk(struct restore *rs, uint64_t idx,
+		       const unsigned char *id, unsigned char *scratch)
 {
-	struct restore *rs = arg;
 	uint32_t cs = rs->map->chunk_size;
-	bool zero = k >= rs->writes.n;
-	uint64_t idx = zero ? rs->zeroed.v[k - rs->writes.n]
-			    : rs->writes.v[k].idx;
 	size_t len = chunk_len(rs, idx);
-	unsigned char id[CODEC_ID_LEN];
+	unsigned char got_id[CODEC_ID_LEN];
 	ssize_t got;
 	bool good;
 	int err;
 
-	if (buf_reserve(scratch, cs) != 0)
-		return ENOMEM;
-	got = pread_full(rs->t.fd, scratch->data, len, idx * cs);
+	got = pread_full(rs->t.fd, scratch, len, idx * cs);
 	if (got < 0 || (size_t)got < len) {
 		err = got < 0 ? (int)-got : EIO;
 		log_error("cannot read %s back at byte %" PRIu64 ": %s",
@@ -528,14 +640,14 @@ static int verify_task(void *arg, size_t k, struct buf *scratch)
 							: "it ends there");
 		return err;
 	}
-	memset(scratch->data + len, 0, cs - len);
-	if (zero) {
-		good = codec_is_zero(scratch->data, cs);
+	memset(scratch + len, 0, cs - len);
+	if (codec_id_is_zero(id)) {
+		good = codec_is_zero(scratch, cs);
 	} else {
-		if ((err = repo_chunk_id(rs->conf->repo, scratch->data,
-					 id)) != 0)
+		if ((err = repo_chunk_id(rs->conf->repo, scratch,
+					 got_id)) != 0)
 			return err;
-		good = memcmp(id, rs->writes.v[k].id, CODEC_ID_LEN) == 0;
+		good = memcmp(got_id, id, CODEC_ID_LEN) == 0;
 	}
 	if (!good) {
 		log_error("verify: bytes %" PRIu64 "-%" PRIu64 " of %s do not "
@@ -546,28 +658,74 @@ static int verify_task(void *arg, size_t k, struct buf *scratch)
 	}
 	pthread_mutex_lock(&rs->lock);
 	rs->rep->chunks_verified++;
+	rs->verified_bytes += len;
 	pthread_mutex_unlock(&rs->lock);
+	return 0;
+}
+
+/* pool_task: reads back written chunk k (k < writes.n), or a piece of
+ * zeroed chunks, and checks it. */
+static int verify_task(void *arg, size_t k, struct buf *scratch)
+{
+	struct restore *rs = arg;
+	const struct zero_run *z;
+	uint64_t i;
+	int err = 0;
+
+	if (buf_reserve(scratch, rs->map->chunk_size) != 0)
+		return ENOMEM;
+	if (k < rs->writes.n)
+		return check_chunk(rs, rs->writes.v[k].idx,
+				   rs->writes.v[k].id, scratch->data);
+	z = &rs->zero_pieces.v[k - rs->writes.n];
+	for (i = z->first; err == 0 && i < z->first + z->count; i++)
+		err = check_chunk(rs, i, codec_zero_id, scratch->data);
+	return err;
+}
+
+/* Cuts the zero runs in pieces of at most VERIFY_PIECE chunks. */
+static int cut_zero_pieces(struct restore *rs)
+{
+	size_t i;
+	int err;
+
+	for (i = 0; i < rs->zero_runs.n; i++) {
+		struct zero_run z = rs->zero_runs.v[i];
+
+		while (z.count > 0) {
+			uint64_t n = z.count < VERIFY_PIECE ? z.count
+							    : VERIFY_PIECE;
+
+			if ((err = ARRAY_GROW(&rs->zero_pieces)) != 0)
+				return err;
+			rs->zero_pieces.v[rs->zero_pieces.n++] =
+				(struct zero_run){ z.first, n };
+			z.first += n;
+			z.count -= n;
+		}
+	}
 	return 0;
 }
 
 static int read_back(struct restore *rs)
 {
 	struct pool_conf pc = {
-		.n = rs->writes.n + rs->zeroed.n,
 		.jobs = rs->conf->jobs,
 		.task = verify_task,
 		.tick = rs->conf->progress ? draw_progress : NULL,
 		.arg = rs,
 		.stop = rs->conf->interrupted,
 	};
+	int err;
 
+	if ((err = cut_zero_pieces(rs)) != 0)
+		return err;
+	pc.n = rs->writes.n + rs->zero_pieces.n;
 	/* read the device, not what the page cache kept of the writes */
 	posix_fadvise(rs->t.fd, 0, 0, POSIX_FADV_DONTNEED);
 	if (rs->t.is_blk)
 		ioctl(rs->t.fd, BLKFLSBUF, 0);	/* needs CAP_SYS_ADMIN */
-	rs->phase = "verifying";
-	rs->phase_total = pc.n;
-	progress_phase(&rs->pr);
+	begin_phase(rs, "verifying", pc.n);
 	return pool_run(&pc);
 }
 
@@ -614,17 +772,47 @@ static int write_image(struct restore *rs, struct chunk_map *from)
 		pc.n = rs->writes.n;
 		pc.task = write_task;
 	}
-	rs->phase = "writing";
-	rs->phase_total = pc.n;
-	progress_phase(&rs->pr);
+	begin_phase(rs, "writing", pc.n);
+	if (pc.n > 0)
+		rs->stage = WRITING;
 	err = pool_run(&pc);
 	if (rs->err != 0)
 		err = rs->err;	/* not a waiter's ECANCELED */
-	if (err == 0 && !rs->t.is_stdout && fdatasync(rs->t.fd) != 0) {
+	if (err == 0 && rs->t.durable && fdatasync(rs->t.fd) != 0) {
 		err = errno;
 		log_error("cannot flush %s: %s", rs->t.path, ERRSTR(err));
 	}
+	if (err == 0 && rs->t.created)
+		err = publish_file(&rs->t);
+	if (err == 0)
+		rs->stage = WRITTEN;
 	return err;
+}
+
+/* Says, once, where a restore that failed left its target. */
+static void report_failure(const struct restore *rs, int err)
+{
+	const struct restore_conf *conf = rs->conf;
+	const char *what;
+
+	if (rs->stage == NOTHING_WRITTEN)
+		what = "nothing was written";
+	else if (rs->t.created)
+		what = "the new file is removed";
+	else if (rs->t.is_stdout)
+		what = "the output stopped early: discard what was received";
+	else if (rs->stage == WRITING)
+		what = "the target holds a partial image; run the same "
+		       "command again";
+	else
+		what = "the image was written in full, but reading it back "
+		       "found the difference above";
+	if (err == EINTR)
+		log_error("interrupted: %s", what);
+	else
+		log_error("restore of %s@%s to %s failed: %s", conf->volume,
+			  conf->snapshot, rs->t.path ? rs->t.path
+						     : conf->target, what);
 }
 
 int restore_run(const struct restore_conf *conf, struct restore_report *rep)
@@ -646,20 +834,20 @@ int restore_run(const struct restore_conf *conf, struct restore_report *rep)
 	    (conf->from != NULL &&
 	     (err = resolve(conf, conf->from, &from)) != 0))
 		goto out;
-	if (from != NULL && from->chunk_size != map->chunk_size) {
-		log_error("snapshots %s and %s of %s have different chunk "
-			  "sizes: --from cannot compare them", conf->from,
-			  conf->snapshot, conf->volume);
-		err = EINVAL;
-		goto out;
-	}
 	rs.map = map;
 	zeros = calloc(1, map->chunk_size);
 	if (zeros == NULL) {
+		log_error("out of memory");
 		err = ENOMEM;
 		goto out;
 	}
 	rs.zeros = zeros;
+	/* an interrupt before the target is opened changes nothing */
+	if (conf->interrupted && *conf->interrupted) {
+		err = EINTR;
+		log_error("interrupted: nothing was written");
+		goto out;
+	}
 	if ((err = open_target(conf, &rs.t, map->capacity)) != 0)
 		goto out;
 	rep->capacity = map->capacity;
@@ -667,20 +855,15 @@ int restore_run(const struct restore_conf *conf, struct restore_report *rep)
 	rep->chunks = map->nchunks;
 	rep->new_file = rs.t.created;
 	err = write_image(&rs, from);
+	if (err == ENOMEM)
+		log_error("out of memory");
 	if (err == 0 && conf->verify)
 		err = read_back(&rs);
 	progress_end(&rs.pr);
-	/* what was written stays, unless this restore created the file */
-	if (err == EINTR)
-		log_error("interrupted: %s", rs.t.created
-			  ? "the new file is removed"
-			  : "the target holds a partial image");
-	else if (err != 0)
-		log_error("restore of %s@%s stopped: %s", conf->volume,
-			  conf->snapshot, rs.t.created
-			  ? "the new file is removed"
-			  : "the target holds a partial image");
+	if (err != 0)
+		report_failure(&rs, err);
 out:
+	/* what was written stays, unless this restore made the file */
 	close_target(&rs.t, err == 0);
 	store_get_stats(conf->repo->store, &ss);
 	rep->requests = ss.requests;
@@ -688,7 +871,7 @@ out:
 	rep->seconds = now_seconds() - start;
 	free(rs.writes.v);
 	free(rs.zero_runs.v);
-	free(rs.zeroed.v);
+	free(rs.zero_pieces.v);
 	free(zeros);
 	chunk_map_free(map);
 	chunk_map_free(from);

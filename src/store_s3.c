@@ -507,7 +507,8 @@ static int s3_request(struct store_s3 *s, struct s3_req *r, bool quiet)
 		return err;
 	if (r->body != NULL && s->unsigned_payload &&
 	    strcmp(r->method, "PUT") == 0)
-		snprintf(payload_hash, sizeof(payload_hash), "UNSIGNED-PAYLOAD");
+		snprintf(payload_hash, sizeof(payload_hash), "%s",
+			 "UNSIGNED-PAYLOAD");
 	else if (r->body != NULL)
 		sha256_hex(r->body, r->body_len, payload_hash);
 	else

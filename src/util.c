@@ -43,6 +43,9 @@ void log_set_verbose(int verbose)
 	log_verbose = verbose;
 }
 
+/* a progress line is on stderr, without its newline */
+static bool log_progress_line;
+
 void log_msg(enum log_level lvl, const char *fmt, ...)
 {
 	static const char *const prefix[] = {
@@ -57,10 +60,19 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (log_syslog)
+	if (log_syslog) {
 		syslog(prio[lvl], "%s%s", prefix[lvl], msg);
-	else
-		fprintf(stderr, "%s: %s%s\n", log_progname, prefix[lvl], msg);
+		return;
+	}
+	/* a message starts its own line, not the end of a progress line */
+	if (__atomic_exchange_n(&log_progress_line, false, __ATOMIC_RELAXED))
+		fputc('\n', stderr);
+	fprintf(stderr, "%s: %s%s\n", log_progname, prefix[lvl], msg);
+}
+
+void log_progress_drawn(bool drawn)
+{
+	__atomic_store_n(&log_progress_line, drawn, __ATOMIC_RELAXED);
 }
 
 const char *errstr(int err, char *buf, size_t size)

@@ -27,6 +27,9 @@ void log_use_syslog(void);
 void log_set_verbose(int verbose);
 void log_msg(enum log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* The progress line (progress.h) says whether it is on stderr, so that a
+ * message logged meanwhile starts a line of its own. */
+void log_progress_drawn(bool drawn);
 #define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)

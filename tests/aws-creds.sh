@@ -19,7 +19,8 @@
 # 1. precedence: all five sources configured; each time the first is
 #    removed, the next one signs, and the endpoints of the lower ones see
 #    no request;  2. each source alone, profiles of both files, a web
-#    identity profile;  3. a mount that outlives its first credentials;
+#    identity profile;  3. a mount (container credentials) and a long
+#    ingest (web identity) that outlive their first credentials;
 #    4. a clear error for each broken source, and no secret in any.
 . "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 requires_fuse
@@ -45,7 +46,7 @@ newkey() {
 	printf -v "SK_${1//-/_}" '%s' "$sk"
 	SECRETS+=("$sk")
 }
-for k in kfile kcfg kweb kcont kimds kcontA kcontB; do
+for k in kfile kcfg kweb kcont kimds kcontA kcontB kwebA kwebB; do
 	newkey $k
 done
 
@@ -198,21 +199,44 @@ AWS_ENDPOINT_URL_STS=$CREDS_URL AWS_PROFILE=irsa signs_with kweb token
 [ "$(served)" = sts ] || fail "profile irsa: no STS request"
 note "each source alone, [profile NAME] and web identity profiles"
 
-# 3. a mount outlives its first credentials: key A is valid for 308 s, so
-#    a refresh is due 8 s after it was issued; then key A is deleted from
-#    RGW, and the mount must read on with key B, fetched by itself
+# 3. a mount (container credentials) and a long ingest (web identity)
+#    outlive their first credentials, at the same time: each source hands
+#    out key A valid for 308 s, so a refresh is due 8 s after it was
+#    issued, and key B after that.  After 10 s both keys A are deleted
+#    from RGW; the mount must read on, the ingest (RGW behind a proxy that
+#    delays every request 0.5 s, so that it is still running) must commit,
+#    each with key B, fetched by itself.
+start_creds long "{\"container\": [], \"imds\": [], \"lifetime\": 308,
+	\"sts\": [[\"kwebA\", \"$SK_kwebA\"], [\"kwebB\", \"$SK_kwebB\"]]}"
+LONG_URL=$CREDS_URL
 start_creds refresh "{\"sts\": [], \"imds\": [], \"lifetime\": 308,
 	\"container\": [[\"kcontA\", \"$SK_kcontA\"], [\"kcontB\", \"$SK_kcontB\"]]}"
+start_proxy slow --delay 1 --delay-ms 500
+head -c 1536K /dev/urandom >"$T/v3"
+t0=$(date +%s)
+(
+	no_sources
+	CREDS_URL=$LONG_URL
+	set_web
+	exec "$INGEST" --repo "$R" --volume ns/long --snapshot s3 \
+		--device "$T/v3" --jobs 1 --no-progress --endpoint "$PROXY_URL" \
+		>/dev/null 2>"$T/long.err"
+) &
+ING_PID=$!
+_pids+=("$ING_PID")
 no_sources
 set_container
 start_mount "$R" "$T/mnt" -o refresh=0
-t0=$(date +%s)
 cmp "$T/mnt/ns/vol/s1.img" "$T/v1" || fail "mount: s1 differs"
 grep -c '"key": "kcontA"' "$T/refresh.log" | grep -qx 1 ||
 	fail "the mount did not start with key A"
-sleep $((t0 + 9 - $(date +%s)))
-radosgw-admin key rm --uid=test --key-type=s3 --access-key=kcontA \
-	>/dev/null || fail "radosgw-admin key rm kcontA"
+sleep $((t0 + 10 - $(date +%s)))
+for k in kcontA kwebA; do
+	radosgw-admin key rm --uid=test --key-type=s3 --access-key=$k \
+		>/dev/null || fail "radosgw-admin key rm $k"
+done
+kill -0 "$ING_PID" 2>/dev/null ||
+	fail "the ingest ended before key A was deleted: make it longer"
 out=$(AWS_ACCESS_KEY_ID=kcontA AWS_SECRET_ACCESS_KEY=$SK_kcontA \
 	"$REPO" snapshots "$R" 2>&1) && fail "key A still works after its removal"
 grep -q InvalidAccessKeyId <<<"$out" || fail "key A: $out"
@@ -220,12 +244,23 @@ cmp "$T/mnt/ns/vol/s2.img" "$T/v2" || {
 	cat "$MOUNT_LOG" >&2
 	fail "mount: s2 unreadable once key A was gone"
 }
-grep -q '"key": "kcontB"' "$T/refresh.log" ||
-	fail "the mount did not fetch key B"
-[ "$(grep -c '"status": 200' "$T/refresh.log")" = 2 ] ||
-	fail "not exactly two container requests: $(cat "$T/refresh.log")"
 stop_mount "$T/mnt"
-note "a mount refreshed its credentials before they expired"
+wait "$ING_PID" || { cat "$T/long.err" >&2; fail "the long ingest failed"; }
+# first key A, then key B (again every 8 s while it runs)
+for f in refresh long; do
+	/usr/bin/python3 -c '
+import json, sys
+keys = [r["key"] for r in map(json.loads, open(sys.argv[1]))
+        if r["status"] == 200]
+assert len(keys) >= 2 and keys[0].endswith("A") and \
+    all(k.endswith("B") for k in keys[1:]), keys' "$T/$f.log" ||
+		fail "$f: credentials issued: $(cat "$T/$f.log")"
+done
+set_env
+"$REPO" restore "$R" ns/long@s3 --to "$T/v3.out" >/dev/null ||
+	fail "restore ns/long@s3"
+cmp "$T/v3" "$T/v3.out" || fail "ns/long@s3 differs"
+note "a mount and a long ingest refreshed their credentials in time"
 
 # 4. each broken source: a clear error naming it; no secret in any
 ERRS=$T/errors

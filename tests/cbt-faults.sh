@@ -182,7 +182,7 @@ csi ns/fb1 gen2 h2 --base gen1 --json >"$T/out" 2>"$T/err" ||
 grep -q 'FAILED_PRECONDITION: CBT is not enabled.*backing up every allocated block instead' \
 	"$T/err" || fail "fallback warning: $(cat "$T/err")"
 [ "$(json_field full_fallback <"$T/out")" = True ] || fail "full_fallback"
-[ "$(json_field base <"$T/out")" = None ] || fail "fallback base"
+[ "$(json_field parent <"$T/out")" = None ] || fail "fallback base"
 [ "$(json_field chunks_read <"$T/out")" = "$NONZERO2" ] ||
 	fail "fallback read $(json_field chunks_read <"$T/out"), want $NONZERO2"
 

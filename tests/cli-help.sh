@@ -74,6 +74,24 @@ CBTFS_REPOSITORY=$R "$REPO" forget ns/v@s1 --dry-run >"$T/out" ||
 grep -q "forget s1 " "$T/out" || fail "forget --dry-run ns/v@s1: $(cat "$T/out")"
 expect_fail "name one snapshot" "$REPO" restore "$R" ns/v@s1 ns/v@s2 --to "$T/x"
 
+# cbtfs-ingest: CBTFS_REPOSITORY, --snapshot VOLUME@NAME, --base latest
+# (none yet: a full backup; then the newest), -V
+"$INGEST" -V | grep -q "0\.1\.0" || fail "cbtfs-ingest -V"
+CBTFS_REPOSITORY=$R "$INGEST" --snapshot ns/w@a1 --device "$T/img" \
+	--base latest --json >"$T/out" || fail "ingest ns/w@a1 --base latest"
+[ "$(json_field parent <"$T/out")" = None ] || fail "a1: $(cat "$T/out")"
+[ "$(json_field volume <"$T/out")" = ns/w ] || fail "a1 volume"
+[ "$(json_field chunks_read <"$T/out")" = 5 ] || fail "a1 read"
+head -c 64K /dev/urandom | dd of="$T/img" conv=notrunc status=none
+CBTFS_REPOSITORY=$R "$INGEST" -s ns/w@a2 -d "$T/img" -b latest --json \
+	>"$T/out" || fail "ingest ns/w@a2 -b latest"
+[ "$(json_field parent <"$T/out")" = a1 ] || fail "a2: $(cat "$T/out")"
+[ "$(json_field chunks_changed <"$T/out")" = 1 ] || fail "a2 changed"
+"$INGEST" -r "$R" -s ns/w@a3 -d "$T/img" -b latest --json >"$T/out" ||
+	fail "ingest ns/w@a3"
+[ "$(json_field parent <"$T/out")" = a2 ] || fail "a3: $(cat "$T/out")"
+[ "$(json_field chunks_changed <"$T/out")" = 0 ] || fail "a3 changed"
+
 # the table sizes its columns: a 60-character volume keeps them aligned
 long=ns/$(printf 'v%.0s' $(seq 57))
 "$INGEST" --repo "$R" --volume "$long" --snapshot s1 --device "$T/img" \
@@ -89,7 +107,7 @@ for row in lines[1:]:
     for c in cols:
         assert row[c - 2:c] == "  " and row[c] != " ", (row, c)
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Z+-]", row[cols[2]:]), row
-assert len(lines) == 4, lines
+assert len(lines) == 7, lines
 PY
 
 # an unknown option is a usage error (exit 2) that points to --help

@@ -174,7 +174,7 @@ for p in db-a db-b db-c; do
 	[ "$(field ok <<<"$e")" = True ] || fail "run 2: $p: $e"
 	[ "$b" = "$(entry $p <"$T/run1.json" | field snapshot)" ] ||
 		fail "run 2: $p: base $b is not run 1's snapshot"
-	[ "$(field ingest.base <<<"$e")" = "$b" ] || fail "run 2: $p: the ingest used no base"
+	[ "$(field ingest.parent <<<"$e")" = "$b" ] || fail "run 2: $p: the ingest used no base"
 	[ "$(field ingest.full_fallback <<<"$e")" = False ] || fail "run 2: $p: full fallback"
 	cp --sparse=always "$CL/volumes/ns_$p.img" "$T/$p.gen2"
 done

@@ -5,8 +5,9 @@
 # backwards (which fills the cache) -- more data read than the cache holds,
 # the daemon's peak RSS (VmHWM) stays under cache_size + 64 MiB (149 MiB
 # with cache_size=128M; the cache before recycled buffers: 325 MiB), and
-# the cache's own account of its buffers under cache_size.  .stats says how many images and
-# maps are open, and that the maps go with the last close.
+# the cache's own account of its buffers under cache_size.  .stats says
+# how many images and maps are open, and that the maps go with the last
+# close.
 # (N, DATA, CACHE and CS override the sizes, to explore.)
 . "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 requires_fuse
@@ -49,8 +50,8 @@ drop_caches
 for ((i = N; i >= 1; i -= 6)); do
 	pids=()
 	for ((k = i; k > i - 6 && k >= 1; k--)); do
-		dd if="$MNT/v/s$k.img" of="$T/out.$k" bs=1M skip=$((k * 2048)) \
-			count=$DATA status=none &
+		dd if="$MNT/v/s$k.img" of="$T/out.$k" bs=1M \
+			skip=$((k * 2048)) count=$DATA status=none &
 		pids+=($!)
 	done
 	for p in "${pids[@]}"; do wait "$p" || fail "parallel read"; done

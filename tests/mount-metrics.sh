@@ -50,8 +50,9 @@ done
 cmp "$MNT/v/s1.img" "$T/s1" || fail "s1 differs"
 promcheck "$MNT/.stats" >"$T/after" || fail ".stats after the read"
 d() { echo $(($(v "$T/after" $1) - $(v "$T/before" $1))); }
-note "after a cold read of $D stored chunks: misses +$(d cache_misses_total)," \
-	"hits +$(d cache_hits_total), GETs +$(d store_gets_total)," \
+note "after a cold read of $D stored chunks:" \
+	"misses +$(d cache_misses_total), hits +$(d cache_hits_total)," \
+	"GETs +$(d store_gets_total)," \
 	"bytes +$(d store_get_bytes_total)"
 [ "$(d cache_misses_total)" = $D ] ||
 	fail "misses +$(d cache_misses_total), want $D (chunks read cold)"

@@ -74,9 +74,18 @@ w=$(json_field chunks_written <"$T/out")
 z=$(json_field chunks_zeroed <"$T/out")
 [ $((w + z)) = $nchunks ] || fail "written $w + zeroed $z != $nchunks"
 
-# 3. stdout
-"$REPO" restore "$R" ns/v s2 --to - | cmp - "$T/img2" ||
-	fail "restore to stdout differs"
+# 3. stdout (pipefail: the restore's status counts too)
+(set -o pipefail; "$REPO" restore "$R" ns/v s2 --to - | cmp - "$T/img2") ||
+	fail "restore to stdout failed or differs"
+
+# 3b. a target larger than the image keeps its bytes past it
+head -c $((CAP + 300000)) /dev/urandom >"$T/large"
+tail -c 300000 "$T/large" >"$T/large.tail"
+"$REPO" restore "$R" ns/v s2 --to "$T/large" >/dev/null ||
+	fail "restore to a larger file"
+same "$T/large" "$T/img2"
+tail -c 300000 "$T/large" | cmp - "$T/large.tail" ||
+	fail "restore wrote past the image"
 
 # 4. a loop device full of other data, with --verify
 head -c $CAP /dev/urandom >"$T/dev1"
@@ -115,7 +124,7 @@ pw=$(grep -c "pwrite64([0-9]*<$dev2>" "$T/strace")
 # a terminal gets a progress line with the time elapsed
 script -qec "$REPO restore $R ns/v s2 --to $T/tty" /dev/null >"$T/tty.out" ||
 	fail "restore on a terminal: $(cat "$T/tty.out")"
-grep -q "restore: writing 100.0%  \([0-9]*\)/\1 chunks .*, 0:0[0-9] elapsed" \
+grep -q "restore: writing 100% \([0-9]*\)/\1 chunks, .*, [0-9:]* elapsed" \
 	"$T/tty.out" || fail "no progress line: $(cat -v "$T/tty.out")"
 
 # 7. refused targets: nothing written, the repository unchanged
@@ -148,7 +157,7 @@ expect_fail "does not exist, but --from says it holds snapshot s1" \
 	"$REPO" restore "$R" ns/v s2 --to "$T/x" --from s1
 [ ! -e "$T/x" ] || fail "a refused restore left $T/x"
 expect_fail "say where to with --to PATH" "$REPO" restore "$R" ns/v s1
-expect_fail "--verify, --from and --json need" \
+expect_fail "--verify and --from need" \
 	"$REPO" restore "$R" ns/v s1 --to - --verify
 expect_fail "--target-zeroed says it holds zeros" \
 	"$REPO" restore "$R" ns/v s2 --to "$T/x" --from s1 --target-zeroed
@@ -164,13 +173,48 @@ victim=$T/bad/chunks/${id:0:2}/$id
 [ -f "$victim" ] || fail "no chunk object $victim"
 printf 'X' | dd of="$victim" bs=1 seek=40 conv=notrunc status=none
 export XDG_CACHE_HOME=$T/cache-bad
-expect_fail "cannot be restored" \
+expect_fail "cannot be restored: their chunk is damaged" \
 	"$REPO" restore "$T/bad" ns/v s1 --to "$T/y"
 [ ! -e "$T/y" ] || fail "a failed restore left its new file"
+ls -A "$T" | grep -q cbtfs-partial && fail "a partial file was left"
+[ -e "$T/bad/damaged/$id" ] || fail "the damaged chunk was not recorded"
 cp "$T/img2" "$T/z"
-expect_fail "the target holds a partial image" \
+expect_fail "the target holds a partial image; run the same command again" \
 	"$REPO" restore "$T/bad" ns/v s1 --to "$T/z"
+# to stdout, the output stops early and says so
+"$REPO" restore "$T/bad" ns/v s1 --to - >"$T/stream" 2>"$T/err" &&
+	fail "a restore to stdout with a damaged chunk succeeded"
+grep -q "the output stopped early" "$T/err" || fail "stdout: $(cat "$T/err")"
+[ "$(stat -c %s "$T/stream")" -lt $CAP ] || fail "stdout got a whole image"
 export XDG_CACHE_HOME=$T/cache
+
+# 8b. a restore killed (-9) while it writes a new file leaves no file at
+#     its name: the file has none until it is complete
+strace -f -o /dev/null -e inject=pwrite64:delay_enter=300000 \
+	"$REPO" restore "$R" ns/v s2 --to "$T/killed" --jobs 1 \
+	>/dev/null 2>&1 &
+tracer=$!
+_pids+=("$tracer")
+wait_for 10 pgrep -P $tracer || fail "the traced restore did not start"
+sleep 1
+kill -9 "$(pgrep -P $tracer)"
+wait $tracer 2>/dev/null
+[ ! -e "$T/killed" ] || fail "a killed restore left $T/killed"
+
+# 8c. --from across a capacity change: s3 grew past a partial chunk
+cp "$T/img2" "$T/img3"
+truncate -s $((CAP + 100000)) "$T/img3"
+head -c 8000 /dev/urandom | dd of="$T/img3" bs=1 seek=$((CAP - 4000)) \
+	conv=notrunc status=none
+"$INGEST" --repo "$R" --volume ns/v --snapshot s3 --base s2 \
+	--device "$T/img3" >/dev/null || fail "ingest s3"
+cp "$T/img2" "$T/grow"
+truncate -s $((CAP + 100000)) "$T/grow"
+"$REPO" restore "$R" ns/v s3 --to "$T/grow" --from s2 --verify >"$T/out" ||
+	fail "restore s3 --from s2: $(cat "$T/out")"
+cmp "$T/grow" "$T/img3" || fail "restore --from across a capacity change"
+grep -q "the skipped ones were not read" "$T/out" ||
+	fail "the summary does not say what --verify did not read"
 
 # 9. no privileges: nobody restores from a repository it can read into a
 #    file of its own
@@ -185,6 +229,12 @@ setpriv --reuid=nobody --regid=nogroup --clear-groups \
 	"$REPO" restore "$U/repo" ns/v s2 --to "$U/out/img" >"$T/out" 2>&1 ||
 	fail "restore as nobody: $(cat "$T/out")"
 same "$U/out/img" "$T/img2"
+
+# an ingest on a terminal draws its progress line the same way
+script -qec "$INGEST --repo $R --volume ns/tty --snapshot t1 --device $T/img2" \
+	/dev/null >"$T/tty.out" || fail "ingest on a terminal"
+grep -q "ingest: 100% \([0-9]*\)/\1 chunks, .* MB/s, [0-9:]* elapsed" \
+	"$T/tty.out" || fail "no ingest progress line: $(cat -v "$T/tty.out")"
 
 # 10. from S3
 start_rgw

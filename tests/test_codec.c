@@ -464,10 +464,11 @@ static void test_in_place(int level, bool sealed)
 					       sealed ? &seal : NULL), 0);
 		CHECK_EQ(!!(b.data[5] & CODEC_F_ZSTD), level > 0 && kind > 0);
 		if (kind == 0)
-			CHECK_EQ(b.len, off + N + (sealed ? CODEC_TAG_LEN : 0));
+			CHECK_EQ(b.len,
+				 off + N + (sealed ? CODEC_TAG_LEN : 0));
 		if (!sealed) {
-			CHECK_EQ(codec_encode(data, N, level, false, NULL, &ref),
-				 0);
+			CHECK_EQ(codec_encode(data, N, level, false, NULL,
+					      &ref), 0);
 			CHECK_EQ(ref.len, b.len);
 			CHECK_EQ(memcmp(ref.data, b.data, b.len), 0);
 		}

@@ -206,7 +206,8 @@ static void test_size(struct repo *r, const char *dir)
 			m.entries[j].index = j * 16384 + i;
 			for (k = 0; k < CODEC_ID_LEN; k++) {
 				seed = seed * 1103515245u + 12345u;
-				m.entries[j].id[k] = (unsigned char)(seed >> 16);
+				m.entries[j].id[k] =
+					(unsigned char)(seed >> 16);
 			}
 		}
 		CHECK_EQ(index_add_manifest(ix, &m), 0);

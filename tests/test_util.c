@@ -122,9 +122,26 @@ static void test_backoff(void)
 	}
 }
 
+static void test_rfc3339(void)
+{
+	/* 2026-11-30T22:30:00Z */
+	const time_t t = 1796077800;
+
+	CHECK(time_parse_rfc3339("2026-11-30T22:30:00Z") == t);
+	CHECK(time_parse_rfc3339("2026-11-30T22:30:00.123456Z") == t);
+	CHECK(time_parse_rfc3339("2026-11-30T23:30:00+01:00") == t);
+	CHECK(time_parse_rfc3339("2026-11-30T20:00:00-02:30") == t);
+	CHECK(time_parse_rfc3339("2026-11-30T22:30:00z") == t);
+	CHECK(time_parse_rfc3339("2026-11-30T22:30:00") == -1);
+	CHECK(time_parse_rfc3339("2026-11-30T22:30:00Zjunk") == -1);
+	CHECK(time_parse_rfc3339("yesterday") == -1);
+	CHECK(time_parse_rfc3339(NULL) == -1);
+}
+
 int main(void)
 {
 	log_init("test_util");
+	test_rfc3339();
 	test_base64();
 	test_file_read_text();
 	test_backoff();
