@@ -964,6 +964,8 @@ out:
 done:
 	json_object_object_add(res, "ok",
 			       json_object_new_boolean(t->status == 0));
+	if (!json_object_object_get_ex(res, "error", NULL))
+		json_object_object_add(res, "error", NULL);
 	json_object_put(pvc);
 	json_object_put(sum);
 	free(path);
@@ -1394,9 +1396,10 @@ out:
 	*report = jobj("volume", js(c->volume), "snapshot", js(c->snapshot),
 		       "pvc", js(c->to), "created_pvc",
 		       json_object_new_boolean(made_pvc), "ok",
-		       json_object_new_boolean(rc == 0), "error",
-		       rc ? js(why) : NULL, "restore",
-		       json_object_get(sum), NULL);
+		       json_object_new_boolean(rc == 0), NULL);
+	/* unset is null, as in every cbtfs JSON output */
+	json_object_object_add(*report, "error", rc ? js(why) : NULL);
+	json_object_object_add(*report, "restore", json_object_get(sum));
 	if (k != NULL)
 		k8s_close(k);
 	json_object_put(snaps);
