@@ -385,6 +385,8 @@ static struct json_object *job_new(const struct k8s_job_conf *c,
 		     labels(component, run, pvc_label), NULL),
 		"spec",
 		jobj("backoffLimit", json_object_new_int(0),
+		     /* what a killed cbtfs-k8s leaves goes in a day anyway */
+		     "ttlSecondsAfterFinished", json_object_new_int(86400),
 		     "activeDeadlineSeconds",
 		     json_object_new_int(c->timeout_s),
 		     "template",
