@@ -1149,3 +1149,88 @@ const char *k8s_status_message(struct json_object *st)
 
 	return m ? m : "no message";
 }
+
+/* ---------------------------------------------------------------------- */
+/* requests with any method, and answers that are not JSON (pod logs) */
+
+static int call_once(struct k8s_client *k, const char *method,
+		     const char *path, struct json_object *body, long *status,
+		     struct buf *b)
+{
+	struct curl_slist *hdrs = NULL;
+	char *url = NULL, *auth = NULL;
+	CURLcode rc;
+
+	*status = 0;
+	if (asprintf(&url, "%s%s", k->url_base, path) < 0)
+		return ENOMEM;
+	curl_easy_setopt(k->curl, CURLOPT_FRESH_CONNECT, k->fresh ? 1L : 0L);
+	k->fresh = false;
+	hdrs = curl_slist_append(hdrs, "Accept: application/json, */*");
+	if (k->token != NULL &&
+	    asprintf(&auth, "Authorization: Bearer %s", k->token) >= 0)
+		hdrs = curl_slist_append(hdrs, auth);
+	if (body != NULL) {
+		hdrs = curl_slist_append(hdrs,
+					 "Content-Type: application/json");
+		curl_easy_setopt(k->curl, CURLOPT_COPYPOSTFIELDS,
+				 json_object_to_json_string_ext(
+					 body, JSON_C_TO_STRING_PLAIN));
+	} else {
+		curl_easy_setopt(k->curl, CURLOPT_HTTPGET, 1L);
+	}
+	curl_easy_setopt(k->curl, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(k->curl, CURLOPT_URL, url);
+	curl_easy_setopt(k->curl, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(k->curl, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(k->curl, CURLOPT_WRITEDATA, b);
+	rc = curl_easy_perform(k->curl);
+	curl_easy_setopt(k->curl, CURLOPT_CUSTOMREQUEST, NULL);
+	curl_slist_free_all(hdrs);
+	if (auth != NULL) {
+		explicit_bzero(auth, strlen(auth));
+		free(auth);
+	}
+	if (rc != CURLE_OK) {
+		log_error("Kubernetes API %s (%s): %s %s: %s", k->server,
+			  k->source, method, path, curl_easy_strerror(rc));
+		free(url);
+		return EIO;
+	}
+	curl_easy_getinfo(k->curl, CURLINFO_RESPONSE_CODE, status);
+	log_debug("Kubernetes API: %s %s: HTTP %ld", method, path, *status);
+	free(url);
+	return 0;
+}
+
+int k8s_call(struct k8s_client *k, const char *method, const char *path,
+	     struct json_object *body, long *status, struct json_object **out,
+	     char **text)
+{
+	struct buf b = { 0 };
+	int err;
+
+	if (out != NULL)
+		*out = NULL;
+	if (text != NULL)
+		*text = NULL;
+	if (k->exec != NULL && (err = exec_credential(k, false)) != 0)
+		return err;
+	err = call_once(k, method, path, body, status, &b);
+	if (err == 0 && *status == 401 && k->exec != NULL) {
+		buf_free(&b);
+		b = (struct buf){ 0 };
+		if ((err = exec_credential(k, true)) == 0)
+			err = call_once(k, method, path, body, status, &b);
+	}
+	if (err == 0 && buf_append(&b, "", 1) != 0)
+		err = ENOMEM;
+	if (err == 0 && out != NULL && b.len > 1)
+		*out = json_tokener_parse((char *)b.data);
+	if (err == 0 && text != NULL) {
+		*text = (char *)b.data;
+		return 0;
+	}
+	buf_free(&b);
+	return err;
+}

@@ -51,6 +51,15 @@ int k8s_request(struct k8s_client *k, const char *path,
 		struct json_object *body, long *status,
 		struct json_object **out);
 
+/*
+ * Like k8s_request, with any method ("GET", "POST", "DELETE", ...) and, if
+ * text is not NULL, the whole answer as a string in *text (the caller
+ * frees it; a pod log is plain text).  out may be NULL.
+ */
+int k8s_call(struct k8s_client *k, const char *method, const char *path,
+	     struct json_object *body, long *status, struct json_object **out,
+	     char **text);
+
 /* The "message" of a Kubernetes Status object, or a stand-in. */
 const char *k8s_status_message(struct json_object *status_obj);
 

@@ -6,7 +6,7 @@
 # init creates missing parents.
 . "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 
-for p in cbtfs cbtfs-ingest cbtfs-repo; do
+for p in cbtfs cbtfs-ingest cbtfs-repo cbtfs-k8s; do
 	bin=$top_builddir/$p
 	out=$("$bin" --help) || fail "$p --help exited non-zero"
 	grep -q "^Usage: $p " <<<"$out" || fail "$p --help has no usage line"

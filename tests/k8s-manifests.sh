@@ -120,6 +120,116 @@ expect_fail "unknown placeholder" bash -c '. "$1"; render "$2"' _ "$K8S/lib.sh" 
 printf 'metadata:\n  name: ${TARGET}\n' >"$T/unset.yaml"
 expect_fail "TARGET is not set" bash -c '. "$1"; unset TARGET; render "$2"' _ "$K8S/lib.sh" "$T/unset.yaml"
 
+# --- the security rules (issue 14) ------------------------------------------------
+# Every pod template in k8s/ (the templates rendered): seccomp RuntimeDefault
+# (pod or container), no privileged container but the browse pod's, every
+# other container with capabilities drop ALL and none added, no privilege
+# escalation, a read-only root filesystem, and non-root unless it attaches a
+# raw device (a block PVC's device node is root's); a runAsUser: 0 line says
+# why in a comment.  No cluster-scoped binding but cbtfs-cluster-read.
+# policy FILE...: prints the violations, exits 1 if any.
+policy() {
+	/usr/bin/python3 - "$@" <<'PY'
+import sys, yaml
+bad = []
+POD_KINDS = {"Pod", "Job", "Deployment", "StatefulSet", "DaemonSet",
+             "ReplicaSet", "CronJob"}
+
+def pod_spec(doc):
+    k = doc.get("kind")
+    if k == "Pod":
+        return doc.get("spec") or {}
+    if k == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return doc["spec"]["template"]["spec"]
+
+for path in sys.argv[1:]:
+    text = open(path).read()
+    for doc in yaml.safe_load_all(text):
+        if not isinstance(doc, dict):
+            continue
+        kind = doc.get("kind")
+        name = "%s %s/%s" % (path.split("/")[-1], kind,
+                             (doc.get("metadata") or {}).get("name"))
+        if kind == "ClusterRoleBinding":
+            if doc["metadata"]["name"] != "cbtfs-cluster-read":
+                bad.append("%s: a cluster-scoped binding" % name)
+            continue
+        if kind not in POD_KINDS:
+            continue
+        spec = pod_spec(doc)
+        psc = spec.get("securityContext") or {}
+        browse = path.endswith("browse-pod.yaml")
+        for c in (spec.get("initContainers") or []) + spec["containers"]:
+            sc = c.get("securityContext") or {}
+            where = "%s container %s" % (name, c.get("name"))
+            seccomp = (sc.get("seccompProfile") or psc.get("seccompProfile")
+                       or {}).get("type")
+            if seccomp != "RuntimeDefault":
+                bad.append("%s: no seccompProfile RuntimeDefault" % where)
+            if sc.get("privileged"):
+                if not browse:
+                    bad.append("%s: privileged" % where)
+                continue
+            caps = sc.get("capabilities") or {}
+            if "ALL" not in (caps.get("drop") or []) or caps.get("add"):
+                bad.append("%s: capabilities not dropped to none" % where)
+            if sc.get("allowPrivilegeEscalation") is not False:
+                bad.append("%s: privilege escalation allowed" % where)
+            if sc.get("readOnlyRootFilesystem") is not True:
+                bad.append("%s: root filesystem writable" % where)
+            nonroot = sc.get("runAsNonRoot", psc.get("runAsNonRoot"))
+            uid = sc.get("runAsUser", psc.get("runAsUser"))
+            if nonroot is not True:
+                if uid != 0 or not c.get("volumeDevices"):
+                    bad.append("%s: may run as root without a device to "
+                               "open" % where)
+    for line in text.splitlines():
+        if "runAsUser: 0" in line and "#" not in line:
+            bad.append("%s: runAsUser: 0 without a comment saying why"
+                       % path)
+for b in bad:
+    print(b)
+sys.exit(1 if bad else 0)
+PY
+}
+out=$(policy "${plain[@]}" "${rendered[@]}") ||
+	fail "the manifests break the security rules:"$'\n'"$out"
+for y in "${yamls[@]}"; do
+	grep -q 'runAsUser: 0' "$top_srcdir/$y" || continue
+	grep -q 'runAsUser: 0 *#' "$top_srcdir/$y" || fail "$y: runAsUser: 0 without a comment"
+done
+# the check is not a rubber stamp
+sed 's/type: RuntimeDefault/type: Unconfined/' "$K8S/cronjob.yaml" >"$T/p1.yaml"
+sed 's/privileged: false/privileged: true/' "$K8S/restore-job.yaml" >"$T/p2.yaml"
+sed 's/name: cbtfs-backup-runner/name: cbtfs-everything/; s/kind: RoleBinding/kind: ClusterRoleBinding/' \
+	"$K8S/rbac.yaml" >"$T/p3.yaml"
+sed '/runAsNonRoot: true/d' "$K8S/cronjob.yaml" >"$T/p4.yaml"
+sed '/drop: \["ALL"\]/d; /capabilities:/d' "$K8S/minio.yaml" >"$T/p5.yaml"
+for f in p1 p2 p3 p4 p5; do
+	out=$(policy "$T/$f.yaml") && fail "the policy check accepted $f.yaml"
+done
+policy "$T/p2.yaml" | grep -q "privileged" || fail "policy: a privileged restore pod"
+note "security rules: seccomp, capabilities, read-only root, non-root, one cluster binding"
+# the image: pinned, not root by default, a .dockerignore
+grep -qE '^FROM debian:12(\s|$)' "$df" && fail "Dockerfile: debian:12 is not pinned"
+grep -qE '^USER [1-9][0-9]*' "$df" || fail "Dockerfile: the image runs as root"
+[ -s "$top_srcdir/.dockerignore" ] && grep -qx '.git' "$top_srcdir/.dockerignore" ||
+	fail "no .dockerignore keeping .git out"
+# kubectl apply -k k8s/: every resource exists, no template in it
+/usr/bin/python3 - "$K8S" <<'PY' || fail "k8s/kustomization.yaml"
+import os, sys, yaml
+k = yaml.safe_load(open(os.path.join(sys.argv[1], "kustomization.yaml")))
+assert k["kind"] == "Kustomization", k
+for r in k["resources"]:
+    p = os.path.join(sys.argv[1], r)
+    assert os.path.isfile(p), "missing " + r
+    assert "${" not in open(p).read(), "a template: " + r
+    assert "browse" not in r, "the privileged browse pod is installed by hand"
+for want in ("cronjob.yaml", "rbac.yaml", "config.yaml", "namespace.yaml"):
+    assert want in k["resources"], "not installed: " + want
+PY
+
 # --- validate -----------------------------------------------------------------------
 have_validator=0
 if ! command -v node >/dev/null; then

@@ -79,6 +79,35 @@ verb and resource fail with that Status (a Retry-After header when
 retry_after is given), until the state changes.  Objects are returned as
 stored.
 
+Cluster (--cluster-dir DIR --cbt-state DIR --bin-dir DIR
+[--pod-kubeconfig FILE]): the server also plays the controllers and the
+kubelet for a backup tool, on these collections (GET a name, GET a list with
+?labelSelector=k=v,k!=v,k,!k, POST a new object, DELETE a name; RBAC verbs
+get, list, create, delete, checked against "forbid" and "errors" as above):
+  /api/v1[/namespaces/NS]/persistentvolumeclaims   state "pvcs" {"NS/NAME"}
+  /api/v1[/namespaces/NS]/pods, .../pods/NAME/log  state "pods"
+  /apis/batch/v1[/namespaces/NS]/jobs              state "jobs"
+  /apis/snapshot.storage.k8s.io/v1[/namespaces/NS]/volumesnapshots
+  /apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses  {"NAME": obj}
+  /apis/storage.k8s.io/v1/storageclasses                  {"NAME": obj}
+A PVC's data is the file DIR/volumes/NS_NAME.img: a new PVC gets a sparse
+file of its requested size, one with a VolumeSnapshot dataSource a copy of
+the snapshot; it is Bound at once.  A new VolumeSnapshot copies its PVC's
+file to CBT_STATE/<handle>.snap, adds NS/NAME -> handle to the sidecar
+fixture's config.json ("sidecar_snapshots"), gets a VolumeSnapshotContent
+of the driver of its VolumeSnapshotClass (a missing class: status.error),
+and becomes readyToUse state "snapshot_ready_delay" seconds later (default
+1) unless its PVC "NS/PVC" is listed in state "never_ready".  A new Job
+gets a pod (label job-name) whose one container runs here at once: the
+command's basename from --bin-dir, arguments equal to a devicePath replaced
+by the PVC's image file, to a mountPath by a directory of the pod's under
+DIR/pods/, env values likewise, TMPDIR for /tmp, KUBECONFIG
+--pod-kubeconfig; stdout and stderr are the pod log.  Its exit sets the
+Job's status.succeeded or status.failed.  Deleting a Job deletes its pods
+and terminates a running one (SIGTERM); deleting a PVC removes its file,
+deleting a VolumeSnapshot its content, .snap and sidecar entry.
+DIR/pods.log gets one JSON line per pod started (pod, pid, argv).
+
 --log FILE gets one JSON line per request, written before the response:
   {"method": "GET", "path": "/apis/...", "query": "raw query string",
    "user": "name" or null, "auth": "token" | "cert" | null,
@@ -93,9 +122,12 @@ import shlex
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 import threading
+import time
 import urllib.parse
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DEFAULT_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
@@ -233,6 +265,392 @@ def route(method, parts):
     return r
 
 
+# -- a small cluster: PVCs, VolumeSnapshots, Jobs whose pods run here ------
+#
+# With --cluster-dir DIR the server also plays the controllers a backup
+# tool talks to (see "Cluster" in the docstring at the top).
+
+GENERIC = {
+    ("", "persistentvolumeclaims"): ("pvcs", True),
+    ("", "pods"): ("pods", True),
+    ("batch", "jobs"): ("jobs", True),
+    ("snapshot.storage.k8s.io", "volumesnapshots"): ("volumesnapshots", True),
+    ("snapshot.storage.k8s.io", "volumesnapshotclasses"):
+        ("volumesnapshotclasses", False),
+    ("storage.k8s.io", "storageclasses"): ("storageclasses", False),
+}
+STATE_LOCK = threading.Lock()
+PODS = {}           # "ns/pod" -> subprocess.Popen
+SIZES = (("Ei", 1 << 60), ("Pi", 1 << 50), ("Ti", 1 << 40), ("Gi", 1 << 30),
+         ("Mi", 1 << 20), ("Ki", 1 << 10), ("E", 10 ** 18), ("P", 10 ** 15),
+         ("T", 10 ** 12), ("G", 10 ** 9), ("M", 10 ** 6), ("k", 10 ** 3))
+
+
+def parse_quantity(q):
+    q = str(q)
+    for suffix, unit in SIZES:
+        if q.endswith(suffix):
+            return int(q[:-len(suffix)]) * unit
+    return int(q)
+
+
+def quantity(n):
+    for suffix, unit in SIZES[:6]:
+        if n and n % unit == 0:
+            return "%d%s" % (n // unit, suffix)
+    return str(n)
+
+
+def generic_route(method, parts):
+    """(verb, kind, namespace, name, log, group, resource) or None."""
+    if parts[:2] == ["api", "v1"]:
+        group, rest = "", parts[2:]
+    elif len(parts) >= 3 and parts[0] == "apis":
+        group, rest = parts[1], parts[3:]
+    else:
+        return None
+    ns = None
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        ns, rest = rest[1], rest[2:]
+    if not rest or (group, rest[0]) not in GENERIC:
+        return None
+    kind, namespaced = GENERIC[(group, rest[0])]
+    if ns is not None and not namespaced:
+        return None
+    name = rest[1] if len(rest) >= 2 else None
+    log = len(rest) == 3 and rest[0] == "pods" and rest[2] == "log"
+    if len(rest) > 3 or (len(rest) == 3 and not log):
+        return None
+    if method == "GET":
+        verb = "get" if name else "list"
+    elif method == "POST" and name is None and ns is not None:
+        verb = "create"
+    elif method == "DELETE" and name is not None and not log:
+        verb = "delete"
+    else:
+        raise ApiError(405, "MethodNotAllowed",
+                       "the server does not allow this method on the "
+                       "requested resource", {})
+    return verb, kind, ns, name, log, group, rest[0]
+
+
+def selector_matches(sel, labels):
+    for term in [t.strip() for t in (sel or "").split(",") if t.strip()]:
+        if "!=" in term:
+            k, v = term.split("!=", 1)
+            if labels.get(k.strip()) == v.strip():
+                return False
+        elif "=" in term:
+            k, v = term.split("=", 1)
+            k = k.strip().rstrip("=")
+            if labels.get(k) != v.strip().lstrip("="):
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+def load_state(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def save_state(path, s):
+    tmp = "%s.tmp.srv.%d" % (path, threading.get_ident())
+    with open(tmp, "w") as f:
+        json.dump(s, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+class Cluster:
+    """The controllers, on the state file (under STATE_LOCK)."""
+
+    def __init__(self, args, server):
+        self.args = args
+        self.server = server
+        self.dir = args.cluster_dir
+        for d in ("volumes", "pods"):
+            os.makedirs(os.path.join(self.dir, d), exist_ok=True)
+
+    def image(self, ns, name):
+        return os.path.join(self.dir, "volumes", "%s_%s.img" % (ns, name))
+
+    def sidecar_map(self, key, handle):
+        """Adds (handle) or removes (None) key in the sidecar's table."""
+        path = os.path.join(self.args.cbt_state, "config.json")
+        try:
+            with open(path) as f:
+                cfg = json.load(f)
+        except FileNotFoundError:
+            cfg = {}
+        m = cfg.setdefault("sidecar_snapshots", {})
+        if handle is None:
+            m.pop(key, None)
+        else:
+            m[key] = handle
+        tmp = path + ".tmp.k8s"
+        with open(tmp, "w") as f:
+            json.dump(cfg, f)
+        os.replace(tmp, path)
+
+    # every read goes through here: snapshots become ready
+    def settle(self, s):
+        changed = False
+        now = time.time()
+        for key, vs in (s.get("volumesnapshots") or {}).items():
+            at = (vs.get("metadata", {}).get("annotations") or {}).get(
+                "fixture/ready-at")
+            if at is None or vs["status"].get("readyToUse"):
+                continue
+            src = vs["spec"]["source"].get("persistentVolumeClaimName")
+            if key.split("/")[0] + "/" + str(src) in (s.get("never_ready")
+                                                      or []):
+                continue
+            if now >= float(at):
+                vs["status"]["readyToUse"] = True
+                vsc = s["volumesnapshotcontents"].get(
+                    vs["status"]["boundVolumeSnapshotContentName"])
+                if vsc:
+                    vsc["status"]["readyToUse"] = True
+                changed = True
+        return changed
+
+    def create(self, s, kind, ns, body):
+        meta = body.setdefault("metadata", {})
+        name = meta.get("name")
+        if not name:
+            raise bad_request("metadata.name is required")
+        key = "%s/%s" % (ns, name)
+        objs = s.setdefault(kind, {})
+        if key in objs:
+            raise ApiError(409, "AlreadyExists",
+                           '%s "%s" already exists' % (kind, name),
+                           {"name": name, "kind": kind})
+        meta["namespace"] = ns
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = rfc3339(now_utc())
+        meta["resourceVersion"] = str(int(time.time() * 1000) % 10 ** 9)
+        getattr(self, "create_" + kind)(s, ns, name, body)
+        objs[key] = body
+        return body
+
+    def create_pvcs(self, s, ns, name, body):
+        spec = body.setdefault("spec", {})
+        spec.setdefault("volumeMode", "Filesystem")
+        size = parse_quantity(spec["resources"]["requests"]["storage"])
+        img = self.image(ns, name)
+        ds = spec.get("dataSource")
+        if ds:
+            vs = s["volumesnapshots"].get("%s/%s" % (ns, ds.get("name")))
+            if vs is None or not vs["status"].get("readyToUse"):
+                raise ApiError(422, "Invalid", "dataSource %s is not a "
+                               "ready VolumeSnapshot" % ds.get("name"), {})
+            handle = s["volumesnapshotcontents"][
+                vs["status"]["boundVolumeSnapshotContentName"]][
+                "status"]["snapshotHandle"]
+            subprocess.run(["cp", "--sparse=always", os.path.join(
+                self.args.cbt_state, handle + ".snap"), img], check=True)
+        else:
+            with open(img, "wb") as f:
+                f.truncate(size)
+        body["status"] = {"phase": "Bound", "accessModes":
+                          spec.get("accessModes", []),
+                          "capacity": {"storage": quantity(
+                              max(size, os.path.getsize(img)))}}
+
+    def create_volumesnapshots(self, s, ns, name, body):
+        spec = body.get("spec") or {}
+        pvc = (spec.get("source") or {}).get("persistentVolumeClaimName")
+        cls = spec.get("volumeSnapshotClassName")
+        if "%s/%s" % (ns, pvc) not in (s.get("pvcs") or {}):
+            raise bad_request("no PVC %s/%s" % (ns, pvc))
+        vclass = (s.get("volumesnapshotclasses") or {}).get(str(cls))
+        body["status"] = {"readyToUse": False}
+        if vclass is None:
+            body["status"]["error"] = {
+                "message": 'VolumeSnapshotClass "%s" not found' % cls}
+            return
+        uid = body["metadata"]["uid"]
+        handle = "snap-" + uid
+        snap = os.path.join(self.args.cbt_state, handle + ".snap")
+        subprocess.run(["cp", "--sparse=always", self.image(ns, pvc), snap],
+                       check=True)
+        size = os.path.getsize(snap)
+        vsc = "snapcontent-" + uid
+        s.setdefault("volumesnapshotcontents", {})[vsc] = {
+            "apiVersion": "snapshot.storage.k8s.io/v1",
+            "kind": "VolumeSnapshotContent",
+            "metadata": {"name": vsc, "uid": str(uuid.uuid4()),
+                         "creationTimestamp": rfc3339(now_utc())},
+            "spec": {"deletionPolicy": "Delete", "driver": vclass["driver"],
+                     "source": {"volumeHandle": "vol-" + pvc},
+                     "volumeSnapshotClassName": cls,
+                     "volumeSnapshotRef": {
+                         "apiVersion": "snapshot.storage.k8s.io/v1",
+                         "kind": "VolumeSnapshot", "name": name,
+                         "namespace": ns, "uid": uid}},
+            "status": {"readyToUse": False, "restoreSize": size,
+                       "snapshotHandle": handle,
+                       "creationTime": int(time.time() * 1e9)},
+        }
+        body["status"].update({"boundVolumeSnapshotContentName": vsc,
+                               "restoreSize": quantity(size),
+                               "creationTime": rfc3339(now_utc())})
+        body["metadata"].setdefault("annotations", {})[
+            "fixture/ready-at"] = str(time.time() + float(
+                s.get("snapshot_ready_delay", 1.0)))
+        self.sidecar_map("%s/%s" % (ns, name), handle)
+
+    def create_pods(self, s, ns, name, body):
+        raise bad_request("pods are made by Jobs here")
+
+    def create_jobs(self, s, ns, name, body):
+        body["status"] = {"active": 1}
+        pod = "%s-%s" % (name, uuid.uuid4().hex[:5])
+        tmpl = body["spec"]["template"]
+        labels = dict((tmpl.get("metadata") or {}).get("labels") or {})
+        labels["job-name"] = name
+        s.setdefault("pods", {})["%s/%s" % (ns, pod)] = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "namespace": ns, "labels": labels,
+                         "uid": str(uuid.uuid4())},
+            "spec": tmpl["spec"], "status": {"phase": "Running"}}
+        self.start_pod(s, ns, pod, tmpl["spec"])
+        threading.Thread(target=self.watch_pod, args=(ns, name, pod),
+                         daemon=True).start()
+
+    def start_pod(self, s, ns, pod, spec):
+        """Runs the pod's one container here: devicePaths become the PVCs'
+        image files, mountPaths directories of the pod's own."""
+        c = spec["containers"][0]
+        root = os.path.join(self.dir, "pods", "%s_%s" % (ns, pod))
+        os.makedirs(root, exist_ok=True)
+        subst = {}
+        claims = {v["name"]: v for v in spec.get("volumes", [])}
+        for d in c.get("volumeDevices", []):
+            claim = claims[d["name"]]["persistentVolumeClaim"]["claimName"]
+            if "%s/%s" % (ns, claim) not in s.get("pvcs", {}):
+                raise bad_request("no PVC %s/%s" % (ns, claim))
+            subst[d["devicePath"]] = self.image(ns, claim)
+        for m in c.get("volumeMounts", []):
+            d = os.path.join(root, m["name"])
+            os.makedirs(d, exist_ok=True)
+            subst[m["mountPath"]] = d
+
+        def fix(v):     # whole arguments only: host paths stay as they are
+            return subst.get(v, v)
+        argv = [fix(a) for a in (c.get("command") or []) + (c.get("args")
+                                                            or [])]
+        argv[0] = os.path.join(self.args.bin_dir, os.path.basename(argv[0]))
+        env = {"PATH": self.args.bin_dir + ":/usr/bin:/bin",
+               "KUBECONFIG": self.args.pod_kubeconfig or ""}
+        if "/tmp" in subst:
+            env["TMPDIR"] = subst["/tmp"]
+        for e in c.get("env", []):
+            if "value" in e:
+                env[e["name"]] = fix(e["value"])
+        for k in ("CBTFS_PASSWORD",):
+            if k in os.environ:
+                env[k] = os.environ[k]
+        with open(os.path.join(root, "log"), "wb") as log:
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT, env=env)
+        PODS["%s/%s" % (ns, pod)] = p
+        with open(os.path.join(self.dir, "pods.log"), "a") as f:
+            f.write(json.dumps({"pod": "%s/%s" % (ns, pod), "pid": p.pid,
+                                "argv": argv}) + "\n")
+
+    def watch_pod(self, ns, job, pod):
+        p = PODS["%s/%s" % (ns, pod)]
+        rc = p.wait()
+        with STATE_LOCK:
+            s = load_state(self.args.state)
+            po = s.get("pods", {}).get("%s/%s" % (ns, pod))
+            if po:
+                po["status"]["phase"] = "Succeeded" if rc == 0 else "Failed"
+            j = s.get("jobs", {}).get("%s/%s" % (ns, job))
+            if j:
+                j["status"] = {"succeeded": 1} if rc == 0 else {"failed": 1}
+                j["status"]["conditions"] = [{
+                    "type": "Complete" if rc == 0 else "Failed",
+                    "status": "True"}]
+            save_state(self.args.state, s)
+
+    def delete(self, s, kind, ns, name):
+        key = "%s/%s" % (ns, name) if ns is not None else name
+        obj = s.get(kind, {}).pop(key, None)
+        if obj is None:
+            return None
+        if kind == "pvcs":
+            try:
+                os.unlink(self.image(ns, name))
+            except FileNotFoundError:
+                pass
+        elif kind == "volumesnapshots":
+            vsc = s.get("volumesnapshotcontents", {}).pop(
+                (obj.get("status") or {}).get(
+                    "boundVolumeSnapshotContentName"), None)
+            self.sidecar_map(key, None)
+            if vsc:
+                try:
+                    os.unlink(os.path.join(self.args.cbt_state,
+                                           vsc["status"]["snapshotHandle"]
+                                           + ".snap"))
+                except FileNotFoundError:
+                    pass
+        elif kind == "jobs":
+            for pk, po in list(s.get("pods", {}).items()):
+                if (pk.startswith(ns + "/") and
+                        po["metadata"]["labels"].get("job-name") == name):
+                    del s["pods"][pk]
+                    p = PODS.pop(pk, None)
+                    if p and p.poll() is None:
+                        p.terminate()
+        obj.setdefault("metadata", {})["deletionTimestamp"] = rfc3339(
+            now_utc())
+        return obj
+
+    def serve(self, handler, method, g, body, query):
+        verb, kind, ns, name, log, group, resource = g
+        q = urllib.parse.parse_qs(query)
+        with STATE_LOCK:
+            s = load_state(self.args.state)
+            if self.settle(s):
+                save_state(self.args.state, s)
+            objs = s.get(kind) or {}
+            key = "%s/%s" % (ns, name) if ns is not None else name
+            if verb == "list":
+                sel = (q.get("labelSelector") or [""])[0]
+                items = [o for k, o in sorted(objs.items())
+                         if (ns is None or k.startswith(ns + "/")) and
+                         selector_matches(sel, o.get("metadata", {}).get(
+                             "labels") or {})]
+                return 200, {"kind": "List", "apiVersion": "v1",
+                             "metadata": {}, "items": items}, None
+            if verb == "get":
+                o = objs.get(key)
+                if o is None:
+                    raise not_found(resource, group, name)
+                if log:
+                    with open(os.path.join(self.dir, "pods", "%s_%s" % (
+                            ns, name), "log"), "rb") as f:
+                        return 200, f.read(), None
+                return 200, o, None
+            if verb == "create":
+                o = self.create(s, kind, ns, body)
+                save_state(self.args.state, s)
+                return 201, o, None
+            o = self.delete(s, kind, ns, name)
+            if o is None:
+                raise not_found(resource, group, name)
+            save_state(self.args.state, s)
+            return 200, o, None
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -242,6 +660,7 @@ class Server(ThreadingHTTPServer):
         self.args = args
         self.ctx = ctx
         self.log_lock = threading.Lock()
+        self.cluster = Cluster(args, self) if args.cluster_dir else None
         super().__init__(("127.0.0.1", 0), Handler)
 
     def finish_request(self, request, client_address):
@@ -368,9 +787,13 @@ class Handler(BaseHTTPRequestHandler):
         return out
 
     def send_json(self, code, obj, headers=None, head_only=False):
-        data = (json.dumps(obj) + "\n").encode()
+        ctype = "application/json"
+        if isinstance(obj, bytes):     # a pod log
+            data, ctype = obj, "text/plain"
+        else:
+            data = (json.dumps(obj) + "\n").encode()
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", ctype)
         self.send_header("Cache-Control", "no-cache, private")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
@@ -419,6 +842,9 @@ class Handler(BaseHTTPRequestHandler):
         rec["user"] = user
         rec["auth"] = how
         parts = [urllib.parse.unquote(p) for p in path.strip("/").split("/")]
+        g = self.server.cluster and generic_route(method, parts)
+        if g:
+            return self.dispatch_cluster(method, g, state, user, rec)
         req = route(method, parts)
         rule = "%s %s" % (req.verb, req.rbac_resource)
         if rule in ((state.get("forbid") or {}).get(user) or []):
@@ -449,6 +875,25 @@ class Handler(BaseHTTPRequestHandler):
                                       "utf-8", "replace"))
         return getattr(self, "h_" + req.handler)(state, req, body,
                                                  user, groups)
+
+    def dispatch_cluster(self, method, g, state, user, rec):
+        verb, kind, ns, name, log, group, resource = g
+        rule = "%s %s%s" % (verb, resource, "/log" if log else "")
+        if rule in ((state.get("forbid") or {}).get(user) or []):
+            raise ApiError(403, "Forbidden", '%s is forbidden: User "%s" '
+                           'cannot %s resource "%s"' % (resource, user, verb,
+                                                        resource), {})
+        err = (state.get("errors") or {}).get(rule)
+        if err:
+            raise ApiError(int(err.get("code", 500)),
+                           err.get("reason", "InternalError"),
+                           err.get("message", "injected error"), {})
+        body = rec["body"]
+        if method == "POST" and not isinstance(body, dict):
+            raise bad_request("the body of the request is not a JSON object")
+        return self.server.cluster.serve(self, method, g, body,
+                                         urllib.parse.urlsplit(
+                                             self.path).query)
 
     # -- endpoints -----------------------------------------------------
 
@@ -552,10 +997,16 @@ def main():
     ap.add_argument("--client-ca")
     ap.add_argument("--ports-file")
     ap.add_argument("--log")
+    ap.add_argument("--cluster-dir")
+    ap.add_argument("--cbt-state")
+    ap.add_argument("--bin-dir")
+    ap.add_argument("--pod-kubeconfig")
     args = ap.parse_args()
     args.state = os.path.abspath(args.state)
     if args.log:
         args.log = os.path.abspath(args.log)
+    if args.cluster_dir and not (args.cbt_state and args.bin_dir):
+        ap.error("--cluster-dir needs --cbt-state and --bin-dir")
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -591,6 +1042,9 @@ def main():
         pass
     srv.shutdown()
     srv.server_close()
+    for p in list(PODS.values()):     # the "pods" die with the cluster
+        if p.poll() is None:
+            p.terminate()
     sys.stdout.flush()
     sys.stderr.flush()
     # handler threads in the middle of a request must not keep the process
