@@ -37,6 +37,7 @@
 
 #include "k8s.h"
 #include "k8s_backup.h"
+#include "status.h"
 #include "util.h"
 
 #define MANAGED_BY "app.kubernetes.io/managed-by"
@@ -146,6 +147,7 @@ static int api(struct k8s_client *k, const char *method, const char *path,
 	       struct json_object **out, char **text, char **why)
 {
 	struct json_object *o = NULL;
+	const char *reason;
 	long status;
 	int err;
 
@@ -165,12 +167,17 @@ static int api(struct k8s_client *k, const char *method, const char *path,
 	}
 	*why = msg("%s %s: HTTP %ld: %s", method, path, status,
 		   k8s_status_message(o));
+	/* a 409 is also a conflict of versions; its reason tells */
+	reason = k8s_string(o, "reason");
+	err = reason != NULL && strcmp(reason, "AlreadyExists") == 0
+		      ? EEXIST
+		      : http_status_to_errno(status);
 	json_object_put(o);
 	if (text != NULL) {
 		free(*text);
 		*text = NULL;
 	}
-	return status == 404 ? ENOENT : status == 409 ? EEXIST : EIO;
+	return err != 0 ? err : EIO;
 }
 
 static void del(struct k8s_client *k, const char *path)
