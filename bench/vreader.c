@@ -251,8 +251,10 @@ static void *worker(void *arg)
 		exit(1);
 	}
 	/* the hash of an empty body: what a GET signs (local-s3.md) */
-	hdrs = curl_slist_append(hdrs, "x-amz-content-sha256: "
-		"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+	hdrs = curl_slist_append(
+		hdrs,
+		"x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb924"
+		"27ae41e4649b934ca495991b7852b855");
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(c, CURLOPT_AWS_SIGV4, g.sigv4);
 	curl_easy_setopt(c, CURLOPT_USERPWD, g.userpwd);

@@ -534,9 +534,10 @@ static int match_repo(const struct mnt *m, void *arg)
 	 */
 	if (strncmp(src, "file://", 7) == 0)
 		src += 7;
-	if (f->real[0] == '\0' ? strcmp(src, f->repo) == 0
-			       : src[0] == '/' && realpath(src, real) != NULL &&
-				 strcmp(real, f->real) == 0) {
+	if (f->real[0] == '\0'
+		    ? strcmp(src, f->repo) == 0
+		    : src[0] == '/' && realpath(src, real) != NULL &&
+			      strcmp(real, f->real) == 0) {
 		snprintf(f->dir, sizeof(f->dir), "%s", m->dir);
 		return 1;
 	}
@@ -820,11 +821,13 @@ static void probe_fs(int fd, struct fs *fs)
 						  BLKID_SUBLKS_USAGE);
 		blkid_probe_enable_partitions(pr, 0);
 		if (blkid_do_safeprobe(pr) == 0) {
-			if (blkid_probe_lookup_value(pr, "TYPE", &v, NULL) == 0)
+			if (blkid_probe_lookup_value(pr, "TYPE", &v, NULL) ==
+			    0)
 				snprintf(fs->type, sizeof(fs->type), "%s", v);
 			if (blkid_probe_lookup_value(pr, "USAGE", &v,
 						     NULL) == 0)
-				snprintf(fs->usage, sizeof(fs->usage), "%s", v);
+				snprintf(fs->usage, sizeof(fs->usage), "%s",
+					 v);
 		}
 	}
 	blkid_free_probe(pr);
@@ -859,7 +862,8 @@ static int find_filesystems(int fd, uint64_t capacity, struct fs *fss,
 		snprintf(pttype, size, "%s",
 			 t ? blkid_parttable_get_type(t) : "?");
 		for (i = 0; i < np && n < MAX_FS; i++) {
-			blkid_partition p = blkid_partlist_get_partition(pl, i);
+			blkid_partition p =
+				blkid_partlist_get_partition(pl, i);
 			struct fs *fs = &fss[n];
 
 			if (p == NULL || blkid_partition_is_extended(p))
@@ -942,8 +946,8 @@ static int earlier_state(struct state *s, const char *mp)
 	}
 	if (state_value(&l, "done") == NULL && owner.pid > 0 &&
 	    proc_id_state(&owner) == PROC_ALIVE) {
-		log_error("another browse (pid %ld) is setting up %s", owner.pid,
-			  mp);
+		log_error("another browse (pid %ld) is setting up %s",
+			  owner.pid, mp);
 		lines_free(&l);
 		return EBUSY;
 	}
@@ -1096,8 +1100,8 @@ static void print_fs(const char *mp, const struct fs *fs, bool parted)
 		       fs->helper ? fs->helper : "", fs->helper ? ")" : "");
 	else
 		printf("  %-28s %-6s %10s  skipped: %s\n",
-		       parted ? fs->name : where,
-		       fs->type[0] ? fs->type : "-", HUMAN(fs->size), fs->note);
+		       parted ? fs->name : where, fs->type[0] ? fs->type : "-",
+		       HUMAN(fs->size), fs->note);
 }
 
 static int setup(const struct browse_conf *conf, struct state *s,
@@ -1162,15 +1166,17 @@ static int setup(const struct browse_conf *conf, struct state *s,
 	if (n_files == 0) {
 		close(fd);
 		if (pttype[0] == '\0')
-			log_error("%s@%s holds no filesystem browse can mount "
-				  "(%s); 'cbtfs-repo restore' writes its image "
-				  "out whole", conf->volume, conf->snapshot,
-				  fss[0].note);
+			log_error(
+				"%s@%s holds no filesystem browse can mount "
+				"(%s); 'cbtfs-repo restore' writes its image "
+				"out whole",
+				conf->volume, conf->snapshot, fss[0].note);
 		else
-			for (i = 0, log_error("%s@%s: no partition of its %s "
-					      "table holds a filesystem browse "
-					      "can mount:", conf->volume,
-					      conf->snapshot, pttype);
+			for (i = 0,
+			    log_error("%s@%s: no partition of its %s "
+				      "table holds a filesystem browse "
+				      "can mount:",
+				      conf->volume, conf->snapshot, pttype);
 			     i < n; i++)
 				log_error("  %s: %s", fss[i].name,
 					  fss[i].note);

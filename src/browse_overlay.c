@@ -194,7 +194,8 @@ static int ov_write(const char *path, const char *buf, size_t n, off_t off,
 	     blk += last > blk ? last - blk : 1) {
 		uint64_t start = blk * OV_BLOCK;
 
-		if (held(blk) || (ioff <= start && ioff + n >= start + OV_BLOCK))
+		if (held(blk) ||
+		    (ioff <= start && ioff + n >= start + OV_BLOCK))
 			continue;
 		err = read_full(ov.conf->image_fd, block, OV_BLOCK, start);
 		if (err == 0)

@@ -164,7 +164,8 @@ static int ranges_file_get(struct cbt_source *src,
 		     parse_u64(end, &end, &len) != 0) ||
 		    end[strspn(end, " \t\r\n")] != '\0') {
 			log_error("ranges file %s line %lu: expected "
-				  "'OFFSET LENGTH' in bytes", rf->path, lineno);
+				  "'OFFSET LENGTH' in bytes",
+				  rf->path, lineno);
 			err = EINVAL;
 			break;
 		}
@@ -187,10 +188,11 @@ static int ranges_file_get(struct cbt_source *src,
 			log_error("ranges file %s line %lu: range at %" PRIu64
 				  " %s the previous one, which ends at "
 				  "%" PRIu64 "; ranges must be sorted by "
-				  "offset and must not overlap", rf->path,
-				  lineno, off,
-				  off < out->v[out->n - 1].offset ? "comes before"
-								  : "overlaps",
+				  "offset and must not overlap",
+				  rf->path, lineno, off,
+				  off < out->v[out->n - 1].offset
+					  ? "comes before"
+					  : "overlaps",
 				  out->v[out->n - 1].offset +
 					  out->v[out->n - 1].length);
 		if (err != 0)

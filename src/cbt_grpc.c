@@ -73,16 +73,20 @@ static int take_tuple(struct stream *s, int64_t offset, int64_t size)
 	uint64_t off, len;
 
 	if (size <= 0)
-		return refuse(s, "a range at byte %" PRId64 " has size %" PRId64
-			      " (must be greater than 0)", offset, size);
+		return refuse(s,
+			      "a range at byte %" PRId64 " has size %" PRId64
+			      " (must be greater than 0)",
+			      offset, size);
 	if (offset < 0)
 		return refuse(s, "a range has the negative offset %" PRId64,
 			      offset);
 	off = (uint64_t)offset;
 	len = (uint64_t)size;
 	if (len > s->capacity || off > s->capacity - len)
-		return refuse(s, "the range %" PRIu64 "+%" PRIu64 " ends "
-			      "beyond the volume's capacity (%" PRIu64 " bytes)",
+		return refuse(s,
+			      "the range %" PRIu64 "+%" PRIu64 " ends "
+			      "beyond the volume's capacity (%" PRIu64
+			      " bytes)",
 			      off, len, s->capacity);
 	/* after a resume the first range may start before the offset asked
 	 * for, as long as it ends after it: keep only the new part */
@@ -91,10 +95,12 @@ static int take_tuple(struct stream *s, int64_t offset, int64_t size)
 		off = s->start;
 	}
 	if (off < s->next)
-		return refuse(s, "the range %" PRIu64 "+%" PRIu64 " starts before "
-			      "the end of the previous one (byte %" PRIu64 "): "
-			      "ranges must be sorted and must not overlap",
-			      (uint64_t)offset, (uint64_t)size, s->next);
+		return refuse(
+			s,
+			"the range %" PRIu64 "+%" PRIu64 " starts before "
+			"the end of the previous one (byte %" PRIu64 "): "
+			"ranges must be sorted and must not overlap",
+			(uint64_t)offset, (uint64_t)size, s->next);
 	s->tuples++;
 	s->next = off + len;
 	return cbt_ranges_add(s->out, off, len);
@@ -109,13 +115,17 @@ static int on_message(const uint8_t *data, size_t len, void *arg)
 
 	r = csi__v1__get_metadata_allocated_response__unpack(NULL, len, data);
 	if (r == NULL)
-		return refuse(s, "a message could not be decoded as %sResponse",
+		return refuse(s,
+			      "a message could not be decoded as %sResponse",
 			      s->method);
-	if (r->block_metadata_type != CSI__V1__BLOCK_METADATA_TYPE__FIXED_LENGTH &&
+	if (r->block_metadata_type !=
+		    CSI__V1__BLOCK_METADATA_TYPE__FIXED_LENGTH &&
 	    r->block_metadata_type !=
 		    CSI__V1__BLOCK_METADATA_TYPE__VARIABLE_LENGTH)
-		err = refuse(s, "block_metadata_type is %d, neither FIXED_LENGTH "
-			     "nor VARIABLE_LENGTH", (int)r->block_metadata_type);
+		err = refuse(s,
+			     "block_metadata_type is %d, neither FIXED_LENGTH "
+			     "nor VARIABLE_LENGTH",
+			     (int)r->block_metadata_type);
 	else if (r->volume_capacity_bytes <= 0)
 		err = refuse(s, "volume_capacity_bytes is %" PRId64,
 			     r->volume_capacity_bytes);
@@ -188,7 +198,8 @@ static int call_once(struct cbt_grpc *g, const char *base, struct stream *s,
 	} else {
 		/* got again for every call: a projected token is rotated */
 		if (c->token_fn != NULL) {
-			const char *t = c->token_fn(c->token_arg, s->renew_token);
+			const char *t =
+				c->token_fn(c->token_arg, s->renew_token);
 
 			s->renew_token = false;
 			if (t == NULL)
@@ -330,9 +341,11 @@ static int enumerate(struct cbt_grpc *g, const char *base,
 	for (;;) {
 		err = call_once(g, base, &s, interrupted, st);
 		if (err == EPROTO) {
-			log_error("%s at %s: %s sent a bad answer: %s; nothing "
-				  "was written", api_name(g), g->conf.target,
-				  s.method, s.problem);
+			log_error(
+				"%s at %s: %s sent a bad answer: %s; nothing "
+				"was written",
+				api_name(g), g->conf.target, s.method,
+				s.problem);
 			return err;
 		}
 		if (err == EINTR) {
@@ -351,9 +364,10 @@ static int enumerate(struct cbt_grpc *g, const char *base,
 		/* a token that worked before has expired: get a new one */
 		if (st->code == RPC_UNAUTHENTICATED && s.authenticated &&
 		    g->conf.token_fn != NULL && !s.renew_token) {
-			log_warn("%s at %s: the token was refused (%s) after it "
-				 "had been accepted; requesting a new one",
-				 api_name(g), g->conf.target, st->details);
+			log_warn("%s at %s: the token was refused (%s) "
+				 "after it had been accepted; requesting a "
+				 "new one", api_name(g), g->conf.target,
+				 st->details);
 			s.renew_token = true;
 			s.authenticated = false;
 			continue;
@@ -380,7 +394,8 @@ static int enumerate(struct cbt_grpc *g, const char *base,
 			 g->conf.target, s.method, s.next,
 			 rpc_code_name(st->code), st->details, failures,
 			 g->conf.retries);
-		sleep_ms(backoff_ms((unsigned)failures, 100, 6400), interrupted);
+		sleep_ms(backoff_ms((unsigned)failures, 100, 6400),
+			 interrupted);
 		if (interrupted && *interrupted) {
 			log_error("interrupted: no snapshot was committed");
 			return EINTR;
@@ -413,7 +428,8 @@ static int on_plugin_info(const uint8_t *data, size_t len, void *arg)
 static void get_plugin_info(struct cbt_grpc *g,
 			    volatile sig_atomic_t *interrupted)
 {
-	Csi__V1__GetPluginInfoRequest req = CSI__V1__GET_PLUGIN_INFO_REQUEST__INIT;
+	Csi__V1__GetPluginInfoRequest req =
+		CSI__V1__GET_PLUGIN_INFO_REQUEST__INIT;
 	struct rpc_status st;
 
 	if (rpc_call_stream(g->ch, "/csi.v1.Identity/GetPluginInfo", &req.base,
@@ -457,10 +473,11 @@ static int grpc_get_ranges(struct cbt_source *src,
 			? g->conf.base_snapshot_id : req->base_handle;
 
 		if (base == NULL || base[0] == '\0') {
-			snprintf(reason, sizeof(reason),
-				 "the base snapshot has no CSI snapshot handle "
-				 "recorded, and --base-snapshot-id was not "
-				 "given");
+			snprintf(
+				reason, sizeof(reason),
+				"the base snapshot has no CSI snapshot handle "
+				"recorded, and --base-snapshot-id was not "
+				"given");
 		} else {
 			err = enumerate(g, base, req->interrupted, ans, &st,
 					&no_delta);
@@ -478,8 +495,10 @@ static int grpc_get_ranges(struct cbt_source *src,
 			log_error("%s; --no-fallback: giving up", reason);
 			return ENOENT;
 		}
-		log_warn("%s: backing up every allocated block instead (a full "
-			 "backup)", reason);
+		log_warn(
+			"%s: backing up every allocated block instead (a full "
+			"backup)",
+			reason);
 		ans->full = true;
 	}
 	return enumerate(g, NULL, req->interrupted, ans, &st, &no_delta);
@@ -527,7 +546,8 @@ struct cbt_source *cbt_grpc_create(const struct cbt_grpc_conf *conf,
 	}
 	if (missing != NULL) {
 		log_error("--changes %s needs %s",
-			  conf->api == CBT_API_CSI ? "csi" : "sidecar", missing);
+			  conf->api == CBT_API_CSI ? "csi" : "sidecar",
+			  missing);
 		*errp = EINVAL;
 		return NULL;
 	}

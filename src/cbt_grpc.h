@@ -45,8 +45,8 @@ struct cbt_grpc_conf {
 	 * during a long enumeration), a new one if renew is set. */
 	const char *(*token_fn)(void *arg, bool renew);
 	void *token_arg;
-	const char *base_snapshot_id;	/* overrides the recorded base handle */
-	int max_results;		/* tuples per message; 0: the server's */
+	const char *base_snapshot_id; /* overrides the recorded base handle */
+	int max_results; /* tuples per message; 0: the server's */
 	bool no_fallback;		/* a delta that cannot be had fails */
 	int idle_timeout_s;		/* longest wait for a message */
 	int retries;			/* calls in a row without progress */

@@ -93,12 +93,21 @@ static int api(struct k8s_client *k, const char *path,
  * understood. */
 static uint64_t parse_quantity(const char *s)
 {
-	static const struct { const char *sfx; uint64_t mult; } units[] = {
-		{ "Ki", 1ull << 10 }, { "Mi", 1ull << 20 }, { "Gi", 1ull << 30 },
-		{ "Ti", 1ull << 40 }, { "Pi", 1ull << 50 }, { "Ei", 1ull << 60 },
-		{ "k", 1000ull }, { "M", 1000000ull }, { "G", 1000000000ull },
-		{ "T", 1000000000000ull }, { "P", 1000000000000000ull },
-		{ "E", 1000000000000000000ull }, { "", 1 },
+	static const struct { const char *sfx; uint64_t mult;
+	} units[] = {
+		{ "Ki", 1ull << 10 },
+		{ "Mi", 1ull << 20 },
+		{ "Gi", 1ull << 30 },
+		{ "Ti", 1ull << 40 },
+		{ "Pi", 1ull << 50 },
+		{ "Ei", 1ull << 60 },
+		{ "k", 1000ull },
+		{ "M", 1000000ull },
+		{ "G", 1000000000ull },
+		{ "T", 1000000000000ull },
+		{ "P", 1000000000000000ull },
+		{ "E", 1000000000000000000ull },
+		{ "", 1 },
 	};
 	char *end;
 	unsigned long long v;
@@ -112,8 +121,9 @@ static uint64_t parse_quantity(const char *s)
 		return 0;
 	for (i = 0; i < sizeof(units) / sizeof(*units); i++)
 		if (strcmp(end, units[i].sfx) == 0)
-			return v <= UINT64_MAX / units[i].mult ? v * units[i].mult
-							       : 0;
+			return v <= UINT64_MAX / units[i].mult
+				       ? v * units[i].mult
+				       : 0;
 	return 0;
 }
 
@@ -168,11 +178,13 @@ static int resolve_snapshot(struct k8s_client *k, const char *ns,
 	ref_uid = k8s_string(vsc, "spec.volumeSnapshotRef.uid");
 	if ((v = k8s_string(vsc, "spec.volumeSnapshotRef.name")) == NULL ||
 	    strcmp(v, name) != 0 ||
-	    (v = k8s_string(vsc, "spec.volumeSnapshotRef.namespace")) == NULL ||
+	    (v = k8s_string(vsc, "spec.volumeSnapshotRef.namespace")) ==
+		    NULL ||
 	    strcmp(v, ns) != 0 ||
 	    (uid && ref_uid && strcmp(uid, ref_uid) != 0)) {
 		log_error("%s is bound to another VolumeSnapshot "
-			  "(spec.volumeSnapshotRef does not point back)", cwhat);
+			  "(spec.volumeSnapshotRef does not point back)",
+			  cwhat);
 		goto out;
 	}
 	if (!is_true(vsc, "status.readyToUse")) {
@@ -231,11 +243,12 @@ static int find_sms(struct cbt_k8s *c, struct k8s_client *k,
 			  "(cbt.storage.k8s.io)", true, &sms);
 	}
 	if (err == ENOENT)
-		log_error("no SnapshotMetadataService named %s "
-			  "(cbt.storage.k8s.io v1beta1 or v1alpha1): the CSI "
-			  "driver %s offers no Changed Block Tracking here, or "
-			  "its snapshot-metadata sidecar is not deployed",
-			  driver, driver);
+		log_error(
+			"no SnapshotMetadataService named %s "
+			"(cbt.storage.k8s.io v1beta1 or v1alpha1): the CSI "
+			"driver %s offers no Changed Block Tracking here, or "
+			"its snapshot-metadata sidecar is not deployed",
+			driver, driver);
 	if (err != 0)
 		return err;
 	addr = k8s_string(sms, "spec.address");
@@ -283,8 +296,9 @@ static int find_service_account(struct cbt_k8s *c, struct k8s_client *k,
 		return *sa_ns && *sa_name ? 0 : ENOMEM;
 	}
 	/* whoever these credentials are */
-	body = json_tokener_parse("{\"apiVersion\": \"authentication.k8s.io/v1\","
-				  " \"kind\": \"SelfSubjectReview\"}");
+	body = json_tokener_parse(
+		"{\"apiVersion\": \"authentication.k8s.io/v1\","
+		" \"kind\": \"SelfSubjectReview\"}");
 	err = api(k, "/apis/authentication.k8s.io/v1/selfsubjectreviews", body,
 		  "SelfSubjectReview (who am I)", "create selfsubjectreviews "
 		  "(authentication.k8s.io); or give --service-account",
@@ -330,8 +344,9 @@ static int request_token(struct cbt_k8s *c, struct k8s_client *k,
 	/* long enough for a resumed enumeration of a big volume */
 	json_object_object_add(spec, "expirationSeconds",
 			       json_object_new_int(3600));
-	json_object_object_add(body, "apiVersion",
-			       json_object_new_string("authentication.k8s.io/v1"));
+	json_object_object_add(
+		body, "apiVersion",
+		json_object_new_string("authentication.k8s.io/v1"));
 	json_object_object_add(body, "kind",
 			       json_object_new_string("TokenRequest"));
 	json_object_object_add(body, "spec", spec);
@@ -376,7 +391,8 @@ static const char *token_fn(void *arg, bool renew)
 }
 
 static int k8s_get_ranges(struct cbt_source *src,
-			  const struct cbt_request *req, struct cbt_answer *ans)
+			  const struct cbt_request *req,
+			  struct cbt_answer *ans)
 {
 	struct cbt_k8s *c = (struct cbt_k8s *)src;
 	struct k8s_client *k = NULL;
@@ -389,14 +405,16 @@ static int k8s_get_ranges(struct cbt_source *src,
 
 	if ((err = k8s_open(c->conf.kubeconfig, 30, &k)) != 0)
 		return err;
-	ns = c->conf.sidecar.namespace ? c->conf.sidecar.namespace : k8s_namespace(k);
+	ns = c->conf.sidecar.namespace ? c->conf.sidecar.namespace
+				       : k8s_namespace(k);
 	if (ns == NULL) {
 		log_error("--changes k8s needs --namespace (the "
 			  "VolumeSnapshot's): %s names none", k8s_source(k));
 		err = EINVAL;
 		goto out;
 	}
-	if ((err = resolve_snapshot(k, ns, c->conf.sidecar.snapshot_name, &si)) != 0)
+	if ((err = resolve_snapshot(k, ns, c->conf.sidecar.snapshot_name,
+				    &si)) != 0)
 		goto out;
 	c->driver = si.driver;
 	c->handle = si.handle;
@@ -406,7 +424,8 @@ static int k8s_get_ranges(struct cbt_source *src,
 	/* a base ingested without a handle: ask the cluster, if it still
 	 * has the base VolumeSnapshot */
 	if (req->has_base && req->base_handle == NULL &&
-	    c->conf.sidecar.base_snapshot_id == NULL && req->base_name != NULL &&
+	    c->conf.sidecar.base_snapshot_id == NULL &&
+	    req->base_name != NULL &&
 	    resolve_snapshot(k, ns, req->base_name, &bi) == 0)
 		r.base_handle = bi.handle;
 
@@ -426,8 +445,9 @@ static int k8s_get_ranges(struct cbt_source *src,
 	c->ns = ns;
 	c->audience = audience;
 	log_info("VolumeSnapshot %s/%s: driver %s, handle %s; "
-		 "SnapshotMetadataService at %s", ns, c->conf.sidecar.snapshot_name,
-		 si.driver, si.handle, g.target);
+		 "SnapshotMetadataService at %s",
+		 ns, c->conf.sidecar.snapshot_name, si.driver, si.handle,
+		 g.target);
 	c->inner = cbt_grpc_create(&g, &err);
 	if (c->inner == NULL)
 		goto out;

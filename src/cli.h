@@ -59,8 +59,8 @@ enum {
 "S3 repositories (s3://BUCKET/PREFIX; credentials in the AWS SDK order:\n" \
 "environment, ~/.aws files, web identity, container, IMDSv2):\n"          \
 "      --endpoint URL     S3 endpoint, e.g. http://127.0.0.1:7480\n"        \
-"                         (default $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL,\n" \
-"                         or AWS itself)\n"                                 \
+"                         (default $AWS_ENDPOINT_URL_S3,\n"                \
+"                         $AWS_ENDPOINT_URL, or AWS itself)\n"             \
 "      --region REGION    signing region (default $AWS_REGION,\n"          \
 "                         $AWS_DEFAULT_REGION, or us-east-1)\n"            \
 "      --addressing path|virtual\n"                                         \

@@ -850,8 +850,9 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 		manifest_free(leaf);
 		if (err != 0) {
 			chunk_map_free(map);
-			return err == ENOENT ? -ENOENT : err == ENOMEM ? -ENOMEM
-								    : -EIO;
+			return err == ENOENT   ? -ENOENT
+			       : err == ENOMEM ? -ENOMEM
+					       : -EIO;
 		}
 		pthread_mutex_lock(&fs->lock);
 		/* another open may have resolved it meanwhile */
@@ -1058,7 +1059,8 @@ static void set_kernel_read_ahead(const char *mountpoint, unsigned kb)
 	bool found = false;
 	FILE *f;
 
-	if (real == NULL || (f = fopen("/proc/self/mountinfo", "re")) == NULL) {
+	if (real == NULL ||
+	    (f = fopen("/proc/self/mountinfo", "re")) == NULL) {
 		free(real);
 		return;
 	}
@@ -1068,7 +1070,8 @@ static void set_kernel_read_ahead(const char *mountpoint, unsigned kb)
 
 		if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &maj, &min, mp) ==
 			    3 &&
-		    strcmp(mp, real) == 0 && strstr(line, " fuse.cbtfs ") != NULL)
+		    strcmp(mp, real) == 0 &&
+		    strstr(line, " fuse.cbtfs ") != NULL)
 			found = true;
 	}
 	fclose(f);
@@ -1226,10 +1229,11 @@ int fuse_ops_main(struct fuse_args *args, const struct mount_conf *conf)
 			goto out_unmount;
 	}
 	/* more loaders than connections would only wait for one */
-	fs->cache = chunk_cache_create(fs->repo, conf->cache_bytes,
-				       conf->readahead < conf->store.connections
-					       ? conf->readahead
-					       : conf->store.connections);
+	fs->cache =
+		chunk_cache_create(fs->repo, conf->cache_bytes,
+				   conf->readahead < conf->store.connections
+					   ? conf->readahead
+					   : conf->store.connections);
 	if (fs->cache == NULL) {
 		log_error("cannot create the chunk cache: %s", ERRSTR(errno));
 		goto out_unmount;

@@ -457,10 +457,11 @@ static int insert_manifest(struct index *ix, const struct manifest *m)
 
 	if ((err = manifest_digest(ix->repo->id, m, digest)) != 0)
 		return err;
-	if ((err = db_prepare(ix,
-			      "INSERT OR IGNORE INTO snapshots(" SNAPSHOT_COLUMNS
-			      ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-			      &st)) != 0)
+	if ((err = db_prepare(
+		     ix,
+		     "INSERT OR IGNORE INTO snapshots(" SNAPSHOT_COLUMNS
+		     ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+		     &st)) != 0)
 		return err;
 	sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, m->volume, -1, SQLITE_STATIC);

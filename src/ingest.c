@@ -156,9 +156,10 @@ static bool is_damaged(const struct ingest *ing, const unsigned char *id)
  * chunk a committed snapshot uses, whichever host wrote it, and the store
  * confirms it is there; after a run that stopped early (check_store),
  * chunks the index does not know are looked for in the store too, so that
- * what the stopped run stored is not sent again.  A chunk recorded as damaged is uploaded again and its record
- * removed.  entry: the chunk is an entry of the new manifest (else it is
- * the base's, uploaded only to heal it).
+ * what the stopped run stored is not sent again.  A chunk recorded as
+ * damaged is uploaded again and its record removed.  entry: the chunk is
+ * an entry of the new manifest (else it is the base's, uploaded only to
+ * heal it).
  */
 static int store_chunk(struct ingest *ing, const unsigned char *id,
 		       struct buf *b, bool entry)
@@ -459,8 +460,8 @@ static int check_name_free(const struct ingest_conf *conf,
 		err = 0;
 	} else {
 		log_error("snapshot '%s' of volume '%s' already exists in the "
-			  "repository (id %s); choose another name", conf->name,
-			  conf->volume, m->id);
+			  "repository (id %s); choose another name",
+			  conf->name, conf->volume, m->id);
 		err = EEXIST;
 	}
 	manifest_free(stored);
@@ -548,9 +549,9 @@ static int build_manifest(struct ingest *ing, const struct manifest *base,
 	m->csi_driver = (char *)(conf->csi_driver ? conf->csi_driver : "");
 	m->changes = (char *)conf->changes->ops->name;
 	m->stats = ing->stats;
-	m->entries = calloc(ing->stats.chunks_changed ? ing->stats.chunks_changed
-						      : 1,
-			    sizeof(*m->entries));
+	m->entries = calloc(
+		ing->stats.chunks_changed ? ing->stats.chunks_changed : 1,
+		sizeof(*m->entries));
 	if (m->entries == NULL)
 		return ENOMEM;
 	for (k = 0; k < ing->n_todo; k++) {
@@ -612,7 +613,8 @@ static int add_forced_chunks(const struct ingest *ing, uint64_t **todop,
 		return 0;
 	for (i = 0; err == 0 && i < base->nchunks &&
 		    i * ing->chunk_size < ing->capacity; i++) {
-		if ((grown && i == last) || is_damaged(ing, chunk_map_id(base, i))) {
+		if ((grown && i == last) ||
+		    is_damaged(ing, chunk_map_id(base, i))) {
 			err = ARRAY_GROW(&extra);
 			if (err == 0)
 				extra.v[extra.n++] = i;
@@ -636,9 +638,11 @@ static int take_answer(const struct ingest_conf *conf,
 		return 0;
 	if (ans->capacity > *capacity) {
 		log_error("device %s has %" PRIu64 " bytes, but the %s source "
-			  "reports a volume of %" PRIu64 " bytes: --device must "
-			  "hold the whole snapshot", conf->device, *capacity,
-			  conf->changes->ops->name, ans->capacity);
+			  "reports a volume of %" PRIu64
+			  " bytes: --device must "
+			  "hold the whole snapshot",
+			  conf->device, *capacity, conf->changes->ops->name,
+			  ans->capacity);
 		return EINVAL;
 	}
 	log_info("device %s has %" PRIu64 " bytes; backing up the volume's "
@@ -896,7 +900,8 @@ out:
 	res->chunks_found = ing.chunks_found;
 	if (err == ENOMEM)
 		log_error("out of memory (a volume of %" PRIu64 " bytes in "
-			  "chunks of %" PRIu32 ")", ing.capacity, ing.chunk_size);
+			  "chunks of %" PRIu32 ")",
+			  ing.capacity, ing.chunk_size);
 	res->seconds = now_seconds() - start;
 	store_get_stats(conf->repo->store, &res->store);
 	/* a run that did not commit tells the next one of what it stored,

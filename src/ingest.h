@@ -47,7 +47,7 @@ struct ingest_result {
 	char id[CBTFS_UUID_LEN + 1];
 	char base[256];			/* the base used; "" for none */
 	uint64_t capacity;
-	bool full_fallback;		/* --base given, but a full backup made */
+	bool full_fallback; /* --base given, but a full backup made */
 	bool already_committed;		/* a killed run had committed it */
 	uint64_t chunks_healed;		/* damaged chunks stored again */
 	uint64_t chunks_found;		/* stored by a run that stopped */

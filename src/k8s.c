@@ -104,9 +104,10 @@ static struct json_object *yaml_node_to_json(yaml_document_t *doc,
 		for (it = node->data.sequence.items.start;
 		     it < node->data.sequence.items.top; it++)
 			json_object_array_add(
-				o, yaml_node_to_json(
-					   doc, yaml_document_get_node(doc, *it),
-					   depth + 1));
+				o,
+				yaml_node_to_json(
+					doc, yaml_document_get_node(doc, *it),
+					depth + 1));
 		return o;
 	case YAML_MAPPING_NODE:
 		o = json_object_new_object();
@@ -119,7 +120,8 @@ static struct json_object *yaml_node_to_json(yaml_document_t *doc,
 			json_object_object_add(
 				o, (const char *)k->data.scalar.value,
 				yaml_node_to_json(
-					doc, yaml_document_get_node(doc, p->value),
+					doc,
+					yaml_document_get_node(doc, p->value),
 					depth + 1));
 		}
 		return o;
@@ -143,16 +145,18 @@ static struct json_object *read_yaml(const char *path)
 	yaml_parser_initialize(&parser);
 	yaml_parser_set_input_file(&parser, f);
 	if (!yaml_parser_load(&parser, &doc)) {
-		log_error("kubeconfig %s: not valid YAML: %s at line %zu", path,
-			  parser.problem ? parser.problem : "error",
+		log_error("kubeconfig %s: not valid YAML: %s at line %zu",
+			  path, parser.problem ? parser.problem : "error",
 			  parser.problem_mark.line + 1);
 	} else {
 		o = yaml_node_to_json(&doc, yaml_document_get_root_node(&doc),
 				      0);
 		yaml_document_delete(&doc);
 		if (o == NULL || !json_object_is_type(o, json_type_object)) {
-			log_error("kubeconfig %s: not a kubeconfig (no mapping "
-				  "at the top)", path);
+			log_error(
+				"kubeconfig %s: not a kubeconfig (no mapping "
+				"at the top)",
+				path);
 			json_object_put(o);
 			o = NULL;
 		}
@@ -170,7 +174,8 @@ struct json_object *k8s_field(struct json_object *obj, const char *path)
 	while (obj != NULL && *path != '\0') {
 		dot = strchr(path, '.');
 		snprintf(key, sizeof(key), "%.*s",
-			 (int)(dot ? (size_t)(dot - path) : strlen(path)), path);
+			 (int)(dot ? (size_t)(dot - path) : strlen(path)),
+			 path);
 		if (!json_object_is_type(obj, json_type_object) ||
 		    !json_object_object_get_ex(obj, key, &obj))
 			return NULL;
@@ -804,7 +809,8 @@ static int load_kubeconfig(struct k8s_client *k, const char *path)
 	    strcmp(v, "true") == 0) {
 		log_error("kubeconfig %s: cluster of context '%s' sets "
 			  "insecure-skip-tls-verify, which cbtfs does not "
-			  "do: give it certificate-authority(-data)", path, cur);
+			  "do: give it certificate-authority(-data)",
+			  path, cur);
 		goto out;
 	}
 	if (k8s_field(us, "auth-provider") != NULL) {
@@ -851,7 +857,8 @@ static int load_kubeconfig(struct k8s_client *k, const char *path)
 	else if ((v = k8s_string(us, "tokenFile")) != NULL) {
 		char *p = config_path(path, v);
 
-		k->token = p ? read_token_file(p, "kubeconfig tokenFile") : NULL;
+		k->token =
+			p ? read_token_file(p, "kubeconfig tokenFile") : NULL;
 		free(p);
 		if (k->token == NULL) {
 			err = EINVAL;
@@ -961,13 +968,15 @@ int k8s_open(const char *kubeconfig, int timeout_s, struct k8s_client **kp)
 	} else if (getenv("KUBERNETES_SERVICE_HOST") != NULL &&
 		   access(SA_DIR "/token", F_OK) == 0) {
 		err = load_in_cluster(k);
-	} else if (home != NULL && asprintf(&path, "%s/.kube/config", home) >= 0 &&
+	} else if (home != NULL &&
+		   asprintf(&path, "%s/.kube/config", home) >= 0 &&
 		   access(path, F_OK) == 0) {
 		err = load_kubeconfig(k, path);
 	} else {
 		log_error("no Kubernetes configuration: not in a pod "
 			  "(KUBERNETES_SERVICE_HOST and %s/token), and no "
-			  "--kubeconfig, $KUBECONFIG or ~/.kube/config", SA_DIR);
+			  "--kubeconfig, $KUBECONFIG or ~/.kube/config",
+			  SA_DIR);
 		err = ENOENT;
 	}
 	free(path);

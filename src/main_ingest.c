@@ -192,18 +192,21 @@ static void print_summary(const struct ingest_conf *conf,
 				       json_object_new_string(conf->volume));
 		json_object_object_add(o, "snapshot",
 				       json_object_new_string(conf->name));
-		json_object_object_add(o, "id", json_object_new_string(res->id));
+		json_object_object_add(o, "id",
+				       json_object_new_string(res->id));
 		json_object_object_add(o, "parent", cli_json_text(res->base));
 		json_object_object_add(o, "full_fallback",
 				       json_object_new_boolean(
 					       res->full_fallback));
 		json_object_object_add(o, "changes", json_object_new_string(
 						conf->changes->ops->name));
-		json_object_object_add(o, "capacity",
-				       json_object_new_int64((int64_t)res->capacity));
-		json_object_object_add(o, "chunk_size",
-				       json_object_new_int64(
-					       (int64_t)conf->repo->chunk_size));
+		json_object_object_add(
+			o, "capacity",
+			json_object_new_int64((int64_t)res->capacity));
+		json_object_object_add(
+			o, "chunk_size",
+			json_object_new_int64(
+				(int64_t)conf->repo->chunk_size));
 		json_object_object_add(o, "chunks_total",
 				       json_object_new_int64(
 					       (int64_t)res->chunks_total));
@@ -464,7 +467,8 @@ static int parse_options(int argc, char *argv[], struct options *o)
 			o->changes = optarg;
 			break;
 		case 'j':
-			if (cli_number(prog, "--jobs", optarg, 1, 256, &n) != 0)
+			if (cli_number(prog, "--jobs", optarg, 1, 256, &n) !=
+			    0)
 				return EXIT_USAGE;
 			o->conf.jobs = (unsigned)n;
 			o->jobs_set = true;
@@ -509,8 +513,8 @@ static int parse_options(int argc, char *argv[], struct options *o)
 			o->k8s.service_account = optarg;
 			break;
 		case OPT_MAX_RESULTS:
-			if (cli_number(prog, "--max-results", optarg, 0, 100000,
-				       &n) != 0)
+			if (cli_number(prog, "--max-results", optarg, 0,
+				       100000, &n) != 0)
 				return EXIT_USAGE;
 			o->grpc.max_results = (int)n;
 			break;
@@ -607,15 +611,17 @@ static int make_change_source(struct options *o)
 		o->conf.csi_handle = g->snapshot_id;
 	} else if (strcmp(o->changes, "k8s") == 0) {
 		if (o->csi_endpoint || g->snapshot_id || g->token_file)
-			return cli_usage_error(prog, "--changes k8s finds the "
-					       "address, handles and token "
-					       "itself: no --csi-endpoint, "
-					       "--snapshot-id or --token-file");
+			return cli_usage_error(
+				prog, "--changes k8s finds the "
+				      "address, handles and token "
+				      "itself: no --csi-endpoint, "
+				      "--snapshot-id or --token-file");
 		o->k8s.sidecar = *g;
 		o->k8s.sidecar.target = o->cbt_address;
 		o->conf.changes = cbt_k8s_create(&o->k8s, &err);
 	} else if (o->k8s.kubeconfig || o->k8s.service_account) {
-		return cli_usage_error(prog, "--kubeconfig and --service-account "
+		return cli_usage_error(prog,
+				       "--kubeconfig and --service-account "
 				       "need --changes k8s");
 	} else if (o->csi_endpoint || o->cbt_address || g->snapshot_id ||
 		   g->base_snapshot_id || g->namespace || g->token_file) {
@@ -643,7 +649,7 @@ int main(int argc, char *argv[])
 	log_set_verbose(o.verbose);
 	if ((status = make_change_source(&o)) >= 0)
 		return status;
-	/* Ctrl-C or a Job's deadline: stop, commit nothing, release the lock */
+	/* Ctrl-C or a Job's deadline: stop, commit nothing, unlock */
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);

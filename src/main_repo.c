@@ -354,11 +354,12 @@ static void print_json(const struct snap_list *l)
 		json_object_object_add(o, "parent",
 				       parent ? json_object_new_string(parent)
 					      : NULL);
-		json_object_object_add(o, "parent_id",
-				       parent ? json_object_new_string(m->parent_id)
-					      : NULL);
-		json_object_object_add(o, "capacity",
-				       json_object_new_int64((int64_t)m->capacity));
+		json_object_object_add(
+			o, "parent_id",
+			parent ? json_object_new_string(m->parent_id) : NULL);
+		json_object_object_add(
+			o, "capacity",
+			json_object_new_int64((int64_t)m->capacity));
 		json_object_object_add(o, "chunk_size",
 				       json_object_new_int64(m->chunk_size));
 		json_object_object_add(o, "created",
@@ -948,9 +949,11 @@ static int cmd_restore(const struct opts *o)
 	int err;
 
 	if (o->n_operands == 0)
-		return cli_usage_error(prog, "restore: give REPO (or -r REPO, "
+		return cli_usage_error(prog,
+				       "restore: give REPO (or -r REPO, "
 				       "or $%s), then the snapshot as VOLUME "
-				       "SNAPSHOT or VOLUME@SNAPSHOT", REPO_ENV);
+				       "SNAPSHOT or VOLUME@SNAPSHOT",
+				       REPO_ENV);
 	if (o->n_names != 1)
 		return cli_usage_error(prog, "restore: name one snapshot, as "
 				       "VOLUME SNAPSHOT or VOLUME@SNAPSHOT, "
@@ -967,7 +970,8 @@ static int cmd_restore(const struct opts *o)
 				       "--from need a target that can be read "
 				       "back or written in place");
 	if (to_stdout && o->json)
-		return cli_usage_error(prog, "restore --to -: --json would mix "
+		return cli_usage_error(prog,
+				       "restore --to -: --json would mix "
 				       "the summary into the image on stdout");
 	if (o->from != NULL && o->target_zeroed)
 		return cli_usage_error(prog, "restore: --from says what the "

@@ -511,11 +511,12 @@ struct repo *repo_open(const char *url, const struct store_opts *opts,
 	r->store = st;
 	snprintf(r->id, sizeof(r->id), "%s", cfg->repo_id);
 	r->chunk_size = cfg->chunk_size;
-	r->zstd_level = cfg->compression == CBTFS__COMPRESSION__COMPRESSION_ZSTD
-				? (cfg->compression_level > 0
-					   ? cfg->compression_level
-					   : REPO_DEFAULT_ZSTD_LEVEL)
-				: 0;
+	r->zstd_level =
+		cfg->compression == CBTFS__COMPRESSION__COMPRESSION_ZSTD
+			? (cfg->compression_level > 0
+				   ? cfg->compression_level
+				   : REPO_DEFAULT_ZSTD_LEVEL)
+			: 0;
 	cbtfs__repo_config__free_unpacked(cfg, NULL);
 	return r;
 

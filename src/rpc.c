@@ -44,7 +44,8 @@ static const char *const code_names[] = {
 
 const char *rpc_code_name(int code)
 {
-	if (code >= 0 && (size_t)code < sizeof(code_names) / sizeof(*code_names))
+	if (code >= 0 &&
+	    (size_t)code < sizeof(code_names) / sizeof(*code_names))
 		return code_names[code];
 	return "UNKNOWN_CODE";
 }
@@ -73,15 +74,17 @@ int rpc_channel_open(const struct rpc_channel_opts *opts,
 		err = file_read_small(opts->ca_file, 4 << 20, &pem);
 		if (err != 0) {
 			log_error("cannot read CA file %s: %s", opts->ca_file,
-				  err == EFBIG ? "larger than 4 MiB, not a PEM "
-						 "bundle"
-					       : ERRSTR(err));
+				  err == EFBIG
+					  ? "larger than 4 MiB, not a PEM "
+					    "bundle"
+					  : ERRSTR(err));
 			return err;
 		}
 		if (strstr((char *)pem.data, "-----BEGIN CERTIFICATE-----") ==
 		    NULL) {
 			log_error("CA file %s holds no PEM certificate "
-				  "(-----BEGIN CERTIFICATE-----)", opts->ca_file);
+				  "(-----BEGIN CERTIFICATE-----)",
+				  opts->ca_file);
 			buf_free(&pem);
 			return EINVAL;
 		}
@@ -114,18 +117,20 @@ int rpc_channel_open(const struct rpc_channel_opts *opts,
 					      PACKAGE_VERSION;
 	/* a retry after a refused connection should not wait a second */
 	args[cargs.num_args].type = GRPC_ARG_INTEGER;
-	args[cargs.num_args].key = (char *)GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
+	args[cargs.num_args].key =
+		(char *)GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
 	args[cargs.num_args++].value.integer = 100;
 	if (opts->tls && opts->server_name != NULL) {
 		args[cargs.num_args].type = GRPC_ARG_STRING;
 		args[cargs.num_args].key =
 			(char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
-		args[cargs.num_args++].value.string = (char *)opts->server_name;
+		args[cargs.num_args++].value.string =
+			(char *)opts->server_name;
 	}
 
 	if (opts->tls)
-		creds = grpc_ssl_credentials_create((char *)pem.data, NULL, NULL,
-						    NULL);
+		creds = grpc_ssl_credentials_create((char *)pem.data, NULL,
+						    NULL, NULL);
 	else
 		creds = grpc_insecure_credentials_create();
 	buf_free(&pem);	/* grpc copied it */
@@ -189,7 +194,8 @@ static bool wait_batch(struct call_wait *w, void *tag)
 			continue;
 		if (w->interrupted != NULL && *w->interrupted) {
 			w->cancelled = w->was_interrupted = true;
-			grpc_call_cancel_with_status(w->call, GRPC_STATUS_CANCELLED,
+			grpc_call_cancel_with_status(w->call,
+						     GRPC_STATUS_CANCELLED,
 						     "interrupted", NULL);
 		} else if (now_seconds() >= idle_end) {
 			char why[96];
@@ -197,9 +203,9 @@ static bool wait_batch(struct call_wait *w, void *tag)
 			snprintf(why, sizeof(why), "no response for %d s",
 				 (w->idle_ms + 999) / 1000);
 			w->cancelled = true;
-			grpc_call_cancel_with_status(w->call,
-						     GRPC_STATUS_DEADLINE_EXCEEDED,
-						     why, NULL);
+			grpc_call_cancel_with_status(
+				w->call, GRPC_STATUS_DEADLINE_EXCEEDED, why,
+				NULL);
 		}
 	}
 }
@@ -241,7 +247,8 @@ int rpc_call_stream(struct rpc_channel *ch, const char *method,
 		    rpc_message_fn *on_message, void *arg,
 		    struct rpc_status *st)
 {
-	struct call_wait w = { .idle_ms = idle_ms, .interrupted = interrupted };
+	struct call_wait w = { .idle_ms = idle_ms,
+			       .interrupted = interrupted };
 	grpc_metadata_array initial_md, trailing_md;
 	grpc_byte_buffer *send_bb, *recv_bb;
 	grpc_status_code status = GRPC_STATUS_UNKNOWN;
@@ -257,11 +264,10 @@ int rpc_call_stream(struct rpc_channel *ch, const char *method,
 	if (send_bb == NULL)
 		return ENOMEM;
 	w.cq = grpc_completion_queue_create_for_pluck(NULL);
-	w.call = grpc_channel_create_call(ch->channel, NULL,
-					  GRPC_PROPAGATE_DEFAULTS, w.cq,
-					  grpc_slice_from_static_string(method),
-					  NULL, gpr_inf_future(GPR_CLOCK_REALTIME),
-					  NULL);
+	w.call = grpc_channel_create_call(
+		ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, w.cq,
+		grpc_slice_from_static_string(method), NULL,
+		gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
 	grpc_metadata_array_init(&initial_md);
 	grpc_metadata_array_init(&trailing_md);
 
@@ -319,7 +325,8 @@ int rpc_call_stream(struct rpc_channel *ch, const char *method,
 	} else {
 		st->code = RPC_INTERNAL;
 		snprintf(st->details, sizeof(st->details),
-			 "grpc refused to start the call (error %d)", (int)cerr);
+			 "grpc refused to start the call (error %d)",
+			 (int)cerr);
 	}
 	if (err == 0 && w.was_interrupted)
 		err = EINTR;

@@ -42,7 +42,7 @@ enum rpc_code {
 const char *rpc_code_name(int code);
 
 struct rpc_channel_opts {
-	const char *target;	 /* "unix:///path", "unix:/path", "host:port" */
+	const char *target; /* "unix:///path", "unix:/path", "host:port" */
 	bool tls;
 	const char *ca_file;	 /* PEM roots for TLS; NULL: grpc's defaults */
 	const char *ca_pem;	 /* or the PEM roots themselves */

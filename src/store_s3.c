@@ -233,6 +233,23 @@ static const char *xml_text(const char *p, const char *tag, char *out,
 }
 
 /* What a user should check for an S3 error code; NULL if nothing useful. */
+/* What to check after a transfer that failed with rc (errbuf: curl's
+ * message): "; ..." or "". */
+static const char *curl_hint(CURLcode rc, const char *errbuf)
+{
+	bool tls = rc == CURLE_PEER_FAILED_VERIFICATION;
+
+	if (tls && strstr(errbuf, "subject name") != NULL)
+		return "; the certificate is for another host name: check "
+		       "AWS_ENDPOINT_URL";
+	if (tls || rc == CURLE_SSL_CACERT_BADFILE)
+		return "; for a private CA set AWS_CA_BUNDLE or the ca-file "
+		       "option";
+	if (rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_COULDNT_CONNECT)
+		return "; check AWS_ENDPOINT_URL";
+	return "";
+}
+
 static const char *s3_hint(const struct store_s3 *s, const char *code,
 			   long status)
 {
@@ -406,12 +423,13 @@ static CURLcode perform(struct store_s3 *s, CURL *c, struct s3_req *r,
 		hdrs = curl_slist_append(hdrs, line);
 	}
 	if (r->content_md5 != NULL) {
-		snprintf(line, sizeof(line), "Content-MD5: %s", r->content_md5);
+		snprintf(line, sizeof(line), "Content-MD5: %s",
+			 r->content_md5);
 		hdrs = curl_slist_append(hdrs, line);
 	}
 	if (r->body != NULL)
-		hdrs = curl_slist_append(hdrs,
-					 "Content-Type: application/octet-stream");
+		hdrs = curl_slist_append(
+			hdrs, "Content-Type: application/octet-stream");
 
 	errbuf[0] = '\0';
 	curl_easy_setopt(c, CURLOPT_URL, url);
@@ -531,25 +549,14 @@ static int s3_request(struct store_s3 *s, struct s3_req *r, bool quiet)
 			log_debug("%s %s%s: %s, retrying (%u)", r->op,
 				  s->prefix, r->key ? r->key : "",
 				  rc != CURLE_OK ? curl_easy_strerror(rc)
-						 : "server error", attempt + 1);
+						 : "server error",
+				  attempt + 1);
 			backoff(attempt + 1);
 			continue;
 		}
 
 		if (rc != CURLE_OK) {
-			const char *hint =
-				rc == CURLE_PEER_FAILED_VERIFICATION &&
-						strstr(errbuf, "subject name")
-					? "; the certificate is for another host "
-					  "name: check AWS_ENDPOINT_URL"
-				: rc == CURLE_PEER_FAILED_VERIFICATION ||
-						rc == CURLE_SSL_CACERT_BADFILE
-					? "; for a private CA set AWS_CA_BUNDLE "
-					  "or the ca-file option"
-				: rc == CURLE_COULDNT_RESOLVE_HOST ||
-						rc == CURLE_COULDNT_CONNECT
-					? "; check AWS_ENDPOINT_URL"
-					: "";
+			const char *hint = curl_hint(rc, errbuf);
 
 			log_error("S3 %s %s/%s%s at %s failed%s: %s: %s%s",
 				  r->op, s->bucket, s->prefix,
@@ -561,8 +568,9 @@ static int s3_request(struct store_s3 *s, struct s3_req *r, bool quiet)
 			break;
 		}
 		err = http_status_to_errno(r->status);
-		if (quiet && (err == ERANGE || (err == ENOENT &&
-						strcmp(code, "NoSuchBucket") != 0)))
+		if (quiet &&
+		    (err == ERANGE ||
+		     (err == ENOENT && strcmp(code, "NoSuchBucket") != 0)))
 			break;
 		{
 			const char *hint = s3_hint(s, code, r->status);
@@ -609,7 +617,8 @@ static int s3_get(struct store *st, const char *key, uint64_t off,
 	}
 	if (off > 0 || len != STORE_TO_END) {
 		if (len == STORE_TO_END)
-			snprintf(range, sizeof(range), "bytes=%" PRIu64 "-", off);
+			snprintf(range, sizeof(range), "bytes=%" PRIu64 "-",
+				 off);
 		else
 			snprintf(range, sizeof(range),
 				 "bytes=%" PRIu64 "-%" PRIu64, off,
@@ -655,7 +664,8 @@ static int s3_head(struct store *st, const char *key, uint64_t *sizep)
 		return bad_key(s, key);
 	err = s3_request(s, &r, true);
 	if (err == 0 && sizep != NULL)
-		*sizep = r.content_length >= 0 ? (uint64_t)r.content_length : 0;
+		*sizep =
+			r.content_length >= 0 ? (uint64_t)r.content_length : 0;
 	buf_free(&resp);
 	return err;
 }
@@ -784,7 +794,8 @@ static int s3_list(struct store *st, const char *prefix, store_list_cb *cb,
 			break;
 		for (p = (const char *)resp.data;
 		     (p = strstr(p, "<Contents>")) != NULL;) {
-			const char *next = xml_text(p, "Key", key, sizeof(key));
+			const char *next =
+				xml_text(p, "Key", key, sizeof(key));
 
 			if (next == NULL ||
 			    xml_text(p, "Size", size, sizeof(size)) == NULL ||
@@ -894,8 +905,9 @@ static int configure_endpoint(struct store_s3 *s,
 			      const char *region)
 {
 	const char *ep = opts->endpoint ? opts->endpoint
-			 : env("AWS_ENDPOINT_URL_S3") ? env("AWS_ENDPOINT_URL_S3")
-						      : env("AWS_ENDPOINT_URL");
+			 : env("AWS_ENDPOINT_URL_S3")
+				 ? env("AWS_ENDPOINT_URL_S3")
+				 : env("AWS_ENDPOINT_URL");
 	const char *addressing = opts->addressing;
 	bool path_style;
 	size_t n;
@@ -910,7 +922,8 @@ static int configure_endpoint(struct store_s3 *s,
 		/* AWS itself: virtual-hosted unless told otherwise */
 		path_style = addressing && strcmp(addressing, "path") == 0;
 		if (path_style) {
-			if (asprintf(&s->endpoint, "https://s3.%s.amazonaws.com",
+			if (asprintf(&s->endpoint,
+				     "https://s3.%s.amazonaws.com",
 				     region) < 0)
 				return ENOMEM;
 			if (asprintf(&s->base_url, "%s/%s/", s->endpoint,
@@ -926,7 +939,8 @@ static int configure_endpoint(struct store_s3 *s,
 		}
 		return 0;
 	}
-	if (strncmp(ep, "http://", 7) != 0 && strncmp(ep, "https://", 8) != 0) {
+	if (strncmp(ep, "http://", 7) != 0 &&
+	    strncmp(ep, "https://", 8) != 0) {
 		log_error("S3 endpoint '%s' must begin with http:// or "
 			  "https://", ep);
 		return EINVAL;
@@ -940,7 +954,8 @@ static int configure_endpoint(struct store_s3 *s,
 	/* a custom endpoint: path-style unless told otherwise */
 	path_style = !(addressing && strcmp(addressing, "virtual") == 0);
 	if (path_style) {
-		if (asprintf(&s->base_url, "%s/%s/", s->endpoint, s->bucket) < 0)
+		if (asprintf(&s->base_url, "%s/%s/", s->endpoint, s->bucket) <
+		    0)
 			return ENOMEM;
 	} else {
 		const char *host = strstr(s->endpoint, "://") + 3;

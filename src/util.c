@@ -59,7 +59,8 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	static const char *const prefix[] = {
 		"error: ", "warning: ", "", "debug: "
 	};
-	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
+	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO,
+				    LOG_DEBUG };
 	char msg[1024];
 	va_list ap;
 
@@ -281,7 +282,8 @@ int parse_size(const char *s, uint64_t *out)
 
 const char *human_size(uint64_t bytes, char *buf, size_t size)
 {
-	static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+	static const char *const unit[] = { "B",   "KiB", "MiB",
+					    "GiB", "TiB", "PiB" };
 	double v = (double)bytes;
 	int u = 0;
 

@@ -529,7 +529,8 @@ static void chunks_dedupe(struct verify *v)
 {
 	size_t i, n = 0;
 
-	array_sort(v->chunks.v, v->chunks.n, sizeof(*v->chunks.v), codec_id_cmp);
+	array_sort(v->chunks.v, v->chunks.n, sizeof(*v->chunks.v),
+		   codec_id_cmp);
 	for (i = 0; i < v->chunks.n; i++)
 		if (n == 0 || memcmp(v->chunks.v[n - 1].id, v->chunks.v[i].id,
 				     CODEC_ID_LEN) != 0)

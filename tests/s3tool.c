@@ -98,7 +98,8 @@ int main(int argc, char *argv[])
 	} else if (strcmp(argv[2], "delete-prefix") == 0) {
 		err = store_list(st, argv[3], collect, &k);
 		if (err == 0)
-			err = store_del_many(st, (const char *const *)k.v, k.n);
+			err = store_del_many(st, (const char *const *)k.v,
+					     k.n);
 	} else if (strcmp(argv[2], "put") == 0 && argc == 5) {
 		err = store_put(st, argv[3], argv[4], strlen(argv[4]));
 	} else if (strcmp(argv[2], "get") == 0) {

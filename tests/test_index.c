@@ -290,8 +290,10 @@ int main(void)
 		CHECK_EQ(index_chunk_known(ix, id, &known), 0);
 		CHECK(!known);
 	}
-	CHECK_EQ(index_resolve_chain(ix, "00000000-0000-0000-0000-000000000000", NULL,
-				     &map), ENOENT);
+	CHECK_EQ(index_resolve_chain(ix,
+				     "00000000-0000-0000-0000-000000000000",
+				     NULL, &map),
+		 ENOENT);
 	/* no id at all: not found, not a crash */
 	CHECK_EQ(index_resolve_chain(ix, "", NULL, &map), ENOENT);
 	CHECK(map == NULL);

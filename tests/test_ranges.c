@@ -131,9 +131,10 @@ static void test_file(void)
 	CHECK_EQ(rl.n, (size_t)0);
 	CHECK_EQ(parse("100 10\n50 10\n", 1 << 20, &rl), EINVAL); /* order */
 	CHECK_EQ(rl.n, (size_t)0);
-	CHECK_EQ(parse("100 10\n105 10\n", 1 << 20, &rl), EINVAL); /* overlap */
+	CHECK_EQ(parse("100 10\n105 10\n", 1 << 20, &rl),
+		 EINVAL); /* overlap */
 	CHECK_EQ(parse("0 1048577\n", 1 << 20, &rl), EINVAL);	/* past end */
-	CHECK_EQ(parse("0 1048576\n", 1 << 20, &rl), 0);	/* to the end */
+	CHECK_EQ(parse("0 1048576\n", 1 << 20, &rl), 0); /* to the end */
 	cbt_ranges_free(&rl);
 	CHECK_EQ(parse("10\n", 1 << 20, &rl), EINVAL);		/* syntax */
 	CHECK_EQ(parse("10 x\n", 1 << 20, &rl), EINVAL);
