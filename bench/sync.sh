@@ -13,7 +13,8 @@
 # uploaded with curl --parallel; every manifest has its own chunk.  RUNS
 # runs (default 3), interleaved; min/median/max seconds; target: one at a
 # time / first sync >= 4, met or not met.
-# Usage: bench/sync.sh   Env: N, RUNS.  Needs the Ceph packages.
+# Usage: bench/sync.sh   Env: N, RUNS, LATENCY_MS (added to every
+# request by a proxy, default 0).  Needs the Ceph packages.
 . "$(dirname "$0")/lib.sh"
 N=${N:-1000}
 RUNS=${RUNS:-3}
@@ -47,6 +48,16 @@ done >"$T/get.cfg"
 [ "$(grep -c '^url' "$T/get.cfg")" = "$N" ] || fail "expected $N manifests"
 R=s3://$S3_BUCKET/sync
 note "$N snapshots in $R"
+# LATENCY_MS=N: both go through a proxy that holds every answer N ms, as a
+# store across a network would (on 127.0.0.1 a request costs ~1 ms, which
+# leaves parallel fetching little to win)
+endpoint=$S3_ENDPOINT
+if [ "${LATENCY_MS:-0}" != 0 ]; then
+	start_proxy lat --delay 1 --delay-ms "$LATENCY_MS"
+	endpoint=$PROXY_URL
+	sed -i "s|$S3_ENDPOINT|$endpoint|" "$T/get.cfg"
+	note "every request held ${LATENCY_MS} ms by a proxy"
+fi
 
 one_at_a_time() {
 	curl -sSf "${sigv4[@]}" \
@@ -58,13 +69,15 @@ for ((run = 0; run < RUNS; run++)); do
 	t_seq+=("$(secs one_at_a_time)")
 	rm -rf "$T/fresh"
 	t0=$(date +%s.%N)
-	"$REPO" snapshots "$R" --cache-dir "$T/fresh" >"$T/list" 2>"$T/err" ||
+	"$REPO" snapshots "$R" --cache-dir "$T/fresh" --endpoint "$endpoint" \
+		>"$T/list" 2>"$T/err" ||
 		{ cat "$T/err" >&2; fail "snapshots"; }
 	t_sync+=("$(calc "$(date +%s.%N) - $t0")")
 	[ "$(grep -c '^v ' "$T/list")" = "$N" ] || fail "the list lacks snapshots"
 	note "run $((run + 1)): one at a time ${t_seq[-1]} s, first sync ${t_sync[-1]} s"
 done
-printf '\nfirst sync of %s manifests on Ceph RGW (127.0.0.1), %s runs\n' "$N" "$RUNS"
+printf '\nfirst sync of %s manifests on Ceph RGW (127.0.0.1), %s runs, %s ms added per request\n' \
+	"$N" "$RUNS" "${LATENCY_MS:-0}"
 printf '  shared 2-CPU machine: other work may have run at the same time\n'
 printf '  %-46s %s s\n' "GET one at a time, one connection (min/med/max)" "$(stats %.2f "${t_seq[@]}" | tr ' ' /)"
 printf '  %-46s %s s\n' "cbtfs-repo snapshots, empty index" "$(stats %.2f "${t_sync[@]}" | tr ' ' /)"
