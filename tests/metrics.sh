@@ -1,12 +1,12 @@
 #!/bin/bash
 # cbtfs-ingest --metrics-file: Prometheus text format (checked by a strict
-# parser, tests/promtext.py) whose counts are the run's JSON summary, on
+# parser, tests/promcheck.py) whose counts are the run's JSON summary, on
 # RGW behind a proxy that fails some requests (so retries count); written
 # atomically, also when the ingest fails (success 0, the last success
 # kept); a directory that cannot take it is a usage error.
 . "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 requires /usr/bin/python3
-PROM="/usr/bin/python3 $top_srcdir/tests/promtext.py"
+PROM="/usr/bin/python3 $top_srcdir/tests/promcheck.py --json"
 
 start_rgw
 start_proxy flaky --error 0.1 --seed 7

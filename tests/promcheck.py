@@ -5,6 +5,9 @@
                                 "NAME VALUE" for each NAME asked for (all
                                 samples if none); exits 1 with the line
                                 and the reason at the first error
+  promcheck.py --json FILE      checks FILE and prints its samples as
+                                {"name{label=value,...}": value, ...}
+                                (labels sorted by name)
 
 What is checked: every line is a comment, blank, or a sample; "# HELP"
 and "# TYPE" name a valid metric, at most once each, TYPE before the
@@ -14,6 +17,7 @@ valid, label values are quoted and escaped correctly, values are floats
 together; a counter is not negative and its samples end in _total (as
 OpenMetrics wants); no sample (name and labels) appears twice.
 """
+import json
 import re
 import sys
 
@@ -144,7 +148,8 @@ def check(text):
 
 
 def main():
-    path = sys.argv[1]
+    as_json = sys.argv[1] == "--json"
+    path = sys.argv[2] if as_json else sys.argv[1]
     text = sys.stdin.read() if path == "-" else open(path).read()
     try:
         samples = check(text)
@@ -152,6 +157,16 @@ def main():
         print("%s: not Prometheus text format: %s" % (path, e),
               file=sys.stderr)
         return 1
+    if as_json:
+        out = {}
+        for name, labels, v in samples:
+            key = name
+            if labels:
+                key += "{%s}" % ",".join("%s=%s" % kv
+                                         for kv in sorted(labels))
+            out[key] = value(v)
+        print(json.dumps(out))
+        return 0
     want = sys.argv[2:]
     vals = {name: v for name, labels, v in samples if not labels}
     for name in want or [s[0] for s in samples]:
