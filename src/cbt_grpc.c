@@ -461,7 +461,7 @@ static int grpc_get_ranges(struct cbt_source *src,
 			.verbose = g->conf.verbose,
 		};
 
-		if ((err = rpc_channel_open(&o, &g->ch)) != 0)
+		if ((g->ch = rpc_channel_open(&o, &err)) == NULL)
 			return err;
 	}
 	if (g->conf.api == CBT_API_CSI) {

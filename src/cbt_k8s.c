@@ -403,7 +403,7 @@ static int k8s_get_ranges(struct cbt_source *src,
 	const char *ns;
 	int err;
 
-	if ((err = k8s_open(c->conf.kubeconfig, 30, &k)) != 0)
+	if ((k = k8s_open(c->conf.kubeconfig, 30, &err)) == NULL)
 		return err;
 	ns = c->conf.sidecar.namespace ? c->conf.sidecar.namespace
 				       : k8s_namespace(k);

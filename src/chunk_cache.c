@@ -89,11 +89,12 @@ struct chunk_cache {
 static void *prefetch_worker(void *arg);
 
 struct chunk_cache *chunk_cache_create(struct repo *repo, size_t max_bytes,
-				       unsigned prefetch_threads)
+				       unsigned prefetch_threads, int *errp)
 {
 	struct chunk_cache *cc = calloc(1, sizeof(*cc));
 	unsigned i;
 
+	*errp = ENOMEM;
 	if (cc == NULL)
 		return NULL;
 	cc->repo = repo;
@@ -116,18 +117,18 @@ struct chunk_cache *chunk_cache_create(struct repo *repo, size_t max_bytes,
 	if (cc->spare == NULL ||
 	    (prefetch_threads > 0 && cc->workers == NULL)) {
 		chunk_cache_destroy(cc);
-		errno = ENOMEM;
 		return NULL;
 	}
 	for (i = 0; i < prefetch_threads; i++) {
 		if (pthread_create(&cc->workers[i], NULL, prefetch_worker,
 				   cc) != 0) {
 			chunk_cache_destroy(cc);
-			errno = EAGAIN;
+			*errp = EAGAIN;
 			return NULL;
 		}
 		cc->n_workers++;
 	}
+	*errp = 0;
 	return cc;
 }
 

@@ -42,11 +42,11 @@ struct chunk_cache;
 /*
  * max_bytes: the memory of the chunk buffers (at least one buffer is
  * always allowed).  prefetch_threads: workers that load chunks asked for
- * by chunk_cache_prefetch() (0: none).  NULL with errno set on failure
+ * by chunk_cache_prefetch() (0: none).  NULL with *errp set on failure
  * (ENOMEM, or EAGAIN when a worker cannot start; not logged).
  */
 struct chunk_cache *chunk_cache_create(struct repo *repo, size_t max_bytes,
-				       unsigned prefetch_threads);
+				       unsigned prefetch_threads, int *errp);
 void chunk_cache_destroy(struct chunk_cache *cc);
 
 /*

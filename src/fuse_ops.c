@@ -1172,7 +1172,7 @@ int fuse_ops_main(struct fuse_args *args, const struct mount_conf *conf)
 	struct fuse_conn_info_opts *conn_opts = NULL;
 	struct cbtfs_fs *fs = NULL;
 	struct fuse *fuse = NULL;
-	int status = 1;
+	int status = 1, err;
 
 	if (fuse_parse_cmdline(args, &opts) != 0)
 		return 2;
@@ -1221,21 +1221,18 @@ int fuse_ops_main(struct fuse_args *args, const struct mount_conf *conf)
 			 opts.mountpoint);
 	}
 	/* threads and SQLite connections start after the fork */
-	{
-		int err;
-
-		fs->index = index_open(fs->repo, conf->cache_dir, &err);
-		if (fs->index == NULL)
-			goto out_unmount;
-	}
+	fs->index = index_open(fs->repo, conf->cache_dir, &err);
+	if (fs->index == NULL)
+		goto out_unmount;
 	/* more loaders than connections would only wait for one */
 	fs->cache =
 		chunk_cache_create(fs->repo, conf->cache_bytes,
 				   conf->readahead < conf->store.connections
 					   ? conf->readahead
-					   : conf->store.connections);
+					   : conf->store.connections,
+				   &err);
 	if (fs->cache == NULL) {
-		log_error("cannot create the chunk cache: %s", ERRSTR(errno));
+		log_error("cannot create the chunk cache: %s", ERRSTR(err));
 		goto out_unmount;
 	}
 	/* a read-ahead beyond half the cache would push out its own chunks */

@@ -943,7 +943,8 @@ out:
 	return err;
 }
 
-int k8s_open(const char *kubeconfig, int timeout_s, struct k8s_client **kp)
+static int open_client(const char *kubeconfig, int timeout_s,
+		       struct k8s_client **kp)
 {
 	struct k8s_client *k = calloc(1, sizeof(*k));
 	const char *env = getenv("KUBECONFIG"), *home = getenv("HOME");
@@ -1022,6 +1023,14 @@ int k8s_open(const char *kubeconfig, int timeout_s, struct k8s_client **kp)
 	log_debug("Kubernetes API %s (%s)", k->server, k->source);
 	*kp = k;
 	return 0;
+}
+
+struct k8s_client *k8s_open(const char *kubeconfig, int timeout_s, int *errp)
+{
+	struct k8s_client *k = NULL;
+
+	*errp = open_client(kubeconfig, timeout_s, &k);
+	return *errp == 0 ? k : NULL;
 }
 
 void k8s_close(struct k8s_client *k)

@@ -29,8 +29,10 @@
 
 struct k8s_client;
 
-/* Returns 0 or an errno after logging what is missing or wrong. */
-int k8s_open(const char *kubeconfig, int timeout_s, struct k8s_client **kp);
+/* The client, or NULL with *errp set after logging what is missing or
+ * wrong. */
+struct k8s_client *k8s_open(const char *kubeconfig, int timeout_s,
+			    int *errp);
 void k8s_close(struct k8s_client *k);
 
 /* Where the configuration came from, for messages: "in-cluster", or the

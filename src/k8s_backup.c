@@ -994,7 +994,7 @@ static void *worker(void *arg)
 	struct k8s_client *k = NULL;
 	int err;
 
-	err = k8s_open(r->c->job.kubeconfig, 60, &k);
+	k = k8s_open(r->c->job.kubeconfig, 60, &err);
 	for (;;) {
 		size_t i;
 
@@ -1173,7 +1173,7 @@ int k8s_backup_run(const struct k8s_backup_conf *c,
 	hex_encode(rnd, sizeof(rnd), hex);
 	strftime(r.run, sizeof(r.run), "%Y%m%d-%H%M%S-", &tm);
 	strcat(r.run, hex);
-	if ((err = k8s_open(c->job.kubeconfig, 60, &k)) != 0)
+	if ((k = k8s_open(c->job.kubeconfig, 60, &err)) == NULL)
 		goto out;
 	ns = c->ns ? c->ns : k8s_namespace(k);
 	if (ns == NULL && !c->all_namespaces && c->selector != NULL) {
@@ -1292,7 +1292,7 @@ int k8s_restore_run(const struct k8s_restore_conf *c,
 		err = ENOENT;
 		goto out;
 	}
-	if ((err = k8s_open(c->job.kubeconfig, 60, &k)) != 0) {
+	if ((k = k8s_open(c->job.kubeconfig, 60, &err)) == NULL) {
 		why = msg("cannot reach the Kubernetes API");
 		goto out;
 	}

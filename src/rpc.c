@@ -60,8 +60,8 @@ static void grpc_log(gpr_log_func_args *args)
 		log_debug("grpc: %s", args->message);
 }
 
-int rpc_channel_open(const struct rpc_channel_opts *opts,
-		     struct rpc_channel **chp)
+static int open_channel(const struct rpc_channel_opts *opts,
+			struct rpc_channel **chp)
 {
 	struct rpc_channel *ch;
 	grpc_channel_credentials *creds;
@@ -144,6 +144,15 @@ int rpc_channel_open(const struct rpc_channel_opts *opts,
 	}
 	*chp = ch;
 	return 0;
+}
+
+struct rpc_channel *rpc_channel_open(const struct rpc_channel_opts *opts,
+				     int *errp)
+{
+	struct rpc_channel *ch = NULL;
+
+	*errp = open_channel(opts, &ch);
+	return *errp == 0 ? ch : NULL;
 }
 
 void rpc_channel_close(struct rpc_channel *ch)

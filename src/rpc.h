@@ -53,10 +53,10 @@ struct rpc_channel_opts {
 
 struct rpc_channel;
 
-/* Returns 0, or an errno after logging why (unreadable CA file...).
- * Connecting happens at the first call. */
-int rpc_channel_open(const struct rpc_channel_opts *opts,
-		     struct rpc_channel **chp);
+/* The channel, or NULL with *errp set after logging why (unreadable CA
+ * file...).  Connecting happens at the first call. */
+struct rpc_channel *rpc_channel_open(const struct rpc_channel_opts *opts,
+				     int *errp);
 void rpc_channel_close(struct rpc_channel *ch);
 
 struct rpc_status {
