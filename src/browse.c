@@ -43,6 +43,7 @@
 
 #include "array.h"
 #include "browse.h"
+#include "mountinfo.h"
 #include "browse_overlay.h"
 #include "index.h"
 #include "util.h"
@@ -133,97 +134,6 @@ static int run(char *const argv[], bool quiet)
 	if (out != NULL)
 		fclose(out);
 	return rc;
-}
-
-/* "\040" and friends of /proc/self/mountinfo, decoded in place */
-static void unescape(char *s)
-{
-	char *d = s;
-
-	for (; *s; s++, d++) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' &&
-		    s[2] >= '0' && s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
-			*d = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 +
-				    (s[3] - '0'));
-			s += 3;
-		} else {
-			*d = *s;
-		}
-	}
-	*d = '\0';
-}
-
-struct mnt {
-	char dir[PATH_MAX];
-	char type[64];
-	char source[PATH_MAX];
-};
-
-/*
- * Calls fn for every mount in /proc/self/mountinfo until it returns
- * non-zero; returns that, or 0.
- */
-static int each_mount(int (*fn)(const struct mnt *m, void *arg), void *arg)
-{
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	char *line = NULL;
-	size_t cap = 0;
-	int rc = 0;
-
-	if (f == NULL)
-		return 0;
-	while (rc == 0 && getline(&line, &cap, f) > 0) {
-		struct mnt m;
-		char *sep = strstr(line, " - "), *tok, *save;
-		int i;
-
-		if (sep == NULL)
-			continue;
-		*sep = '\0';
-		tok = strtok_r(line, " ", &save);
-		for (i = 0; tok != NULL && i < 4; i++)
-			tok = strtok_r(NULL, " ", &save);
-		if (tok == NULL)
-			continue;
-		snprintf(m.dir, sizeof(m.dir), "%s", tok);
-		tok = strtok_r(sep + 3, " ", &save);
-		snprintf(m.type, sizeof(m.type), "%s", tok ? tok : "");
-		tok = strtok_r(NULL, " ", &save);
-		snprintf(m.source, sizeof(m.source), "%s", tok ? tok : "");
-		unescape(m.dir);
-		unescape(m.source);
-		rc = fn(&m, arg);
-	}
-	free(line);
-	fclose(f);
-	return rc;
-}
-
-static int match_dir(const struct mnt *m, void *arg)
-{
-	struct mnt *want = arg;
-
-	if (strcmp(m->dir, want->dir) != 0)
-		return 0;
-	*want = *m;	/* the last mount there is the one seen */
-	want->dir[PATH_MAX - 1] = 1;
-	return 0;
-}
-
-/* Whether dir is a mount point; *m (may be NULL) gets its top mount. */
-static bool mounted_at(const char *dir, struct mnt *m)
-{
-	struct mnt want;
-
-	snprintf(want.dir, sizeof(want.dir), "%s", dir);
-	want.dir[PATH_MAX - 1] = 0;
-	each_mount(match_dir, &want);
-	if (want.dir[PATH_MAX - 1] != 1)
-		return false;
-	want.dir[PATH_MAX - 1] = 0;
-	if (m != NULL)
-		*m = want;
-	return true;
 }
 
 /* mkdir -p, 0700 for what it makes; 0 or an errno (logged) */
@@ -392,7 +302,7 @@ static const char *state_value(const struct lines *l, const char *key)
  * tmpfs, a loop device over a file of this state's overlay, or a FUSE
  * driver's mount tagged with TAG.
  */
-static bool ours(const struct state *s, const struct mnt *m)
+static bool ours(const struct state *s, const struct mount_entry *m)
 {
 	char sys[PATH_MAX], back[PATH_MAX];
 	const char *dev;
@@ -420,7 +330,7 @@ struct sweep {
 	char deepest[PATH_MAX];	/* out: "" if none */
 };
 
-static int match_below(const struct mnt *m, void *arg)
+static int match_below(const struct mount_entry *m, void *arg)
 {
 	struct sweep *w = arg;
 
@@ -442,7 +352,7 @@ static int unmount_tree(const struct state *s, const char *dir)
 
 	for (i = 0; i < MAX_FS; i++) {
 		w.deepest[0] = '\0';
-		each_mount(match_below, &w);
+		mountinfo_each(match_below, &w);
 		if (w.deepest[0] == '\0' || unmount(w.deepest) != 0)
 			break;
 	}
@@ -460,11 +370,11 @@ static int undo(struct state *s, const struct lines *l)
 
 	for (i = l->n; i-- > 0;) {
 		const char *v = strchr(l->v[i], ' ');
-		struct mnt m;
+		struct mount_entry m;
 
 		v = v ? v + 1 : "";
 		if (strncmp(l->v[i], "mount ", 6) == 0) {
-			if (!mounted_at(v, &m))
+			if (!mountinfo_at(v, &m))
 				continue;
 			if (!ours(s, &m)) {
 				log_warn("%s is mounted (%s %s), but not by "
@@ -514,7 +424,7 @@ struct find_repo {
 	char dir[PATH_MAX];	/* out: the mount point */
 };
 
-static int match_repo(const struct mnt *m, void *arg)
+static int match_repo(const struct mount_entry *m, void *arg)
 {
 	struct find_repo *f = arg;
 	char real[PATH_MAX];
@@ -584,7 +494,7 @@ static int repo_mount(const struct browse_conf *conf, struct state *s,
 		if (realpath(p, f.real) == NULL)
 			f.real[0] = '\0';
 	}
-	if (each_mount(match_repo, &f) != 0) {
+	if (mountinfo_each(match_repo, &f) != 0) {
 		snprintf(dir, size, "%s", f.dir);
 		log_info("using the cbtfs mount of %s at %s", conf->repo,
 			 dir);
@@ -951,7 +861,7 @@ static int earlier_state(struct state *s, const char *mp)
 		lines_free(&l);
 		return EBUSY;
 	}
-	if (state_value(&l, "done") != NULL && mounted_at(mp, NULL)) {
+	if (state_value(&l, "done") != NULL && mountinfo_at(mp, NULL)) {
 		log_error("%s is in use: a browse is mounted there; "
 			  "'cbtfs-repo browse --unmount %s' it first", mp, mp);
 		lines_free(&l);
@@ -975,7 +885,7 @@ static int start_overlay(const struct browse_conf *conf, struct state *s,
 			 char *ovl, size_t size)
 {
 	char odir[PATH_MAX], fsname[PATH_MAX + 64];
-	struct mnt m;
+	struct mount_entry m;
 	pid_t pid;
 	int i, st, err;
 
@@ -1030,8 +940,8 @@ static int start_overlay(const struct browse_conf *conf, struct state *s,
 		_exit(overlay_serve(&oc) == 0 ? 0 : 1);
 	}
 	for (i = 0; i < 200; i++) {
-		if (mounted_at(ovl, &m) && strcmp(m.type, "fuse.cbtfs-browse")
-					       == 0)
+		if (mountinfo_at(ovl, &m) &&
+		    strcmp(m.type, "fuse.cbtfs-browse") == 0)
 			break;
 		if (waitpid(pid, &st, WNOHANG) == pid) {
 			log_error("the overlay server stopped (see above)");
@@ -1248,7 +1158,7 @@ int browse_start(const struct browse_conf *conf)
 {
 	char mp[PATH_MAX];
 	struct state s;
-	struct mnt m;
+	struct mount_entry m;
 	struct lines l;
 	int err;
 
@@ -1258,7 +1168,7 @@ int browse_start(const struct browse_conf *conf)
 	state_paths(&s, mp);
 	if ((err = earlier_state(&s, mp)) != 0)
 		return err;
-	if (mounted_at(mp, &m)) {
+	if (mountinfo_at(mp, &m)) {
 		log_error("%s is in use: %s is mounted there (%s)", mp,
 			  m.source, m.type);
 		return EBUSY;

@@ -28,6 +28,7 @@
 
 #include "fuse_ops.h"
 #include "index.h"
+#include "mountinfo.h"
 
 static const char prog[] = "cbtfs";
 
@@ -315,64 +316,19 @@ static int check_values(struct mount_opts *o, struct mount_conf *conf)
 	return 0;
 }
 
-/* "\040" and friends of /proc/self/mountinfo, decoded in place */
-static void unescape(char *s)
-{
-	char *d = s;
-
-	for (; *s; s++, d++) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' &&
-		    s[2] >= '0' && s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
-			*d = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 +
-				    (s[3] - '0'));
-			s += 3;
-		} else {
-			*d = *s;
-		}
-	}
-	*d = '\0';
-}
-
 /*
- * Whether the directory dir (a real path) is the mount point of a mount
- * in /proc/self/mountinfo; what is mounted there ("TYPE SOURCE" of the
- * last such mount) into what.
+ * Whether the directory dir (a real path) is the mount point of a mount;
+ * what is mounted there ("TYPE SOURCE" of the last such mount) into what.
  */
 static bool mounted_at(const char *dir, char *what, size_t size)
 {
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	char *line = NULL;
-	size_t cap = 0;
-	bool found = false;
+	struct mount_entry m;
 
-	if (f == NULL)
+	if (!mountinfo_at(dir, &m))
 		return false;
-	while (getline(&line, &cap, f) > 0) {
-		char *sep = strstr(line, " - "), *tok, *save, *type, *src;
-		int i;
-
-		if (sep == NULL)
-			continue;
-		*sep = '\0';
-		tok = strtok_r(line, " ", &save);
-		for (i = 0; tok != NULL && i < 4; i++)
-			tok = strtok_r(NULL, " ", &save);
-		if (tok == NULL)
-			continue;
-		unescape(tok);
-		if (strcmp(tok, dir) != 0)
-			continue;
-		type = strtok_r(sep + 3, " ", &save);
-		src = type ? strtok_r(NULL, " ", &save) : NULL;
-		if (src != NULL)
-			unescape(src);
-		snprintf(what, size, "%s %s", type ? type : "?",
-			 src ? src : "?");
-		found = true;
-	}
-	free(line);
-	fclose(f);
-	return found;
+	snprintf(what, size, "%s %s", m.type[0] ? m.type : "?",
+		 m.source[0] ? m.source : "?");
+	return true;
 }
 
 /* Whether directory dir holds anything; false if it cannot be read. */

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "array.h"
+#include "mountinfo.h"
 #include "pool.h"
 #include "progress.h"
 #include "restore.h"
@@ -80,40 +81,15 @@ struct restore {
 
 /* ---- the target ------------------------------------------------------- */
 
-/* The mount point of block device dev, if it is mounted, into buf. */
-static bool mounted_at(dev_t dev, char *buf, size_t size)
-{
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	char line[4096];
-	bool found = false;
-
-	if (f == NULL)
-		return false;
-	while (!found && fgets(line, sizeof(line), f) != NULL) {
-		unsigned maj, min;
-		char mnt[2048];
-
-		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT ... */
-		if (sscanf(line, "%*u %*u %u:%u %*s %2047s", &maj, &min,
-			   mnt) == 3 &&
-		    makedev(maj, min) == dev) {
-			snprintf(buf, size, "%s", mnt);
-			found = true;
-		}
-	}
-	fclose(f);
-	return found;
-}
-
 static int open_block_device(const struct restore_conf *conf,
 			     struct target *t, const struct stat *sb)
 {
-	char mnt[2048];
+	struct mount_entry m;
 	int ro = 0, err;
 
-	if (mounted_at(sb->st_rdev, mnt, sizeof(mnt))) {
+	if (mountinfo_of_dev(sb->st_rdev, &m)) {
 		log_error("%s is mounted on %s: unmount it first (restore "
-			  "overwrites the whole device)", t->path, mnt);
+			  "overwrites the whole device)", t->path, m.dir);
 		return EBUSY;
 	}
 	/* O_EXCL: the kernel refuses a device that is mounted or held */
