@@ -1077,88 +1077,12 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 	return buf_append(arg, p, size * n) == 0 ? size * n : 0;
 }
 
-static int request_once(struct k8s_client *k, const char *path,
-			struct json_object *body, long *status,
-			struct json_object **out)
-{
-	struct curl_slist *hdrs = NULL;
-	struct buf b = { 0 };
-	char *url = NULL, *auth = NULL;
-	CURLcode rc;
-
-	*out = NULL;
-	*status = 0;
-	if (asprintf(&url, "%s%s", k->url_base, path) < 0)
-		return ENOMEM;
-	/* a new credential: no connection made with the old one */
-	curl_easy_setopt(k->curl, CURLOPT_FRESH_CONNECT, k->fresh ? 1L : 0L);
-	k->fresh = false;
-	hdrs = curl_slist_append(hdrs, "Accept: application/json");
-	if (k->token != NULL &&
-	    asprintf(&auth, "Authorization: Bearer %s", k->token) >= 0)
-		hdrs = curl_slist_append(hdrs, auth);
-	if (body != NULL) {
-		hdrs = curl_slist_append(hdrs,
-					 "Content-Type: application/json");
-		curl_easy_setopt(k->curl, CURLOPT_COPYPOSTFIELDS,
-				 json_object_to_json_string_ext(
-					 body, JSON_C_TO_STRING_PLAIN));
-	} else {
-		curl_easy_setopt(k->curl, CURLOPT_HTTPGET, 1L);
-	}
-	curl_easy_setopt(k->curl, CURLOPT_URL, url);
-	curl_easy_setopt(k->curl, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(k->curl, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(k->curl, CURLOPT_WRITEDATA, &b);
-	rc = curl_easy_perform(k->curl);
-	curl_slist_free_all(hdrs);
-	if (auth != NULL) {
-		explicit_bzero(auth, strlen(auth));
-		free(auth);
-	}
-	if (rc != CURLE_OK) {
-		log_error("Kubernetes API %s (%s): %s %s: %s%s", k->server,
-			  k->source, body ? "POST" : "GET", path,
-			  curl_easy_strerror(rc),
-			  rc == CURLE_PEER_FAILED_VERIFICATION ||
-					  rc == CURLE_SSL_CACERT_BADFILE
-				  ? ": check the cluster's CA"
-				  : rc == CURLE_SSL_CERTPROBLEM
-				  ? ": check the client certificate and key"
-				  : "");
-		free(url);
-		buf_free(&b);
-		return EIO;
-	}
-	curl_easy_getinfo(k->curl, CURLINFO_RESPONSE_CODE, status);
-	if (b.len > 0 && buf_append(&b, "", 1) == 0)
-		*out = json_tokener_parse((char *)b.data);
-	log_debug("Kubernetes API: %s %s: HTTP %ld", body ? "POST" : "GET",
-		  path, *status);
-	free(url);
-	buf_free(&b);
-	return 0;
-}
-
 int k8s_request(struct k8s_client *k, const char *path,
 		struct json_object *body, long *status,
 		struct json_object **out)
 {
-	int err;
-
-	if (k->exec != NULL && (err = exec_credential(k, false)) != 0)
-		return err;
-	err = request_once(k, path, body, status, out);
-	if (err != 0 || *status != 401 || k->exec == NULL)
-		return err;
-	/* the server refuses the plugin's credential: once more, anew */
-	log_debug("%s: HTTP 401: running exec plugin %s again", k->source,
-		  k->exec->command);
-	json_object_put(*out);
-	*out = NULL;
-	if ((err = exec_credential(k, true)) != 0)
-		return err;
-	return request_once(k, path, body, status, out);
+	return k8s_call(k, body != NULL ? "POST" : "GET", path, body, status,
+			out, NULL);
 }
 
 const char *k8s_status_message(struct json_object *st)
@@ -1210,8 +1134,14 @@ static int call_once(struct k8s_client *k, const char *method,
 		free(auth);
 	}
 	if (rc != CURLE_OK) {
-		log_error("Kubernetes API %s (%s): %s %s: %s", k->server,
-			  k->source, method, path, curl_easy_strerror(rc));
+		log_error("Kubernetes API %s (%s): %s %s: %s%s", k->server,
+			  k->source, method, path, curl_easy_strerror(rc),
+			  rc == CURLE_PEER_FAILED_VERIFICATION ||
+					  rc == CURLE_SSL_CACERT_BADFILE
+				  ? ": check the cluster's CA"
+				  : rc == CURLE_SSL_CERTPROBLEM
+				  ? ": check the client certificate and key"
+				  : "");
 		free(url);
 		return EIO;
 	}
