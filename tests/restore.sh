@@ -40,12 +40,15 @@ nonzero1=$($IMGTOOL nonzero "$T/img1" $CS)
 nchunks=$(((CAP + CS - 1) / CS))
 repo_fp=$(fingerprint "$R")
 
-# losetup_file FILE [ARGS...]: a loop device over FILE, detached at exit
+# losetup_file VAR FILE [ARGS...]: VAR names a new loop device over FILE,
+# detached at exit (set here, not in a subshell, so that the exit trap
+# knows it)
 losetup_file() {
-	local dev
+	local var=$1 dev
+	shift
 	dev=$(losetup -f --show "$@") || fail "losetup $*"
 	cleanup_fn "losetup -d $dev"
-	echo "$dev"
+	printf -v "$var" '%s' "$dev"
 }
 
 # same TARGET IMAGE: the first CAP bytes of TARGET are IMAGE
@@ -89,7 +92,7 @@ tail -c 300000 "$T/large" | cmp - "$T/large.tail" ||
 
 # 4. a loop device full of other data, with --verify
 head -c $CAP /dev/urandom >"$T/dev1"
-dev1=$(losetup_file "$T/dev1")
+losetup_file dev1 "$T/dev1"
 "$REPO" restore "$R" ns/v s2 --to "$dev1" --verify --json >"$T/out" ||
 	fail "restore to $dev1: $(cat "$T/out")"
 same "$dev1" "$T/img2"
@@ -98,7 +101,7 @@ same "$dev1" "$T/img2"
 
 # 5. a zeroed loop device (a new sparse file) with --target-zeroed
 truncate -s $CAP "$T/dev2"
-dev2=$(losetup_file "$T/dev2")
+losetup_file dev2 "$T/dev2"
 "$REPO" restore "$R" ns/v s1 --to "$dev2" --target-zeroed --json \
 	>"$T/out" || fail "restore --target-zeroed"
 same "$dev2" "$T/img1"
@@ -133,20 +136,20 @@ expect_fail "less than the snapshot's $CAP" \
 	"$REPO" restore "$R" ns/v s1 --to "$T/small"
 [ "$(stat -c %s "$T/small")" = 1048576 ] || fail "the small file changed"
 head -c $((CAP - 512)) /dev/urandom >"$T/dev3"
-dev3=$(losetup_file "$T/dev3")
+losetup_file dev3 "$T/dev3"
 before=$(sha "$T/dev3")
 expect_fail "less than the snapshot's" \
 	"$REPO" restore "$R" ns/v s1 --to "$dev3"
 truncate -s 40M "$T/dev4"
 mkfs.ext4 -q "$T/dev4" || fail "mkfs"
-dev4=$(losetup_file "$T/dev4")
+losetup_file dev4 "$T/dev4"
 mkdir "$T/mnt"
 mount "$dev4" "$T/mnt" || fail "mount $dev4"
 _mounts+=("$T/mnt")
 expect_fail "$dev4 is mounted on $T/mnt" \
 	"$REPO" restore "$R" ns/v s1 --to "$dev4"
 umount "$T/mnt"
-dev5=$(losetup_file -r "$T/dev3")
+losetup_file dev5 -r "$T/dev3"
 expect_fail "read-only" "$REPO" restore "$R" ns/v s1 --to "$dev5"
 [ "$(sha "$T/dev3")" = "$before" ] || fail "a refused device changed"
 expect_fail "neither a block device nor a regular file" \
