@@ -282,6 +282,24 @@ static int take_cred(struct json_object *e, const char *data_key,
 }
 
 /* ---------------------------------------------------------------------- */
+/* Frees a secret string (a token, a header holding one), wiped first. */
+static void free_secret(char *s)
+{
+	if (s == NULL)
+		return;
+	explicit_bzero(s, strlen(s));
+	free(s);
+}
+
+/* Frees a secret blob (a private key), wiped first, and empties it. */
+static void free_secret_blob(struct curl_blob *b)
+{
+	if (b->data != NULL)
+		explicit_bzero(b->data, b->len);
+	free(b->data);
+	memset(b, 0, sizeof(*b));
+}
+
 /* exec credential plugins */
 
 static void exec_free(struct k8s_exec *x)
@@ -301,13 +319,9 @@ static void exec_free(struct k8s_exec *x)
 	free(x->api_version);
 	free(x->install_hint);
 	free(x->cluster_info);
-	if (x->token != NULL)
-		explicit_bzero(x->token, strlen(x->token));
-	free(x->token);
+	free_secret(x->token);
 	free(x->cert.data);
-	if (x->key.data != NULL)
-		explicit_bzero(x->key.data, x->key.len);
-	free(x->key.data);
+	free_secret_blob(&x->key);
 	free(x);
 }
 
@@ -689,15 +703,10 @@ static int exec_take(struct k8s_client *k, const char *text)
 			  what);
 		goto out;
 	}
-	if (x->token != NULL)
-		explicit_bzero(x->token, strlen(x->token));
-	free(x->token);
+	free_secret(x->token);
 	free(x->cert.data);
-	if (x->key.data != NULL)
-		explicit_bzero(x->key.data, x->key.len);
-	free(x->key.data);
+	free_secret_blob(&x->key);
 	memset(&x->cert, 0, sizeof(x->cert));
-	memset(&x->key, 0, sizeof(x->key));
 	x->token = tok ? strdup(tok) : NULL;
 	if (cert != NULL) {
 		x->cert.data = strdup(cert);
@@ -1045,12 +1054,10 @@ void k8s_close(struct k8s_client *k)
 	curl_slist_free_all(k->connect_to);
 	free(k->proxy);
 	exec_free(k->exec);
-	if (k->token != NULL)
-		explicit_bzero(k->token, strlen(k->token));
-	free(k->token);
+	free_secret(k->token);
 	free(k->ca.data);
 	free(k->cert.data);
-	free(k->key.data);
+	free_secret_blob(&k->key);
 	free(k->ca_file);
 	free(k->cert_file);
 	free(k->key_file);
@@ -1129,10 +1136,7 @@ static int call_once(struct k8s_client *k, const char *method,
 	rc = curl_easy_perform(k->curl);
 	curl_easy_setopt(k->curl, CURLOPT_CUSTOMREQUEST, NULL);
 	curl_slist_free_all(hdrs);
-	if (auth != NULL) {
-		explicit_bzero(auth, strlen(auth));
-		free(auth);
-	}
+	free_secret(auth);
 	if (rc != CURLE_OK) {
 		log_error("Kubernetes API %s (%s): %s %s: %s%s", k->server,
 			  k->source, method, path, curl_easy_strerror(rc),
