@@ -896,7 +896,7 @@ static void backup_one(struct k8s_client *k, struct backup_run *r, size_t i)
 	/* 3. the Job */
 	base = newest_of(r->snaps, volume);
 	base_name = base ? k8s_string(base, "snapshot") : NULL;
-	json_object_object_add(res, "base", js(base_name));
+	json_object_object_add(res, "parent", js(base_name));
 	sa = msg("%s/%s", t->ns, c->job.service_account);
 	{
 		const char *argv[] = {

@@ -132,7 +132,7 @@ grep -q "skipping PVC ns/files" "$T/run1.err" || fail "run 1 did not say it skip
 for p in db-a db-b db-c; do
 	e=$(entry $p <"$T/run1.json")
 	[ "$(field ok <<<"$e")" = True ] || fail "run 1: $p: $e"
-	[ "$(field base <<<"$e")" = None ] || fail "run 1: $p had a base"
+	[ "$(field parent <<<"$e")" = None ] || fail "run 1: $p had a base"
 	[ "$(field ingest.changes <<<"$e")" = k8s ] || fail "run 1: $p: not --changes k8s"
 	cp --sparse=always "$CL/volumes/ns_$p.img" "$T/$p.gen1"
 done
@@ -170,7 +170,7 @@ else
 fi
 for p in db-a db-b db-c; do
 	e=$(entry $p <"$T/run2.json")
-	b=$(field base <<<"$e")
+	b=$(field parent <<<"$e")
 	[ "$(field ok <<<"$e")" = True ] || fail "run 2: $p: $e"
 	[ "$b" = "$(entry $p <"$T/run1.json" | field snapshot)" ] ||
 		fail "run 2: $p: base $b is not run 1's snapshot"
