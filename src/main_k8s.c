@@ -177,7 +177,8 @@ static void print_report(struct json_object *r)
 			printf("%s: backed up as %s (%s%s), %" PRId64
 			       " chunks read\n",
 			       vol, k8s_string(p, "snapshot"),
-			       k8s_string(p, "parent") ? "a delta on " : "full",
+			       k8s_string(p, "parent") ? "a delta on "
+							: "full",
 			       k8s_string(p, "parent") ?: "",
 			       json_object_get_int64(
 				       k8s_field(p, "ingest.chunks_read")));
