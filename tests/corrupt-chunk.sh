@@ -22,7 +22,7 @@ obj5=$R/chunks/${id5:0:2}/$id5
 
 # flip one byte in the middle of chunk 3's object; delete chunk 5's
 size=$(stat -c %s "$obj3")
-printf '\x5a' | dd of="$obj3" bs=1 seek=$((size / 2)) conv=notrunc status=none
+damage_byte "$obj3" $((size / 2))
 rm "$obj5"
 
 start_mount "$R" "$MNT"

@@ -107,6 +107,16 @@ fingerprint() {
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
+# damage_byte FILE OFFSET: inverts the byte at OFFSET, so the file always
+# changes (writing a fixed byte leaves random data unchanged 1 time in 256).
+damage_byte() {
+	local b
+	b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
+	[ -n "$b" ] || fail "damage_byte: $1 has no byte at offset $2"
+	printf "\\$(printf %03o $((b ^ 255)))" |
+		dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+
 # json_field FIELD < json: the value of a top-level scalar field.
 json_field() {
 	/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"
@@ -175,9 +185,26 @@ chunks_touched() {
 	} END { n = 0; for (c in seen) n++; print n }' "$1"
 }
 
-# free_port: a TCP port nobody listens on at 127.0.0.1 right now.
+# free_port: a TCP port nobody uses at 127.0.0.1 right now, chosen below
+# the kernel's ephemeral range: a port from that range can be taken by the
+# local end of any outgoing connection (other tests run in parallel) before
+# the server that is meant to listen on it binds it.
 free_port() {
-	/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+	/usr/bin/python3 - <<'PY'
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(200):
+    port = random.randrange(max(10000, low - 12000), low) if low > 10100 else 0
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        print(s.getsockname()[1])
+        break
+    except OSError:
+        pass
+    finally:
+        s.close()
+PY
 }
 
 # wait_for SECONDS CMD...: retries CMD every 0.2 s until it succeeds.
@@ -191,13 +218,22 @@ wait_for() {
 	return 1
 }
 
+# rgw_up_or_failed PID LOG: radosgw answers at $S3_ENDPOINT, or it has
+# failed (its process exited, or its frontend did not start: it then takes
+# minutes to exit), so that waiting for it stops at once.
+rgw_up_or_failed() {
+	kill -0 "$1" 2>/dev/null || return 0
+	grep -qs "failed initializing frontend" "$2" && return 0
+	curl -sf -m 5 -o /dev/null "$S3_ENDPOINT/"
+}
+
 # start_rgw: a single-node Ceph cluster with a RADOS gateway on 127.0.0.1,
 # under $T/ceph, every daemon in the foreground of a background job and
 # stopped by PID at exit.  Sets S3_ENDPOINT, S3_BUCKET and the AWS_*
 # variables for a user "test" and creates the bucket.  Skips (77) only if
 # the Ceph packages are missing.
 start_rgw() {
-	local d=$T/ceph fsid uuid mon_v2 mon_v1 rgw_port
+	local d=$T/ceph fsid uuid mon_v2 mon_v1 rgw_port rgw_pid try
 	for c in ceph-mon ceph-osd ceph-mgr radosgw radosgw-admin monmaptool curl; do
 		command -v $c >/dev/null || skip "$c is not installed (Ceph RGW)"
 	done
@@ -205,7 +241,6 @@ start_rgw() {
 	fsid=$(uuidgen)
 	mon_v2=$(free_port)
 	mon_v1=$(free_port)
-	rgw_port=$(free_port)
 	cat >"$d/ceph.conf" <<CONF
 [global]
 fsid = $fsid
@@ -250,7 +285,6 @@ osd op num threads per shard = 2
 mgr initial modules = status
 [client.rgw.a]
 ms mon client mode = crc
-rgw frontends = beast endpoint=127.0.0.1:$rgw_port tcp_nodelay=1
 rgw dns name = 127.0.0.1
 rgw thread pool size = 64
 CONF
@@ -271,11 +305,30 @@ CONF
 	_pids+=($!)
 	wait_for 60 sh -c 'ceph osd dump | grep -q "^osd.0 up"' ||
 		fail "ceph-osd did not come up"
-	radosgw -n client.rgw.a -f >"$d/log/rgw.out" 2>&1 &
-	_pids+=($!)
-	S3_ENDPOINT=http://127.0.0.1:$rgw_port
-	wait_for 90 curl -sf -o /dev/null "$S3_ENDPOINT/" ||
+	# a radosgw that cannot bind its port is started again on another
+	for try in 1 2 3; do
+		rgw_port=$(free_port)
+		[ -f "$d/log/client.rgw.a.log" ] &&
+			mv "$d/log/client.rgw.a.log" "$d/log/client.rgw.a.log.$try"
+		S3_ENDPOINT=http://127.0.0.1:$rgw_port
+		radosgw -n client.rgw.a -f --rgw-frontends \
+			"beast endpoint=127.0.0.1:$rgw_port tcp_nodelay=1" \
+			>"$d/log/rgw.out" 2>&1 &
+		rgw_pid=$!
+		_pids+=($rgw_pid)
+		wait_for 120 rgw_up_or_failed "$rgw_pid" \
+			"$d/log/client.rgw.a.log"
+		curl -sf -m 5 -o /dev/null "$S3_ENDPOINT/" && break
+		echo "radosgw failed (try $try):" >&2
+		tail -n 3 "$d/log/client.rgw.a.log" >&2
+		kill -9 "$rgw_pid" 2>/dev/null
+		wait "$rgw_pid" 2>/dev/null
+	done
+	if ! curl -sf -m 5 -o /dev/null "$S3_ENDPOINT/"; then
+		tail -n 15 "$d/log/rgw.out" "$d/log/client.rgw.a.log" >&2
+		ceph -s >&2
 		fail "radosgw did not answer at $S3_ENDPOINT"
+	fi
 	export AWS_ACCESS_KEY_ID=cbtfstestkey
 	export AWS_SECRET_ACCESS_KEY=cbtfs-test-secret-$RANDOM$RANDOM
 	export AWS_ENDPOINT_URL=$S3_ENDPOINT

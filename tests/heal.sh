@@ -30,7 +30,7 @@ obj3=$R/chunks/${id3:0:2}/$id3
 obj5=$R/chunks/${id5:0:2}/$id5
 [ -f "$obj3" ] && [ -f "$obj5" ] || fail "chunk objects missing"
 size=$(stat -c %s "$obj3")
-printf '\x5a' | dd of="$obj3" bs=1 seek=$((size / 2)) conv=notrunc status=none
+damage_byte "$obj3" $((size / 2))
 rm "$obj5"
 
 # 1. reads through the mount fail with EIO and record both chunks
@@ -71,7 +71,7 @@ stop_mount "$MNT"
 #    base's damaged chunk is read from the device all the same
 id7=$(chunk_id "$img" 7)
 obj7=$R/chunks/${id7:0:2}/$id7
-printf '\x5a' | dd of="$obj7" bs=1 seek=100 conv=notrunc status=none
+damage_byte "$obj7" 100
 "$REPO" verify "$R" --read-data >/dev/null 2>&1 &&
 	fail "verify did not find the corrupt chunk 7"
 [ -f "$R/damaged/$id7" ] || fail "verify did not record chunk 7"

@@ -120,7 +120,7 @@ fi
 id3=$(dd if="$img" bs=64K skip=3 count=1 status=none | sha256sum | cut -d' ' -f1)
 obj3=$R/chunks/${id3:0:2}/$id3
 size=$(stat -c %s "$obj3")
-printf '\x5a' | dd of="$obj3" bs=1 seek=$((size / 2)) conv=notrunc status=none
+damage_byte "$obj3" $((size / 2))
 _mounts+=("$MNT")
 "$CBTFS" "$R" "$MNT" -o log="$T/cbtfs.log" >"$T/out" 2>&1 ||
 	fail "daemonized mount: $(cat "$T/out")"

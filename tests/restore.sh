@@ -174,7 +174,7 @@ cp -a "$R" "$T/bad"
 id=$(head -c $CS "$T/img1" | sha256sum | cut -d' ' -f1)
 victim=$T/bad/chunks/${id:0:2}/$id
 [ -f "$victim" ] || fail "no chunk object $victim"
-printf 'X' | dd of="$victim" bs=1 seek=40 conv=notrunc status=none
+damage_byte "$victim" 40
 export XDG_CACHE_HOME=$T/cache-bad
 expect_fail "cannot be restored: their chunk is damaged" \
 	"$REPO" restore "$T/bad" ns/v s1 --to "$T/y"
