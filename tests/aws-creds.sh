@@ -276,7 +276,7 @@ broken() {
 		fail "'$*' did not say '$want'; it said:"$'\n'"$out"
 }
 no_sources
-CLOSED=$(free_port)
+CLOSED=$CLOSED_PORT
 broken "environment: AWS_ACCESS_KEY_ID not set; shared files: $T/home/.aws/credentials: No such file or directory, $T/home/.aws/config: No such file or directory; web identity: AWS_WEB_IDENTITY_TOKEN_FILE not set; container credentials: AWS_CONTAINER_CREDENTIALS_FULL_URI not set; IMDS: http://127.0.0.1:$CLOSED/latest/api/token: Failed to connect" \
 	env -u AWS_EC2_METADATA_DISABLED \
 	AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:$CLOSED

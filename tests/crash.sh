@@ -34,6 +34,25 @@ count_locks() {
 	esac
 }
 
+# settle REPO: on S3, waits until what the killed run sent has landed: a
+# request whose body the server had in full completes after the client is
+# gone, and must not count as the re-run's (the listing is the same twice,
+# half a second apart)
+settle() {
+	local prev= now i
+	case $1 in
+	s3://*) ;;
+	*) return 0 ;;
+	esac
+	for ((i = 0; i < 40; i++)); do
+		now="$(count_chunks "$1") $(count_snapshots "$1") $(count_locks "$1")"
+		[ "$now" = "$prev" ] && return 0
+		prev=$now
+		sleep 0.5
+	done
+	fail "$1: the store still changes 20 s after the kill"
+}
+
 # a random delay in milliseconds from 0 to $1
 rand_ms() { echo $((RANDOM % ($1 + 1))); }
 
@@ -74,6 +93,7 @@ crash_rounds() {
 			continue
 		fi
 		kills=$((kills + 1))
+		settle "$R"
 		# a killed run commits all or nothing
 		after=$(count_snapshots "$R")
 		[ "$after" = "$snaps" ] || [ "$after" = $((snaps + 1)) ] ||

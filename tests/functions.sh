@@ -15,6 +15,14 @@ REPO=$top_builddir/cbtfs-repo
 # image comparisons: changed, nonzero, chunks, preads (see imgtool.py)
 IMGTOOL="/usr/bin/python3 $top_srcdir/tests/imgtool.py"
 
+# what the machine has set must not reach what the tests check: system
+# messages in English, no proxy between cbtfs and the servers on 127.0.0.1,
+# no AWS settings of the person who runs the tests
+export LC_ALL=C.UTF-8
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY \
+	no_proxy NO_PROXY AWS_CA_BUNDLE AWS_PROFILE AWS_DEFAULT_PROFILE \
+	AWS_CONFIG_FILE AWS_SHARED_CREDENTIALS_FILE
+
 T=$(mktemp -d "${TMPDIR:-/tmp}/cbtfs-test.XXXXXX")
 export XDG_CACHE_HOME=$T/cache
 
@@ -24,6 +32,15 @@ _pids=()
 
 # Runs cmd at exit (LIFO, after unmounts and process stops).
 cleanup_fn() { _cleanups+=("$*"); }
+
+# _our_child PID: PID is a process (or zombie) whose parent is this shell.
+_our_child() {
+	local st
+	st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	st=${st##*) }
+	set -- $st
+	[ "$2" = "$$" ]
+}
 
 _cleanup() {
 	local rc=$? i m p alive
@@ -36,19 +53,24 @@ _cleanup() {
 		fi
 	done
 	# stop everything we started, newest first; what ignores SIGTERM for
-	# 10 s is killed
+	# 10 s is killed.  Only PIDs that are still our children: one that
+	# was waited for may since belong to another test's process.
+	local ours=()
 	for ((i = ${#_pids[@]} - 1; i >= 0; i--)); do
-		kill "${_pids[i]}" 2>/dev/null
+		_our_child "${_pids[i]}" && ours+=("${_pids[i]}")
+	done
+	for p in "${ours[@]}"; do
+		kill "$p" 2>/dev/null
 	done
 	for ((i = 0; i < 50; i++)); do
 		alive=0
-		for p in "${_pids[@]}"; do
+		for p in "${ours[@]}"; do
 			kill -0 "$p" 2>/dev/null && alive=1
 		done
 		[ $alive = 0 ] && break
 		sleep 0.2
 	done
-	for p in "${_pids[@]}"; do
+	for p in "${ours[@]}"; do
 		kill -9 "$p" 2>/dev/null
 		wait "$p" 2>/dev/null
 	done
@@ -185,6 +207,10 @@ chunks_touched() {
 	} END { n = 0; for (c in seen) n++; print n }' "$1"
 }
 
+# CLOSED_PORT: a TCP port at 127.0.0.1 that nothing listens on (free_port
+# never picks it, so no test's server can take it).
+CLOSED_PORT=1
+
 # free_port: a TCP port nobody uses at 127.0.0.1 right now, chosen below
 # the kernel's ephemeral range: a port from that range can be taken by the
 # local end of any outgoing connection (other tests run in parallel) before
@@ -241,6 +267,7 @@ start_rgw() {
 	fsid=$(uuidgen)
 	mon_v2=$(free_port)
 	mon_v1=$(free_port)
+	while [ "$mon_v1" = "$mon_v2" ]; do mon_v1=$(free_port); done
 	cat >"$d/ceph.conf" <<CONF
 [global]
 fsid = $fsid

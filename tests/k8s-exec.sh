@@ -228,7 +228,7 @@ kubeconfig proxy.yaml "$K8S_API" - v1 "
 ingest ns/proxy proxy.yaml
 grep -qx "CONNECT 127.0.0.1:$K8S_PORT" "$T/proxy.log" ||
 	fail "no CONNECT through the proxy: $(cat "$T/proxy.log")"
-CLOSED=$(free_port)
+CLOSED=$CLOSED_PORT
 kubeconfig noproxy.yaml "$K8S_API" - v1 "
     proxy-url: http://127.0.0.1:$CLOSED" "$TOKEN_USER"
 expect_fail "Kubernetes API $K8S_API" \

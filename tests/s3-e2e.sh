@@ -31,7 +31,7 @@ expect_fail "NoSuchBucket: the bucket does not exist" \
 	"$REPO" snapshots "s3://no-such-bucket/x"
 expect_fail "no S3 credentials: environment: AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not" \
 	env -u AWS_SECRET_ACCESS_KEY "$REPO" snapshots "$R"
-port=$(free_port)
+port=$CLOSED_PORT
 expect_fail "check AWS_ENDPOINT_URL" \
 	"$REPO" snapshots "$R" --endpoint "http://127.0.0.1:$port" --retries 1
 expect_fail "invalid bucket name" "$REPO" snapshots "s3://A_B/x"
