@@ -255,12 +255,12 @@ killed_at() {
 	CBTFS_BROWSE_PAUSE=$1 "$REPO" browse "$R" ns/gpt@s "$T/b5" \
 		>/dev/null 2>&1 &
 	pid=$!
-	for ((i = 0; i < 100; i++)); do
+	for ((i = 0; i < 400; i++)); do
 		[ "$(awk '{ print $3 }' /proc/$pid/stat 2>/dev/null)" = T ] &&
 			break
 		sleep 0.05
 	done
-	[ $i -lt 100 ] || fail "browse did not pause at '$1'"
+	[ $i -lt 400 ] || fail "browse did not pause at '$1' in 20 s"
 	kill -9 $pid
 	wait $pid 2>/dev/null
 	return 0
@@ -285,8 +285,8 @@ nothing_left "$T/b5"
 CBTFS_BROWSE_PAUSE="mount $T/b5/p2" "$REPO" browse "$R" ns/gpt@s "$T/b5" \
 	>/dev/null 2>"$T/err" &
 pid=$!
-wait_for 5 sh -c "[ \"\$(awk '{ print \$3 }' /proc/$pid/stat)\" = T ]" ||
-	fail "browse did not pause"
+wait_for 20 sh -c "[ \"\$(awk '{ print \$3 }' /proc/$pid/stat)\" = T ]" ||
+	fail "browse did not pause in 20 s"
 kill -TERM $pid
 kill -CONT $pid
 wait $pid && fail "an interrupted browse succeeded"
