@@ -118,7 +118,9 @@ snaps=$(ls "$R/snapshots")
 "$INGEST" --repo "$R" --volume ns/pvc --snapshot big --device "$T/big" \
 	--jobs 1 >"$T/int.out" 2>&1 &
 pid=$!
-sleep 0.5
+# its lock record says it runs, with its handler for SIGINT in place
+wait_for 20 sh -c "grep -lq 'state=held' '$R'/locks/* 2>/dev/null" ||
+	fail "the ingest took no lock"
 kill -INT $pid
 wait $pid && fail "an interrupted ingest exited 0"
 grep -q "interrupted: no snapshot was committed" "$T/int.out" ||

@@ -140,11 +140,15 @@ cbt_config "$STATE" '{}'
 # Ctrl-C while the service hangs: the call is cancelled, nothing committed
 cbt_config "$STATE" '{"faults": [{"kind": "hang", "times": -1}]}'
 before=$(fingerprint "$R")
+n=$(cbt_calls "$STATE" | wc -l)
 "$INGEST" --repo "$R" --volume ns/bad --snapshot gen1 --device "$img" \
 	--changes csi --csi-endpoint "$CSI_TARGET" --snapshot-id h1 \
 	>"$T/int.out" 2>&1 &
 pid=$!	# the ingest itself, not a subshell
-sleep 1
+# it asked the driver's name (logged when answered), so its handler for
+# SIGINT is in place, and the call that hangs comes next
+wait_for 20 sh -c "tail -n +$((n + 1)) '$STATE/calls.log' |
+	grep -q plugin_info" || fail "the ingest made no CBT call"
 kill -INT $pid
 wait $pid && fail "an interrupted ingest exited 0"
 grep -q "interrupted: no snapshot was committed" "$T/int.out" ||

@@ -88,7 +88,8 @@ AWS_ENDPOINT_URL=$PROXY_URL "$INGEST" --repo "$R" --volume ns/pvc \
 	2>"$T/s3.err" &
 pid=$!
 _pids+=($pid)
-sleep 1
+# the proxy holds its first request (its handler for SIGTERM is in place)
+wait_for 30 test -s "$T/stall.stats" || fail "the ingest sent no request"
 kill -TERM $pid
 wait $pid && fail "an interrupted ingest succeeded"
 grep -q "interrupted" "$T/s3.err" || fail "not interrupted: $(cat "$T/s3.err")"
