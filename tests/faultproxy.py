@@ -9,10 +9,15 @@ time one is injected.
 
   faultproxy.py --upstream 127.0.0.1:7480 --port-file F [--error R]
                 [--reset R] [--truncate R] [--delay R --delay-ms MS]
-                [--seed N] [--stats FILE] [--tls-cert PEM --tls-key PEM]
-                [--deny METHOD:SUBSTRING]... [--log FILE]
+                [--delay-ms-file FILE] [--seed N] [--stats FILE]
+                [--tls-cert PEM --tls-key PEM] [--deny METHOD:SUBSTRING]...
+                [--log FILE]
 
 --log appends "METHOD PATH" for every request, as it arrives.
+
+--delay-ms-file FILE: while FILE holds a number, it replaces --delay-ms
+(read at every delayed request), so that a test can slow the proxy down
+once its client is set up.
 
 --deny answers 403 AccessDenied to every request of that method whose path
 contains SUBSTRING (e.g. DELETE:/locks/), always.  With --tls-cert and --tls-key it serves HTTPS (the upstream stays HTTP).
@@ -41,6 +46,7 @@ def main():
     ap.add_argument("--truncate", type=float, default=0.0)
     ap.add_argument("--delay", type=float, default=0.0)
     ap.add_argument("--delay-ms", type=int, default=200)
+    ap.add_argument("--delay-ms-file")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--stats")
     ap.add_argument("--tls-cert")
@@ -66,6 +72,15 @@ def main():
                 return kind
             x -= rate
         return None
+
+    def delay_ms():
+        if args.delay_ms_file:
+            try:
+                with open(args.delay_ms_file) as f:
+                    return int(f.read())
+            except (OSError, ValueError):
+                pass
+        return args.delay_ms
 
     def count(kind):
         with lock:
@@ -145,7 +160,7 @@ def main():
                 return
             if kind == "delay":
                 count(kind)
-                time.sleep(args.delay_ms / 1000.0)
+                time.sleep(delay_ms() / 1000.0)
             resp, data = self.forward(body)
             self.send_response(resp.status, resp.reason)
             for k, v in resp.getheaders():
