@@ -5,7 +5,8 @@ SigV4 signatures stay valid) to the upstream server, and at the configured
 rates instead answers 503 SlowDown, resets the connection before answering,
 sends half a response body and resets, or delays the answer.  Faults are
 drawn from a seeded random generator; counts go to --stats as JSON each
-time one is injected.
+time one is injected, and so does "max_in_flight" each time it grows: the
+most requests the proxy held at once (arrived, not yet answered).
 
   faultproxy.py --upstream 127.0.0.1:7480 --port-file F [--error R]
                 [--reset R] [--truncate R] [--delay R --delay-ms MS]
@@ -60,7 +61,8 @@ def main():
     lock = threading.Lock()
     log = open(args.log, "a", buffering=1) if args.log else None
     stats = {"requests": 0, "error": 0, "reset": 0, "truncate": 0,
-             "delay": 0, "denied": 0}
+             "delay": 0, "denied": 0, "max_in_flight": 0}
+    in_flight = [0]
 
     def draw():
         with lock:
@@ -82,14 +84,18 @@ def main():
                 pass
         return args.delay_ms
 
+    def write_stats():
+        """Writes --stats; the caller holds the lock."""
+        if args.stats:
+            with open(args.stats + ".tmp", "w") as f:
+                json.dump(stats, f)
+            import os
+            os.replace(args.stats + ".tmp", args.stats)
+
     def count(kind):
         with lock:
             stats[kind] += 1
-            if args.stats:
-                with open(args.stats + ".tmp", "w") as f:
-                    json.dump(stats, f)
-                import os
-                os.replace(args.stats + ".tmp", args.stats)
+            write_stats()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -137,6 +143,18 @@ def main():
                 self.wfile.write(msg)
 
         def handle_any(self):
+            with lock:
+                in_flight[0] += 1
+                if in_flight[0] > stats["max_in_flight"]:
+                    stats["max_in_flight"] = in_flight[0]
+                    write_stats()
+            try:
+                self.proxy_request()
+            finally:
+                with lock:
+                    in_flight[0] -= 1
+
+        def proxy_request(self):
             n = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(n) if n else None
             if log is not None:
