@@ -202,18 +202,32 @@ note "each source alone, [profile NAME] and web identity profiles"
 # 3. a mount (container credentials) and a long ingest (web identity)
 #    outlive their first credentials, at the same time: each source hands
 #    out key A valid for 308 s, so a refresh is due 8 s after it was
-#    issued, and key B after that.  After 10 s both keys A are deleted
-#    from RGW; the mount must read on, the ingest (RGW behind a proxy that
-#    delays every request 0.5 s, so that it is still running) must commit,
-#    each with key B, fetched by itself.
+#    issued, and key B after that.  Once the ingest has fetched key B and
+#    8 s have passed since the mount got its key A (times from the
+#    fixture's log), both keys A are deleted from RGW; the mount must read
+#    on, the ingest (RGW behind a proxy that delays every request 0.5 s, so
+#    that 64 chunks take at least 32 s and it is still running) must
+#    commit, each with key B, fetched by itself.
 start_creds long "{\"container\": [], \"imds\": [], \"lifetime\": 308,
 	\"sts\": [[\"kwebA\", \"$SK_kwebA\"], [\"kwebB\", \"$SK_kwebB\"]]}"
 LONG_URL=$CREDS_URL
 start_creds refresh "{\"sts\": [], \"imds\": [], \"lifetime\": 308,
 	\"container\": [[\"kcontA\", \"$SK_kcontA\"], [\"kcontB\", \"$SK_kcontB\"]]}"
+# issued_at NAME KEY: when server NAME issued KEY (seconds since the epoch)
+issued_at() {
+	/usr/bin/python3 -c '
+import json, sys
+print(min(r["time"] for r in map(json.loads, open(sys.argv[1]))
+          if r["status"] == 200 and r["key"] == sys.argv[2]))' \
+		"$T/$1.log" "$2"
+}
+# sleep_until TIME: sleeps until TIME (seconds since the epoch), if ahead
+sleep_until() {
+	sleep "$(awk -v t="$1" -v now="$(date +%s.%N)" \
+		'BEGIN { d = t - now; printf "%.3f", (d > 0 ? d : 0) }')"
+}
 start_proxy slow --delay 1 --delay-ms 500
-head -c 1536K /dev/urandom >"$T/v3"
-t0=$(date +%s)
+head -c 4M /dev/urandom >"$T/v3"
 (
 	no_sources
 	CREDS_URL=$LONG_URL
@@ -230,7 +244,18 @@ start_mount "$R" "$T/mnt" -o refresh=0
 cmp "$T/mnt/ns/vol/s1.img" "$T/v1" || fail "mount: s1 differs"
 grep -c '"key": "kcontA"' "$T/refresh.log" | grep -qx 1 ||
 	fail "the mount did not start with key A"
-sleep $((t0 + 10 - $(date +%s)))
+mount_a=$(issued_at refresh kcontA) || fail "refresh.log: no time for kcontA"
+wait_for 30 grep -q '"key": "kwebA"' "$T/long.log" ||
+	fail "the ingest got no key A: $(cat "$T/long.err")"
+ingest_a=$(issued_at long kwebA) || fail "long.log: no time for kwebA"
+# the ingest's refresh is due at ingest_a + 8, at its next request
+wait_for 30 grep -q '"key": "kwebB"' "$T/long.log" || {
+	cat "$T/long.err" >&2
+	fail "the ingest did not fetch key B (key A issued $ingest_a)"
+}
+# the mount's refresh is due at mount_a + 8 (Expiration, in whole
+# seconds, is at most mount_a + 308)
+sleep_until "$(awk -v t="$mount_a" 'BEGIN { printf "%.3f", t + 8.5 }')"
 for k in kcontA kwebA; do
 	radosgw-admin key rm --uid=test --key-type=s3 --access-key=$k \
 		>/dev/null || fail "radosgw-admin key rm $k"

@@ -34,7 +34,8 @@ with a fresh random session token, valid for "lifetime" seconds (default
 3600).  --web-token and --auth-token are read at every request (the real
 services see rotated tokens).  The log gets one JSON line per request:
 {"service": "sts" | "container" | "imds-token" | "imds-role" |
-"imds-creds", "status": 200, "key": AK issued or null, "error": code}.
+"imds-creds", "status": 200, "key": AK issued or null, "error": code,
+"time": seconds since the epoch (float) when it was answered}.
 """
 import argparse
 import base64
@@ -45,6 +46,7 @@ import secrets
 import signal
 import sys
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -75,7 +77,8 @@ class Handler(BaseHTTPRequestHandler):
         with srv.lock:
             with open(srv.args.log, "a") as f:
                 f.write(json.dumps({"service": service, "status": status,
-                                    "key": key, "error": error}) + "\n")
+                                    "key": key, "error": error,
+                                    "time": time.time()}) + "\n")
 
     def send(self, status, body, ctype, headers=()):
         data = body.encode()

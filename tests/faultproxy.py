@@ -5,14 +5,20 @@ SigV4 signatures stay valid) to the upstream server, and at the configured
 rates instead answers 503 SlowDown, resets the connection before answering,
 sends half a response body and resets, or delays the answer.  Faults are
 drawn from a seeded random generator; counts go to --stats as JSON each
-time one is injected.
+time one is injected, and so does "max_in_flight" each time it grows: the
+most requests the proxy held at once (arrived, not yet answered).
 
   faultproxy.py --upstream 127.0.0.1:7480 --port-file F [--error R]
                 [--reset R] [--truncate R] [--delay R --delay-ms MS]
-                [--seed N] [--stats FILE] [--tls-cert PEM --tls-key PEM]
-                [--deny METHOD:SUBSTRING]... [--log FILE]
+                [--delay-ms-file FILE] [--seed N] [--stats FILE]
+                [--tls-cert PEM --tls-key PEM] [--deny METHOD:SUBSTRING]...
+                [--log FILE]
 
 --log appends "METHOD PATH" for every request, as it arrives.
+
+--delay-ms-file FILE: while FILE holds a number, it replaces --delay-ms
+(read at every delayed request), so that a test can slow the proxy down
+once its client is set up.
 
 --deny answers 403 AccessDenied to every request of that method whose path
 contains SUBSTRING (e.g. DELETE:/locks/), always.  With --tls-cert and --tls-key it serves HTTPS (the upstream stays HTTP).
@@ -41,6 +47,7 @@ def main():
     ap.add_argument("--truncate", type=float, default=0.0)
     ap.add_argument("--delay", type=float, default=0.0)
     ap.add_argument("--delay-ms", type=int, default=200)
+    ap.add_argument("--delay-ms-file")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--stats")
     ap.add_argument("--tls-cert")
@@ -54,7 +61,8 @@ def main():
     lock = threading.Lock()
     log = open(args.log, "a", buffering=1) if args.log else None
     stats = {"requests": 0, "error": 0, "reset": 0, "truncate": 0,
-             "delay": 0, "denied": 0}
+             "delay": 0, "denied": 0, "max_in_flight": 0}
+    in_flight = [0]
 
     def draw():
         with lock:
@@ -67,14 +75,27 @@ def main():
             x -= rate
         return None
 
+    def delay_ms():
+        if args.delay_ms_file:
+            try:
+                with open(args.delay_ms_file) as f:
+                    return int(f.read())
+            except (OSError, ValueError):
+                pass
+        return args.delay_ms
+
+    def write_stats():
+        """Writes --stats; the caller holds the lock."""
+        if args.stats:
+            with open(args.stats + ".tmp", "w") as f:
+                json.dump(stats, f)
+            import os
+            os.replace(args.stats + ".tmp", args.stats)
+
     def count(kind):
         with lock:
             stats[kind] += 1
-            if args.stats:
-                with open(args.stats + ".tmp", "w") as f:
-                    json.dump(stats, f)
-                import os
-                os.replace(args.stats + ".tmp", args.stats)
+            write_stats()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -122,6 +143,18 @@ def main():
                 self.wfile.write(msg)
 
         def handle_any(self):
+            with lock:
+                in_flight[0] += 1
+                if in_flight[0] > stats["max_in_flight"]:
+                    stats["max_in_flight"] = in_flight[0]
+                    write_stats()
+            try:
+                self.proxy_request()
+            finally:
+                with lock:
+                    in_flight[0] -= 1
+
+        def proxy_request(self):
             n = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(n) if n else None
             if log is not None:
@@ -145,7 +178,7 @@ def main():
                 return
             if kind == "delay":
                 count(kind)
-                time.sleep(args.delay_ms / 1000.0)
+                time.sleep(delay_ms() / 1000.0)
             resp, data = self.forward(body)
             self.send_response(resp.status, resp.reason)
             for k, v in resp.getheaders():

@@ -168,9 +168,11 @@ S=s3://$S3_BUCKET/locks
 both_pending=0 sequential=0
 race 10 "$S"
 # on S3 both ingests have mostly written their pending record before
-# either has listed: the tie-break decides those rounds
-[ $both_pending -ge 3 ] ||
-	fail "only $both_pending of 10 rounds met two pending records"
+# either has listed: the tie-break decides those rounds.  How many depends
+# on scheduling (the note above gives the count); at least one must, so
+# that the tie-break was exercised at all
+[ $both_pending -ge 1 ] ||
+	fail "none of 10 rounds met two pending records"
 
 # 7. the lease is renewed while an ingest runs: with a lease of 5 s, an
 #    ingest slowed down by a proxy still blocks others after 8 s

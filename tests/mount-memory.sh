@@ -32,7 +32,12 @@ for ((i = 1; i <= N; i++)); do
 		--length $((DATA << 20)) "$img" || fail "punch $i"
 done
 
-start_mount "$R" "$MNT" -o "cache_size=${CACHE}M,readahead=8"
+# two malloc arenas: glibc otherwise gives each new thread an arena of its
+# own (up to 8 per core), each keeping what its thread freed, so the
+# daemon's peak would follow how many FUSE workers and loaders happened to
+# run at once on a loaded machine, not what cbtfs holds
+MALLOC_ARENA_MAX=2 start_mount "$R" "$MNT" \
+	-o "cache_size=${CACHE}M,readahead=8"
 fds=()
 for ((i = 1; i <= N; i++)); do
 	exec {fd}<"$MNT/v/s$i.img" || fail "open s$i"
@@ -45,8 +50,16 @@ for ((i = 1; i <= N; i++)); do
 	cmp "$T/out" "$T/data.$i" || fail "s$i: data differs"
 done
 # then six at a time, backwards: more threads, more chunks pinned at once
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-drop_caches
+# our images' pages out of the kernel's page cache (POSIX_FADV_DONTNEED),
+# so that the daemon serves the reads again (not the global drop_caches)
+uncache_images() {
+	local i
+	for ((i = 1; i <= N; i++)); do
+		dd if="$MNT/v/s$i.img" iflag=nocache count=0 status=none ||
+			fail "fadvise s$i"
+	done
+}
+uncache_images
 for ((i = N; i >= 1; i -= 6)); do
 	pids=()
 	for ((k = i; k > i - 6 && k >= 1; k--)); do
@@ -61,7 +74,7 @@ for ((i = N; i >= 1; i -= 6)); do
 done
 # last, 4 KiB from every chunk of data, backwards: no read-ahead, so the
 # chunks stay cached as read ones and the cache fills to its bound
-drop_caches
+uncache_images
 /usr/bin/python3 - "$MNT/v" $N $DATA <<'PY' || fail "backward reads"
 import os, sys
 d, n, mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

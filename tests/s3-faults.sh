@@ -81,12 +81,17 @@ expect_fail "no alternative certificate subject name matches target host name '1
 	AWS_ENDPOINT_URL="https://127.0.0.1:${PROXY_URL##*:}" \
 	AWS_CA_BUNDLE="$T/ca.pem" "$REPO" snapshots "$R" --retries 0
 
-# stalls: a request that hangs past --timeout is abandoned and retried
-start_proxy slow --delay 0.3 --delay-ms 2500 --seed 3
+# stalls: a request that hangs past --timeout is abandoned and retried.
+# 30% of the requests stall 5 s, well past the 2 s timeout (a request of a
+# loaded machine's RGW that is merely slow stays under it); with 10
+# retries a request fails only if 11 attempts in a row stall (0.3^11)
+start_proxy slow --delay 0.3 --delay-ms 5000 --seed 3
 out=$(AWS_ENDPOINT_URL=$PROXY_URL "$INGEST" --repo "$R" --volume v \
-	--snapshot gen1b --device "$T/gen1" --base gen1 --timeout 1 --json) ||
-	fail "ingest through stalls"
-[ "$(json_field retries <<<"$out")" -gt 0 ] || fail "stalls were not retried"
+	--snapshot gen1b --device "$T/gen1" --base gen1 --timeout 2 \
+	--retries 10 --json) || fail "ingest through stalls"
+n=$(json_field retries <<<"$out")
+note "stalls: $n retries; proxy: $(cat "$T/slow.stats")"
+[ "$n" -gt 0 ] || fail "stalls were not retried"
 start_proxy hung --delay 1.0 --delay-ms 5000
 out=$(AWS_ENDPOINT_URL=$PROXY_URL "$REPO" snapshots "$R" --timeout 1 \
 	--retries 1 2>&1) && fail "a hung server did not time out"
