@@ -125,29 +125,21 @@ opens_with() {
 
 # settled_config REPO: a repository to try passphrases on that holds REPO's
 # config as it is for good: REPO itself, or for S3 a directory holding a
-# copy of its config, taken once two reads 0.5 s apart agree.
+# copy of its config once it is stable (see stable in functions.sh).
 n_settled=0
+config_sum() {
+	"$S3TOOL" "$1" save config "$T/config.now" && sha "$T/config.now"
+}
 settled_config() {
-	local c i
+	local c
 	case $1 in
 	s3://*)
 		n_settled=$((n_settled + 1))
 		c=$T/settled.$n_settled
 		mkdir -p "$c"
-		"$S3TOOL" "$1" save config "$c/config" ||
-			fail "cannot read the config of $1"
-		for i in $(seq 60); do
-			sleep 0.5
-			"$S3TOOL" "$1" save config "$c/again" ||
-				fail "cannot read the config of $1"
-			if cmp -s "$c/config" "$c/again"; then
-				rm "$c/again"
-				echo "$c"
-				return 0
-			fi
-			mv "$c/again" "$c/config"
-		done
-		fail "the config of $1 kept changing for 30 s"
+		stable 30 config_sum "$1" >/dev/null
+		mv "$T/config.now" "$c/config"
+		echo "$c"
 		;;
 	*) echo "$1" ;;
 	esac

@@ -207,6 +207,46 @@ chunks_touched() {
 	} END { n = 0; for (c in seen) n++; print n }' "$1"
 }
 
+# MOUNT_NS_PREP: sh code that a new mount namespace (unshare --mount
+# --propagation slave) runs first.  The namespace starts with a copy of
+# every mount, other tests' too; the copies of FUSE, overlay, loop and
+# device-mapper mounts are detached, or they would keep those filesystems
+# busy (the FUSE server running, the loop device bound) after their tests
+# unmount them.  Slave propagation carries such an unmount into the
+# namespace only where mounts are shared (systemd makes them so); without
+# systemd they are private.  umount -c -i -n: no stat of the target, no
+# helper, no utab update.
+MOUNT_NS_PREP='mi=$(cat /proc/self/mountinfo)
+printf "%s\n" "$mi" | while read -r _ _ _ _ mp rest; do
+	fs=${rest#* - }
+	src=${fs#* }
+	case ${fs%% *}:${src%% *} in
+	fuse*|overlay:*|*:/dev/loop*|*:/dev/mapper/*|*:/dev/dm-*)
+		umount -l -c -i -n "$(printf %b "$mp")" 2>/dev/null ;;
+	esac
+done
+'
+
+# stable SECONDS CMD...: waits until CMD prints the same twice, half a
+# second apart, and prints that; fails after SECONDS.  For a store that a
+# killed client may still change: a request whose body the server (or a
+# proxy in front of it) had in full completes after the client is gone.
+stable() {
+	local limit=$1 prev now i
+	shift
+	prev=$("$@") || fail "$*: failed"
+	for ((i = 0; i < limit * 2; i++)); do
+		sleep 0.5
+		now=$("$@") || fail "$*: failed"
+		if [ "$now" = "$prev" ]; then
+			printf '%s\n' "$now"
+			return 0
+		fi
+		prev=$now
+	done
+	fail "$*: still changing after $limit s"
+}
+
 # CLOSED_PORT: a TCP port at 127.0.0.1 that nothing listens on (free_port
 # never picks it, so no test's server can take it).
 CLOSED_PORT=1

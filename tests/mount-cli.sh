@@ -100,28 +100,15 @@ start_mount "$R" "$T/full" -o nonempty
 cmp "$T/full/ns/v/s1.img" "$img" || fail "nonempty mount"
 stop_mount "$T/full"
 
-# /dev/fuse missing or not permitted, in a mount namespace of our own.  It
-# starts with a copy of every mount: its first step detaches the copies of
-# other tests' FUSE, overlay, loop and device-mapper mounts, or they would
-# stay busy after their tests unmount them (slave propagation carries the
-# unmount here only where mounts are shared, as systemd makes them).
-drop_copies='mi=$(cat /proc/self/mountinfo)
-printf "%s\n" "$mi" | while read -r _ _ _ _ mp rest; do
-	fs=${rest#* - }; src=${fs#* }
-	case ${fs%% *}:${src%% *} in
-	fuse*|overlay:*|*:/dev/loop*|*:/dev/mapper/*|*:/dev/dm-*)
-		umount -l -c -i -n "$(printf %b "$mp")" 2>/dev/null ;;
-	esac
-done
-'
+# /dev/fuse missing or not permitted, in a mount namespace of our own
 if command -v unshare >/dev/null && command -v setpriv >/dev/null; then
-	out=$(unshare -m --propagation slave sh -c "$drop_copies"'
+	out=$(unshare -m --propagation slave sh -c "$MOUNT_NS_PREP"'
 		mount -t tmpfs none /dev && exec "$@"' sh \
 		"$CBTFS" "$R" "$MNT" 2>&1) && fail "mounted without /dev/fuse"
 	grep -qF "cannot open /dev/fuse: No such file or directory; load the fuse module (modprobe fuse)" \
 		<<<"$out" || fail "no /dev/fuse: $out"
 	chmod 755 "$T"
-	out=$(unshare -m --propagation slave sh -c "$drop_copies"'
+	out=$(unshare -m --propagation slave sh -c "$MOUNT_NS_PREP"'
 		mount -t tmpfs none /dev &&
 		mknod -m 600 /dev/fuse c 10 229 &&
 		exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"' \

@@ -72,18 +72,9 @@ exact() {
 		fail "$1: the store does not hold exactly the chunks in use ($(wc -l <"$T/ref") used, $(wc -l <"$T/stored") stored)"
 }
 
-# settle: waits until what a killed run sent has landed: the proxy
-# forwards a request it holds after the client is gone (the lock records
-# and the snapshot names are the same twice, half a second apart)
-settle() {
-	local prev= now i
-	for ((i = 0; i < 40; i++)); do
-		now=$("$S3TOOL" "$S" keys locks/; "$S3TOOL" "$S" keys snapshots/)
-		[ "$now" = "$prev" ] && return 0
-		prev=$now
-		sleep 0.5
-	done
-	fail "the store still changes 20 s after a kill"
+# names: the lock records and the snapshot names in the store
+names() {
+	"$S3TOOL" "$S" keys locks/ && "$S3TOOL" "$S" keys snapshots/
 }
 
 # killed MAXMS CMD...: runs CMD through the proxy and kills it after a
@@ -97,7 +88,8 @@ killed() {
 	sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
 	if kill -9 $pid 2>/dev/null; then
 		wait $pid 2>/dev/null
-		settle
+		# what the proxy holds lands first (see stable)
+		stable 20 names >/dev/null
 		return 0
 	fi
 	wait $pid || fail "$* failed: $(cat "$T/killed.out")"
