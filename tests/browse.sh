@@ -34,7 +34,9 @@ nothing_left() {
 	awk -v mp="$mp" '$5 == mp || index($5, mp "/") == 1' \
 		/proc/self/mountinfo | grep -q . &&
 		fail "a mount remains under $mp: $(grep "$mp" /proc/self/mountinfo)"
-	losetup -a | grep -q /run/cbtfs/browse &&
+	# (a detached loop device that a probe such as udev's blkid still
+	# holds goes away when the probe ends)
+	wait_for 5 sh -c '! losetup -a | grep -q /run/cbtfs/browse' ||
 		fail "a loop device remains: $(losetup -a | grep /run/cbtfs/browse)"
 	grep -qE 'fuse.cbtfs-browse|/run/cbtfs/browse' /proc/self/mountinfo &&
 		fail "a browse server remains mounted"
