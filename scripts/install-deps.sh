@@ -29,7 +29,7 @@ build_run="build-essential autoconf automake pkg-config
 tests="python3-grpcio python3-protobuf python3-cryptography valgrind curl
 	ceph-mon ceph-osd ceph-mgr radosgw ceph-common
 	e2fsprogs python3 openssl shellcheck strace
-	xfsprogs dosfstools fdisk mtools"
+	xfsprogs dosfstools fdisk mtools bindfs"
 pkgs=$build_run
 [ $test = 0 ] || pkgs="$pkgs $tests"
 apt-get update -qq

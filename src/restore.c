@@ -178,6 +178,35 @@ static int create_file(const struct restore_conf *conf, struct target *t,
 	return 0;
 }
 
+/*
+ * Renames from to to unless to exists: 0 or an errno (EEXIST when it
+ * does).  File systems without RENAME_NOREPLACE (FUSE file systems that
+ * lack rename2, NFS) get a hard link and an unlink, and those without hard
+ * links too (vfat through FUSE) a check and a plain rename, which a file
+ * created at that very moment could lose to.
+ */
+static int rename_noreplace(const char *from, const char *to)
+{
+	struct stat sb;
+
+	if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return errno;
+	if (link(from, to) == 0) {
+		if (unlink(from) != 0)
+			log_warn("cannot remove %s (%s), a second name of "
+				 "%s: remove it by hand", from, ERRSTR(errno),
+				 to);
+		return 0;
+	}
+	if (errno != EPERM && errno != EOPNOTSUPP && errno != ENOSYS)
+		return errno;
+	if (lstat(to, &sb) == 0)
+		return EEXIST;
+	return rename(from, to) == 0 ? 0 : errno;
+}
+
 /* Gives the new file, complete and flushed, its name (never replacing a
  * file that appeared there meanwhile). */
 static int publish_file(struct target *t)
@@ -186,10 +215,8 @@ static int publish_file(struct target *t)
 	int err = 0;
 
 	if (t->partial[0] != '\0') {
-		if (renameat2(AT_FDCWD, t->partial, AT_FDCWD, t->path,
-			      RENAME_NOREPLACE) != 0)
-			err = errno;
-		else
+		err = rename_noreplace(t->partial, t->path);
+		if (err == 0)
 			t->partial[0] = '\0';
 	} else {
 		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", t->fd);

@@ -4,7 +4,8 @@
 # restore with --from writes only the chunks that differ (its pwrites
 # counted with strace); --verify; targets refused (too small, mounted,
 # read-only, a directory) with the target and the repository unchanged; a
-# corrupt chunk fails the restore and removes a new file; a user without
+# corrupt chunk fails the restore and removes a new file; a new file on a
+# file system without O_TMPFILE or RENAME_NOREPLACE (bindfs); a user without
 # privileges restores into a file; and a restore from S3 (RGW).
 . "${top_srcdir:-$(dirname "$0")/..}/tests/functions.sh"
 requires_root
@@ -203,6 +204,57 @@ sleep 1
 kill -9 "$(pgrep -P $tracer)"
 wait $tracer 2>/dev/null
 [ ! -e "$T/killed" ] || fail "a killed restore left $T/killed"
+
+# 8d. a file system without O_TMPFILE or RENAME_NOREPLACE (bindfs, a FUSE
+#     file system on libfuse 2): the new file is written under a hidden
+#     partial name and given its name when complete, by a hard link (or,
+#     where links fail too, here made to by strace, a plain rename); a
+#     killed restore leaves only that hidden name, which the next run
+#     takes over; a name that exists is never taken
+if command -v bindfs >/dev/null && [ -c /dev/fuse ]; then
+	F=$T/fuse
+	mkdir "$T/under" "$F"
+	bindfs -f "$T/under" "$F" >"$T/bindfs.log" 2>&1 &
+	_pids+=($!)
+	_mounts+=("$F")
+	wait_for 10 mountpoint -q "$F" || fail "bindfs did not mount"
+	strace -f -o "$T/fuse.trace" -e trace=openat,renameat2,rename,link \
+		"$REPO" restore "$R" ns/v s2 --to "$F/img" >"$T/out" 2>&1 ||
+		fail "restore to bindfs: $(cat "$T/out")"
+	same "$F/img" "$T/img2"
+	grep -q 'O_TMPFILE.*= -1 EOPNOTSUPP' "$T/fuse.trace" ||
+		fail "bindfs: O_TMPFILE was not tried, or did not fail"
+	grep -q 'renameat2(.*RENAME_NOREPLACE) = -1 EINVAL' "$T/fuse.trace" ||
+		fail "bindfs: RENAME_NOREPLACE was not tried, or did not fail"
+	grep -q 'link(".*/\.img\.cbtfs-partial", ".*/img") = 0' \
+		"$T/fuse.trace" || fail "bindfs: not linked from a partial name"
+	strace -f -o "$T/fuse.trace" -e trace=rename,link \
+		-e inject=link:error=EPERM \
+		"$REPO" restore "$R" ns/v s1 --to "$F/img1" >"$T/out" 2>&1 ||
+		fail "restore to bindfs, no links: $(cat "$T/out")"
+	same "$F/img1" "$T/img1"
+	grep -q 'rename(".*/\.img1\.cbtfs-partial", ".*/img1") = 0' \
+		"$T/fuse.trace" || fail "bindfs, no links: not renamed"
+	strace -f -o /dev/null -e inject=pwrite64:delay_enter=300000 \
+		"$REPO" restore "$R" ns/v s2 --to "$F/killed" --jobs 1 \
+		>/dev/null 2>&1 &
+	tracer=$!
+	_pids+=("$tracer")
+	wait_for 20 test -e "$F/.killed.cbtfs-partial" ||
+		fail "bindfs: the traced restore made no partial file"
+	kill -9 "$(pgrep -P $tracer)"
+	wait $tracer 2>/dev/null
+	[ ! -e "$F/killed" ] || fail "a killed restore left $F/killed"
+	"$REPO" restore "$R" ns/v s2 --to "$F/killed" >"$T/out" 2>&1 ||
+		fail "re-run of the killed restore: $(cat "$T/out")"
+	same "$F/killed" "$T/img2"
+	[ -z "$(ls -A "$F" | grep cbtfs-partial)" ] ||
+		fail "bindfs: a partial file remains: $(ls -A "$F")"
+	fusermount3 -u "$F" || fail "cannot unmount bindfs"
+else
+	note "no bindfs or /dev/fuse: a file system without O_TMPFILE is" \
+		"not tried"
+fi
 
 # 8c. --from across a capacity change: s3 grew past a partial chunk
 cp "$T/img2" "$T/img3"
