@@ -324,6 +324,34 @@ static struct json_object *labels(const char *component, const char *run,
 		    js(run), PVC_LABEL, js(pvc), NULL);
 }
 
+/* An object cbtfs-k8s makes: its name, namespace and labels (see labels()),
+ * annotations (NULL: none) and spec. */
+static struct json_object *object(const char *api_version, const char *kind,
+				  const char *name, const char *ns,
+				  struct json_object *labels,
+				  struct json_object *annotations,
+				  struct json_object *spec)
+{
+	return jobj("apiVersion", js(api_version), "kind", js(kind),
+		    "metadata",
+		    jobj("name", js(name), "namespace", js(ns), "labels",
+			 labels, "annotations", annotations, NULL),
+		    "spec", spec, NULL);
+}
+
+/* The spec of a block PVC of size bytes (a Kubernetes quantity) in
+ * storage class sc (NULL: the default), made from data_source (NULL:
+ * empty). */
+static struct json_object *block_pvc_spec(const char *sc, const char *size,
+					  struct json_object *data_source)
+{
+	return jobj("accessModes", jarr(js("ReadWriteOnce"), NULL),
+		    "volumeMode", js("Block"), "storageClassName", js(sc),
+		    "resources",
+		    jobj("requests", jobj("storage", js(size), NULL), NULL),
+		    "dataSource", data_source, NULL);
+}
+
 /* The pod security context every Job of ours has: see k8s/README.md. */
 static struct json_object *container_security(void)
 {
@@ -385,12 +413,9 @@ static struct json_object *job_new(const struct k8s_job_conf *c,
 					  json_object_new_boolean(1), NULL),
 				     NULL),
 				NULL);
-	return jobj(
-		"apiVersion", js("batch/v1"), "kind", js("Job"),
-		"metadata",
-		jobj("name", js(name), "namespace", js(ns), "labels",
-		     labels(component, run, pvc_label), NULL),
-		"spec",
+	return object(
+		"batch/v1", "Job", name, ns,
+		labels(component, run, pvc_label), NULL,
 		jobj("backoffLimit", json_object_new_int(0),
 		     /* what a killed cbtfs-k8s leaves goes in a day anyway */
 		     "ttlSecondsAfterFinished", json_object_new_int(86400),
@@ -453,8 +478,7 @@ static struct json_object *job_new(const struct k8s_job_conf *c,
 				    NULL),
 			       NULL),
 			  NULL),
-		     NULL),
-		NULL);
+		     NULL));
 }
 
 /*
@@ -844,17 +868,13 @@ static void backup_one(struct k8s_client *k, struct backup_run *r, size_t i)
 	log_info("%s: creating VolumeSnapshot %s (class %s)", volume, vs,
 		 cls);
 	err = post(k, path,
-		   jobj("apiVersion", js("snapshot.storage.k8s.io/v1"), "kind",
-			js("VolumeSnapshot"), "metadata",
-			jobj("name", js(vs), "namespace", js(t->ns), "labels",
-			     labels("backup", r->run, t->name), "annotations",
-			     jobj(VOLUME_ANNOTATION, js(volume), NULL), NULL),
-			"spec",
-			jobj("volumeSnapshotClassName", js(cls), "source",
-			     jobj("persistentVolumeClaimName", js(t->name),
-				  NULL),
-			     NULL),
-			NULL),
+		   object("snapshot.storage.k8s.io/v1", "VolumeSnapshot", vs,
+			  t->ns, labels("backup", r->run, t->name),
+			  jobj(VOLUME_ANNOTATION, js(volume), NULL),
+			  jobj("volumeSnapshotClassName", js(cls), "source",
+			       jobj("persistentVolumeClaimName", js(t->name),
+				    NULL),
+			       NULL)),
 		   &why);
 	if (err != 0)
 		goto out;
@@ -873,22 +893,13 @@ static void backup_one(struct k8s_client *k, struct backup_run *r, size_t i)
 	if (path == NULL || size == NULL)
 		goto out;
 	err = post(k, path,
-		   jobj("apiVersion", js("v1"), "kind",
-			js("PersistentVolumeClaim"), "metadata",
-			jobj("name", js(tmp), "namespace", js(t->ns), "labels",
-			     labels("backup", r->run, t->name), NULL),
-			"spec",
-			jobj("accessModes", jarr(js("ReadWriteOnce"), NULL),
-			     "volumeMode", js("Block"), "storageClassName",
-			     js(sc), "resources",
-			     jobj("requests", jobj("storage", js(size), NULL),
-				  NULL),
-			     "dataSource",
-			     jobj("apiGroup", js("snapshot.storage.k8s.io"),
-				  "kind", js("VolumeSnapshot"), "name", js(vs),
-				  NULL),
-			     NULL),
-			NULL),
+		   object("v1", "PersistentVolumeClaim", tmp, t->ns,
+			  labels("backup", r->run, t->name), NULL,
+			  block_pvc_spec(sc, size,
+					 jobj("apiGroup",
+					      js("snapshot.storage.k8s.io"),
+					      "kind", js("VolumeSnapshot"),
+					      "name", js(vs), NULL))),
 		   &why);
 	if (err != 0)
 		goto out;
@@ -1330,25 +1341,12 @@ int k8s_restore_run(const struct k8s_restore_conf *c,
 			goto out;
 		log_info("creating PVC %s (%s bytes)", c->to, size);
 		err = post(k, path,
-			   jobj("apiVersion", js("v1"), "kind",
-				js("PersistentVolumeClaim"), "metadata",
-				jobj("name", js(name), "namespace", js(ns),
-				     "labels", labels("restore", run, name),
-				     "annotations",
-				     jobj("cbtfs.io/restored-from", js(what),
-					  NULL),
-				     NULL),
-				"spec",
-				jobj("accessModes",
-				     jarr(js("ReadWriteOnce"), NULL),
-				     "volumeMode", js("Block"),
-				     "storageClassName",
-				     js(c->job.storage_class), "resources",
-				     jobj("requests",
-					  jobj("storage", js(size), NULL),
-					  NULL),
-				     NULL),
-				NULL),
+			   object("v1", "PersistentVolumeClaim", name, ns,
+				  labels("restore", run, name),
+				  jobj("cbtfs.io/restored-from", js(what),
+				       NULL),
+				  block_pvc_spec(c->job.storage_class, size,
+						 NULL)),
 			   &why);
 		if (err != 0)
 			goto out;
