@@ -39,6 +39,15 @@ bool cli_names_repo(const char *arg);
 int cli_usage_error(const char *prog, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* Options every program has, with the same meaning in each, for
+ * getopt_long tables: -r/--repo REPO, -v/--verbose, -h/--help,
+ * -V/--version. */
+#define CLI_COMMON_LONG_OPTS                                               \
+	{ "repo", required_argument, NULL, 'r' },                          \
+	{ "verbose", no_argument, NULL, 'v' },                             \
+	{ "help", no_argument, NULL, 'h' },                                \
+	{ "version", no_argument, NULL, 'V' }
+
 /* Options every program has for remote stores, for getopt_long tables. */
 enum {
 	CLI_OPT_ENDPOINT = 1000,

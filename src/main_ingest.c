@@ -136,7 +136,6 @@ enum {
 };
 
 static const struct option long_opts[] = {
-	{ "repo", required_argument, NULL, 'r' },
 	{ "volume", required_argument, NULL, OPT_VOLUME },
 	{ "snapshot", required_argument, NULL, 's' },
 	{ "device", required_argument, NULL, 'd' },
@@ -146,9 +145,6 @@ static const struct option long_opts[] = {
 	{ "cache-dir", required_argument, NULL, OPT_CACHE_DIR },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "no-progress", no_argument, NULL, OPT_NO_PROGRESS },
-	{ "verbose", no_argument, NULL, 'v' },
-	{ "help", no_argument, NULL, 'h' },
-	{ "version", no_argument, NULL, 'V' },
 	{ "csi-endpoint", required_argument, NULL, OPT_CSI_ENDPOINT },
 	{ "cbt-address", required_argument, NULL, OPT_CBT_ADDRESS },
 	{ "snapshot-id", required_argument, NULL, OPT_SNAPSHOT_ID },
@@ -165,6 +161,7 @@ static const struct option long_opts[] = {
 	{ "password-file", required_argument, NULL, OPT_PASSWORD_FILE },
 	{ "metrics-file", required_argument, NULL, OPT_METRICS_FILE },
 	CLI_STORE_LONG_OPTS,
+	CLI_COMMON_LONG_OPTS,
 	{ NULL, 0, NULL, 0 }
 };
 

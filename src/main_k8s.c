@@ -41,7 +41,6 @@ enum {
 };
 
 static const struct option long_opts[] = {
-	{ "repo", required_argument, NULL, 'r' },
 	{ "pvc", required_argument, NULL, OPT_PVC },
 	{ "selector", required_argument, NULL, 'l' },
 	{ "namespace", required_argument, NULL, 'n' },
@@ -61,9 +60,7 @@ static const struct option long_opts[] = {
 	{ "to-pvc", required_argument, NULL, OPT_TO_PVC },
 	{ "size", required_argument, NULL, OPT_SIZE },
 	{ "existing", no_argument, NULL, OPT_EXISTING },
-	{ "verbose", no_argument, NULL, 'v' },
-	{ "help", no_argument, NULL, 'h' },
-	{ "version", no_argument, NULL, 'V' },
+	CLI_COMMON_LONG_OPTS,
 	{ NULL, 0, NULL, 0 }
 };
 

@@ -76,11 +76,8 @@ static const struct option long_opts[] = {
 	{ "target-zeroed", no_argument, NULL, OPT_TARGET_ZEROED },
 	{ "verify", no_argument, NULL, OPT_VERIFY },
 	{ "unmount", no_argument, NULL, OPT_UNMOUNT },
-	{ "repo", required_argument, NULL, 'r' },
-	{ "verbose", no_argument, NULL, 'v' },
-	{ "help", no_argument, NULL, 'h' },
-	{ "version", no_argument, NULL, 'V' },
 	CLI_STORE_LONG_OPTS,
+	CLI_COMMON_LONG_OPTS,
 	{ NULL, 0, NULL, 0 }
 };
 
