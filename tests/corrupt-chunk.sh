@@ -14,11 +14,11 @@ head -c 1M /dev/urandom >"$img"
 	fail "ingest"
 
 # chunk 3 of the image: its id is the SHA-256 of bytes 192K..256K
-id3=$(dd if="$img" bs=64K skip=3 count=1 status=none | sha256sum | cut -d' ' -f1)
-obj3=$R/chunks/${id3:0:2}/$id3
+id3=$(chunk_id "$img" 3)
+obj3=$R/$(chunk_key "$id3")
 [ -f "$obj3" ] || fail "chunk object $obj3 missing"
-id5=$(dd if="$img" bs=64K skip=5 count=1 status=none | sha256sum | cut -d' ' -f1)
-obj5=$R/chunks/${id5:0:2}/$id5
+id5=$(chunk_id "$img" 5)
+obj5=$R/$(chunk_key "$id5")
 
 # flip one byte in the middle of chunk 3's object; delete chunk 5's
 size=$(stat -c %s "$obj3")
@@ -35,12 +35,12 @@ out=$(dd if="$f" of="$T/bad" bs=64K skip=3 count=1 2>&1) &&
 	fail "read of a corrupt chunk succeeded"
 grep -q "Input/output error" <<<"$out" || fail "no EIO: $out"
 [ ! -s "$T/bad" ] || fail "bytes returned for a corrupt chunk"
-grep -q "chunk chunks/${id3:0:2}/$id3 is corrupt" "$MOUNT_LOG" ||
+grep -q "chunk $(chunk_key "$id3") is corrupt" "$MOUNT_LOG" ||
 	fail "log does not name the corrupt chunk: $(cat "$MOUNT_LOG")"
 # chunk 5: missing, EIO
 dd if="$f" of=/dev/null bs=64K skip=5 count=1 status=none 2>/dev/null &&
 	fail "read of a missing chunk succeeded"
-grep -q "chunk chunks/${id5:0:2}/$id5 is missing" "$MOUNT_LOG" ||
+grep -q "chunk $(chunk_key "$id5") is missing" "$MOUNT_LOG" ||
 	fail "log does not name the missing chunk"
 # a whole-image restore fails loudly instead of producing a bad copy
 dd if="$f" of="$T/all" bs=1M status=none 2>/dev/null &&

@@ -129,6 +129,15 @@ fingerprint() {
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
+# chunk_id IMAGE INDEX [SIZE]: the id (SHA-256) of chunk INDEX of IMAGE,
+# in chunks of SIZE bytes (default 65536); chunk_key ID: the name of that
+# chunk's object in a repository
+chunk_id() {
+	dd if="$1" bs="${3:-65536}" skip="$2" count=1 status=none |
+		sha256sum | cut -d' ' -f1
+}
+chunk_key() { echo "chunks/${1:0:2}/$1"; }
+
 # damage_byte FILE OFFSET: inverts the byte at OFFSET, so the file always
 # changes (writing a fixed byte leaves random data unchanged 1 time in 256).
 damage_byte() {

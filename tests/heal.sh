@@ -23,11 +23,10 @@ head -c 1000 /dev/urandom | dd of="$img" conv=notrunc status=none
 	>/dev/null || fail "ingest g2"
 cp "$img" "$T/g2"
 
-chunk_id() { dd if="$1" bs=64K skip="$2" count=1 status=none | sha256sum | cut -d' ' -f1; }
 id3=$(chunk_id "$img" 3)
 id5=$(chunk_id "$img" 5)
-obj3=$R/chunks/${id3:0:2}/$id3
-obj5=$R/chunks/${id5:0:2}/$id5
+obj3=$R/$(chunk_key "$id3")
+obj5=$R/$(chunk_key "$id5")
 [ -f "$obj3" ] && [ -f "$obj5" ] || fail "chunk objects missing"
 size=$(stat -c %s "$obj3")
 damage_byte "$obj3" $((size / 2))
@@ -70,7 +69,7 @@ stop_mount "$MNT"
 # 4. with a change source that does not report the damaged chunk, the
 #    base's damaged chunk is read from the device all the same
 id7=$(chunk_id "$img" 7)
-obj7=$R/chunks/${id7:0:2}/$id7
+obj7=$R/$(chunk_key "$id7")
 damage_byte "$obj7" 100
 "$REPO" verify "$R" --read-data >/dev/null 2>&1 &&
 	fail "verify did not find the corrupt chunk 7"

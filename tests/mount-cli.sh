@@ -119,8 +119,8 @@ if command -v unshare >/dev/null && command -v setpriv >/dev/null; then
 fi
 
 # a daemonized mount: errors go to -o log=FILE, syslog or not
-id3=$(dd if="$img" bs=64K skip=3 count=1 status=none | sha256sum | cut -d' ' -f1)
-obj3=$R/chunks/${id3:0:2}/$id3
+id3=$(chunk_id "$img" 3)
+obj3=$R/$(chunk_key "$id3")
 size=$(stat -c %s "$obj3")
 damage_byte "$obj3" $((size / 2))
 _mounts+=("$MNT")
@@ -132,7 +132,7 @@ dd if="$MNT/ns/v/s1.img" of=/dev/null bs=64K skip=3 count=1 status=none \
 	2>/dev/null && fail "read of a corrupt chunk succeeded"
 head -1 "$T/cbtfs.log" | grep -qE "^[0-9-]{10}T[0-9:]{8}Z cbtfs\[[0-9]+\]: $R mounted at $MNT\$" ||
 	fail "the log does not start with the mount: $(cat "$T/cbtfs.log")"
-grep -q "error: chunk chunks/${id3:0:2}/$id3 is corrupt" "$T/cbtfs.log" ||
+grep -q "error: chunk $(chunk_key "$id3") is corrupt" "$T/cbtfs.log" ||
 	fail "the log does not name the corrupt chunk: $(cat "$T/cbtfs.log")"
 fusermount3 -u "$MNT" || fail "unmount"
 # without syslog, by default, to a file per mountpoint under the cache
@@ -144,7 +144,7 @@ grep -qF "cbtfs: messages go to $log once in the background (no syslog" \
 	"$T/out" || fail "the default log is not named: $(cat "$T/out")"
 dd if="$MNT/ns/v/s1.img" of=/dev/null bs=64K skip=3 count=1 status=none \
 	2>/dev/null && fail "read of a corrupt chunk succeeded"
-grep -q "chunk chunks/${id3:0:2}/$id3 is corrupt" "$log" ||
+grep -q "chunk $(chunk_key "$id3") is corrupt" "$log" ||
 	fail "the default log does not name the corrupt chunk"
 fusermount3 -u "$MNT" || fail "unmount"
 exit 0

@@ -71,8 +71,8 @@ promcheck "$MNT/.stats" >"$T/again" || fail ".stats"
 
 # a corrupt chunk: EIO, an error counted, the damage recorded in the
 # background while still mounted
-id=$(head -c $CS "$T/s2" | sha256sum | cut -d' ' -f1)
-obj=$R/chunks/${id:0:2}/$id
+id=$(chunk_id "$T/s2" 0 $CS)
+obj=$R/$(chunk_key "$id")
 size=$(stat -c %s "$obj")
 # 16 zero bytes amid random ones
 dd if=/dev/zero of="$obj" bs=1 count=16 seek=$((size / 2)) conv=notrunc \

@@ -172,8 +172,8 @@ expect_fail "--target-zeroed says it holds zeros" \
 #    removed, an existing one is said to hold a partial image
 cp -a "$R" "$T/bad"
 # the first chunk of s1 (the object is named by its SHA-256)
-id=$(head -c $CS "$T/img1" | sha256sum | cut -d' ' -f1)
-victim=$T/bad/chunks/${id:0:2}/$id
+id=$(chunk_id "$T/img1" 0 $CS)
+victim=$T/bad/$(chunk_key "$id")
 [ -f "$victim" ] || fail "no chunk object $victim"
 damage_byte "$victim" 40
 export XDG_CACHE_HOME=$T/cache-bad

@@ -56,11 +56,6 @@ obj_truncate() {	# KEY BYTES
 	obj_put "$T/obj" "$1" || fail "put $1"
 }
 
-# chunk_id IMAGE INDEX: the id of a chunk of an image; key ID: its object
-chunk_id() {
-	dd if="$1" bs=$CS skip="$2" count=1 status=none | sha256sum | cut -c1-64
-}
-key() { echo "chunks/${1:0:2}/$1"; }
 snap_id() {	# VOLUME NAME
 	"$REPO" snapshots "$R" --volume "$1" --json | /usr/bin/python3 -c '
 import json, sys
@@ -197,31 +192,31 @@ scenario() {
 	# ns/a gen1 (rewritten in gen2) truncated; chunk 60 of ns/a corrupt;
 	# the manifest of ns/b gen2 corrupt; and a stale damage record of a
 	# good chunk
-	a2=$(chunk_id "$T/a1" 2)
-	a16=$(chunk_id "$T/a1" 16)
-	a60=$(chunk_id "$T/a1" 60)
-	a5=$(chunk_id "$T/a1" 5)
+	a2=$(chunk_id "$T/a1" 2 $CS)
+	a16=$(chunk_id "$T/a1" 16 $CS)
+	a60=$(chunk_id "$T/a1" 60 $CS)
+	a5=$(chunk_id "$T/a1" 5 $CS)
 	man=snapshots/$(snap_id ns/b gen2)
 	obj_get "$man" "$T/manifest.saved" || fail "$KIND: save $man"
-	obj_rm "$(key "$a2")" || fail "$KIND: rm"
-	obj_truncate "$(key "$a16")" 10
-	obj_flip "$(key "$a60")"
+	obj_rm "$(chunk_key "$a2")" || fail "$KIND: rm"
+	obj_truncate "$(chunk_key "$a16")" 10
+	obj_flip "$(chunk_key "$a60")"
 	obj_flip "$man"
 	printf 'why=test\nfound=1\nhost=x\n' >"$T/rec"
 	obj_put "$T/rec" "damaged/$a5" || fail "$KIND: put record"
 
 	# the structure check: the missing, the truncated, the manifest
 	verify_json "$T/s.json" 1
-	want="missing_chunk $(key "$a2")
-corrupt_chunk $(key "$a16")
+	want="missing_chunk $(chunk_key "$a2")
+corrupt_chunk $(chunk_key "$a16")
 unreadable_manifest $man"
 	same "structure check" "$(problems "$T/s.json")" "$want"
 	[ "$(field ok "$T/s.json")" = False ] || fail "$KIND: ok with problems"
-	expect_damage "$T/s.json" "$(key "$a2")" "ns/a gen1 [[131072,131072]]
+	expect_damage "$T/s.json" "$(chunk_key "$a2")" "ns/a gen1 [[131072,131072]]
 ns/a gen2 [[131072,131072]]
 ns/a gen3 [[131072,131072]]
 ns/b gen1 [[131072,131072]]"
-	expect_damage "$T/s.json" "$(key "$a16")" "ns/a gen1 [[1048576,65536]]"
+	expect_damage "$T/s.json" "$(chunk_key "$a16")" "ns/a gen1 [[1048576,65536]]"
 	# ns/b gen3 has only chunk 40 of its own: the rest is lost with gen2
 	# (to its capacity, 3 MiB + 1000)
 	expect_damage "$T/s.json" "$man" "ns/b gen3 [[0,2621440],[2686976,459752]]"
@@ -237,7 +232,7 @@ ns/b gen1 [[131072,131072]]"
 	# the same as text, with the error logged where found (ns/b gen2 is
 	# unreadable: its 2 chunks are not known)
 	out=$("$REPO" verify "$R" 2>&1) && fail "$KIND: text verify exited 0"
-	grep -qx "missing_chunk $(key "$a2"): missing from the repository" <<<"$out" &&
+	grep -qx "missing_chunk $(chunk_key "$a2"): missing from the repository" <<<"$out" &&
 		grep -qx "  ns/b gen1: bytes 131072+131072" <<<"$out" &&
 		grep -qx "  ns/b gen3: bytes 0+2621440, 2686976+459752" <<<"$out" &&
 		grep -q "^verify: 6 manifests, 103 chunks checked in .*: 3 problems$" <<<"$out" &&
@@ -246,14 +241,14 @@ ns/b gen1 [[131072,131072]]"
 
 	# reading the data finds the corrupt chunk too
 	verify_json "$T/r.json" 1 --read-data
-	want="missing_chunk $(key "$a2")
-corrupt_chunk $(key "$a16")
-corrupt_chunk $(key "$a60")
+	want="missing_chunk $(chunk_key "$a2")
+corrupt_chunk $(chunk_key "$a16")
+corrupt_chunk $(chunk_key "$a60")
 unreadable_manifest $man"
 	[ "$(problems "$T/r.json" | sort)" = "$(sort <<<"$want")" ] ||
 		fail "$KIND: --read-data found"$'\n'"$(problems "$T/r.json")"
 	# not gen3: chunk 60 is beyond its capacity
-	expect_damage "$T/r.json" "$(key "$a60")" "ns/a gen1 [[3932160,65536]]
+	expect_damage "$T/r.json" "$(chunk_key "$a60")" "ns/a gen1 [[3932160,65536]]
 ns/a gen2 [[3932160,65536]]"
 	expect_damage "$T/r.json" "$man" "ns/b gen3 [[0,2621440],[2686976,459752]]"
 	obj_exists "damaged/$a60" || fail "$KIND: no record of the corrupt chunk"
@@ -267,11 +262,11 @@ ns/a gen2 [[3932160,65536]]"
 	# one volume: its snapshots only; the unreadable manifest's volume is
 	# unknown, so it is reported too
 	verify_json "$T/b.json" 1 --volume ns/b --read-data
-	want="missing_chunk $(key "$a2")
+	want="missing_chunk $(chunk_key "$a2")
 unreadable_manifest $man"
 	[ "$(problems "$T/b.json")" = "$want" ] ||
 		fail "$KIND: --volume ns/b found"$'\n'"$(problems "$T/b.json")"
-	expect_damage "$T/b.json" "$(key "$a2")" "ns/b gen1 [[131072,131072]]"
+	expect_damage "$T/b.json" "$(chunk_key "$a2")" "ns/b gen1 [[131072,131072]]"
 	expect_fail "volume 'ns/none' has no snapshot" \
 		"$REPO" verify "$R" --volume ns/none
 
